@@ -1,0 +1,36 @@
+"""Where things live: the project's folders and the user-level cache.
+
+Usage: ``from lib.paths import run_dir; run_dir("smollm2_135m")``
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PARAMS_DIR = PROJECT_ROOT / "params"
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+FIXTURES_DIR = PROJECT_ROOT / "fixtures"
+DATA_DIR = PROJECT_ROOT / "data"
+RUNS_DIR = PROJECT_ROOT / "runs"
+
+
+def cache_dir() -> Path:
+    """User-level cache (llama.cpp sources, decompressed tokenizers, converted base models).
+
+    Outside the repo so a fresh clone on the same machine reuses what an earlier one built.
+    """
+    path = Path(os.environ.get("THINKDISTILL_CACHE", Path.home() / ".cache" / "thinkdistill"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run_dir(recipe: str, dry_run: bool = False) -> Path:
+    """`runs/<recipe>/` (or `runs/<recipe>-dry-run/`): everything one recipe's stages read and write."""
+    return RUNS_DIR / (f"{recipe}-dry-run" if dry_run else recipe)
+
+
+def project_path(path: str | Path) -> Path:
+    """A params path made absolute: relative paths are relative to the project root."""
+    path = Path(path)
+    return path if path.is_absolute() else PROJECT_ROOT / path
