@@ -13,9 +13,9 @@ Nothing is downloaded.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from typing import Any
 
 # The modules that PEFT can adapt on a Llama/Mistral block. Each value is the
@@ -34,7 +34,9 @@ LORA_MODULES: dict[str, tuple[str, str]] = {
 
 def _config_dir():
     """The bundled JSON folder; package data, so that it also works from an installed wheel."""
-    return resources.files(__package__ or "lib").joinpath("model_configs")
+    # A path next to this file, not importlib.resources: llama-cpp-python's wheel installs a top-level
+    # `lib/` folder (its .so files) into site-packages, which resources can resolve instead of this package.
+    return Path(__file__).resolve().parent / "model_configs"
 
 
 @dataclass(frozen=True)

@@ -66,11 +66,14 @@ def assistant_char_ranges(tokenizer, messages: list[dict], template_kwargs: dict
     for index in turns:
         prefix = render(tokenizer, messages[:index], True, kwargs)
         if not full.startswith(prefix):
+            # suggest "last" only where it would work (never for Mistral v3 with a system prompt)
+            last_ok = index != turns[-1] and full.startswith(render(tokenizer, messages[:turns[-1]], True, kwargs))
+            last_hint = "train only the last turn (assistant_turns: last), or " if last_ok else ""
             raise MaskingError(
                 f"sample {sample_id}: the template renders the conversation up to assistant turn {index} differently "
-                "from the full conversation (it moves or rewrites earlier text, e.g. Mistral v3 puts the system "
-                "prompt into the last user turn). Drop the system prompt, or train only the last turn "
-                "(assistant_turns: last), or pass a chat template without that behaviour")
+                "from the full conversation (it moves or rewrites earlier text, e.g. Mistral v3 renders the system "
+                "prompt only inside a final user turn, so it moves or vanishes once an assistant turn follows). "
+                f"Drop the system prompt, or {last_hint}pass a chat template without that behaviour")
         content = messages[index]["content"]
         start = full.find(content, len(prefix))
         if start < 0 or full[len(prefix):start].strip():
@@ -111,11 +114,16 @@ def build_masked_example(messages: list[dict], tokenizer, template_kwargs: dict 
 
 
 def plain_prompt(plain_format: str, problem: str) -> str:
-    """The prompt half of a base-model format: everything before `<think>` (what inference sends)."""
+    """The prompt half of a base-model format: everything before `<think>` (what inference sends).
+
+    Trailing spaces are left to the response: BPE and SentencePiece attach a space to the token after it
+    (`Assistant: <think>` tokenises as `:`, ` <`), so a prompt ending in a space would hand the model a lone
+    space token it never saw in training. Trailing newlines stay (they attach to the token before them).
+    """
     head, sep, _ = plain_format.partition("<think>")
     if not sep:
         raise MaskingError("plain_format must contain the literal <think> where the response starts")
-    return head.format(problem=problem)
+    return head.format(problem=problem).rstrip(" ")
 
 
 def build_plain_example(problem: str, thinking: str, solution: str, tokenizer, plain_format: str,
@@ -124,9 +132,20 @@ def build_plain_example(problem: str, thinking: str, solution: str, tokenizer, p
     if not tokenizer.eos_token:
         raise MaskingError("the tokenizer has no eos_token; a base model needs one to learn to stop")
     prompt = plain_prompt(plain_format, problem)
-    bos = tokenizer.bos_token if getattr(tokenizer, "add_bos_token", False) and tokenizer.bos_token else ""
+    bos = tokenizer.bos_token if _adds_bos(tokenizer) else ""
     text = bos + plain_format.format(problem=problem, thinking=thinking, solution=solution) + tokenizer.eos_token
     return _mask_text(tokenizer, text, [(len(bos) + len(prompt), len(text))], sample_id)
+
+
+def _adds_bos(tokenizer) -> bool:
+    """Whether plain tokenisation starts with BOS (what the model saw in pre-training, and what llama.cpp adds).
+
+    Asked of the tokenizer itself: with transformers 5 fast tokenizers `add_bos_token` can read False while the
+    post-processor adds BOS (Mistral v3).
+    """
+    if not tokenizer.bos_token or tokenizer.bos_token_id is None:
+        return False
+    return tokenizer("x", add_special_tokens=True)["input_ids"][:1] == [tokenizer.bos_token_id]
 
 
 def _mask_text(tokenizer, text: str, ranges: list[tuple[int, int]], sample_id: str) -> MaskedExample:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class Recipe:
     dataset_format: str = "gsm8k"  # gsm8k | messages | triplets (see lib.reasoning_data)
     dataset_path: str = "data/gsm8k/train.jsonl.gz"  # project-relative file, absolute file, or hub dataset name
     dataset_split: str = "train"
+    dataset_config: str = ""  # hub datasets with several configs (e.g. "math")
     dry_run_dataset_path: str = "data/gsm8k/train.jsonl.gz"  # a shipped sample in the same format
     eval_dataset_path: str = "data/gsm8k/test.jsonl.gz"  # held-out prompts with reference answers
     train_rows: int = 0  # 0 = all rows; a cap keeps CPU runs short
@@ -129,6 +131,9 @@ def load_recipe(name: str, params_dir: Path = PARAMS_DIR) -> Recipe:
         raise ParamsError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of key: value at top level")
+    if raw.get("name", name) != name:  # the file name is the recipe's name (and its runs/ folder)
+        raise ParamsError(f"{path}: name: {raw['name']!r} differs from the file name {name!r}; remove the key "
+                          "or rename the file")
     return recipe_from_dict({"name": name, **raw}, source=str(path))
 
 
@@ -154,10 +159,15 @@ def recipe_from_dict(raw: dict, source: str = "<dict>") -> Recipe:
     return recipe
 
 
+_YAML11_EXPONENT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
 def _checked(key: str, value, expected: type, source: str):
     """Return `value` coerced to `expected` where lossless (int -> float), else raise naming the key."""
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if expected is float and isinstance(value, str) and _YAML11_EXPONENT.match(value):
+        return float(value)  # PyYAML (YAML 1.1) reads `2e-4` (no dot) as the string "2e-4"
     if isinstance(expected, types.GenericAlias):
         expected = typing.get_origin(expected)
     ok = isinstance(value, expected) and not (expected in (int, float) and isinstance(value, bool))

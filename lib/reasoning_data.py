@@ -60,7 +60,7 @@ def iter_jsonl(path: Path):
             yield line_no, obj if isinstance(obj, dict) else f"not a JSON object but a {type(obj).__name__}"
 
 
-def iter_source(path_or_name: str, split: str = "train"):
+def iter_source(path_or_name: str, split: str = "train", config: str = ""):
     """Yield (row_number, object) from a local JSONL(.gz) file, or from a Hugging Face dataset by name.
 
     Hub names go through `datasets.load_dataset` (streaming, so large sets never sit in memory); row
@@ -76,7 +76,8 @@ def iter_source(path_or_name: str, split: str = "train"):
         raise FileNotFoundError(f"dataset file not found: {local}")
     import datasets  # only hub sources need it; importing it costs seconds
 
-    for row_no, row in enumerate(datasets.load_dataset(path_or_name, split=split, streaming=True), start=1):
+    for row_no, row in enumerate(datasets.load_dataset(path_or_name, config or None, split=split,
+                                                                     streaming=True), start=1):
         yield row_no, dict(row)
 
 
@@ -110,6 +111,8 @@ def from_triplet(row: dict, row_id: str) -> dict:
     problem, thinking, solution = (_required_str(row, k) for k in ("problem", "thinking", "solution"))
     if not thinking.strip():
         raise DataFormatError("empty thinking")
+    if not solution.strip():
+        raise DataFormatError("empty solution")
     return {
         "id": row_id,
         "messages": [{"role": "user", "content": problem.strip()},
@@ -126,6 +129,8 @@ def from_messages(row: dict, row_id: str) -> dict:
         raise DataFormatError("missing or empty 'messages' list")
     out = []
     for turn in messages:
+        if not isinstance(turn, dict):
+            raise DataFormatError(f"a message is a {type(turn).__name__}, not an object")
         role = turn.get("role")
         if role not in ("system", "user", "assistant"):
             raise DataFormatError(f"unsupported role {role!r} (tool turns are not trained yet)")
@@ -135,6 +140,8 @@ def from_messages(row: dict, row_id: str) -> dict:
             out.append({"role": role, "content": _plain_content(turn)})
     if out[-1]["role"] != "assistant":
         raise DataFormatError("conversation does not end with an assistant turn")
+    if len(out) < 2 or out[-2]["role"] != "user":
+        raise DataFormatError("the final assistant turn does not follow a user turn")
     return {"id": row_id, "messages": out, "answer": row.get("answer"),
             "source": row.get("source", "messages"), "domain": row.get("domain", "general")}
 
@@ -142,6 +149,7 @@ def from_messages(row: dict, row_id: str) -> dict:
 def _split_assistant(turn: dict) -> dict:
     content = turn.get("content")
     if isinstance(content, list):
+        _check_parts(content, "assistant")
         kinds = Counter(part.get("type") for part in content)
         unknown = set(kinds) - {"reasoning", "text"}
         if unknown:
@@ -165,18 +173,30 @@ def _split_assistant(turn: dict) -> dict:
         raise DataFormatError("empty think")
     if not answer.strip():
         raise DataFormatError("empty answer after </think>")
+    if any(tag in text for tag in (THINK_OPEN, THINK_CLOSE) for text in (think, answer)):
+        raise DataFormatError("assistant turn has a <think> or </think> tag inside its reasoning or answer")
     return {"think": think.strip(), "answer": answer.strip()}
 
 
 def _plain_content(turn: dict) -> str:
     content = turn.get("content")
     if isinstance(content, list):
+        _check_parts(content, turn.get("role"))
         if any(part.get("type") != "text" for part in content):
             raise DataFormatError(f"{turn.get('role')} turn has non-text content parts")
         return "".join(part["value"] for part in content)
     if not isinstance(content, str):
         raise DataFormatError(f"{turn.get('role')} turn content is not a string")
     return content
+
+
+def _check_parts(parts: list, role) -> None:
+    """Typed content parts must be objects; reasoning/text parts need a string `value`."""
+    for part in parts:
+        if not isinstance(part, dict):
+            raise DataFormatError(f"{role} content part is a {type(part).__name__}, not an object")
+        if part.get("type") in ("reasoning", "text") and not isinstance(part.get("value"), str):
+            raise DataFormatError(f"{role} content part of type {part.get('type')!r} without a string 'value'")
 
 
 def _required_str(row: dict, key: str) -> str:
@@ -190,7 +210,7 @@ CONVERTERS = {"gsm8k": from_gsm8k, "triplets": from_triplet, "messages": from_me
 
 
 def read_reasoning_rows(path: str | Path, dataset_format: str, limit: int = 0, id_prefix: str = "",
-                        split: str = "train") -> tuple[list, list]:
+                        split: str = "train", config: str = "") -> tuple[list, list]:
     """Read a local JSONL(.gz) file or hub dataset in `dataset_format`; return (canonical rows, rejects).
 
     `limit` > 0 stops after that many *kept* rows. Every row read is either kept or rejected with a reason.
@@ -199,7 +219,7 @@ def read_reasoning_rows(path: str | Path, dataset_format: str, limit: int = 0, i
         raise ValueError(f"unknown dataset_format {dataset_format!r}; expected one of {', '.join(CONVERTERS)}")
     convert, prefix = CONVERTERS[dataset_format], id_prefix or Path(path).name.split(".")[0]
     rows, rejects = [], []
-    for line_no, obj in iter_source(str(path), split):
+    for line_no, obj in iter_source(str(path), split, config):
         row_id = f"{prefix}-{line_no:06d}"
         if isinstance(obj, str):
             rejects.append(Reject(line_no, row_id, obj))

@@ -52,12 +52,27 @@ def lora_config(recipe: Recipe):
                       target_modules=list(recipe.lora_target_modules), bias="none", task_type="CAUSAL_LM")
 
 
+def check_target_modules(model, target_modules) -> None:
+    """Every LoRA target must name a Linear in the model: PEFT only fails when *none* match, so a typo among
+    several names would silently train fewer layers."""
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in target_modules if t not in present]
+    if missing:
+        raise ValueError(f"lora_target_modules {missing} not found in {type(model).__name__}; its projection names "
+                         f"include {sorted(n for n in present if n.endswith('_proj'))}")
+
+
 def sft_config(recipe: Recipe, output_dir: Path, on_gpu: bool):
-    """TRL `SFTConfig` from the recipe; every training key is passed under its own name."""
+    """TRL `SFTConfig` from the recipe (validated by TRL/transformers on construction)."""
     from trl import SFTConfig
 
+    return SFTConfig(**sft_kwargs(recipe, output_dir, on_gpu))
+
+
+def sft_kwargs(recipe: Recipe, output_dir: Path, on_gpu: bool) -> dict:
+    """The `SFTConfig` arguments for `recipe`; every training key is passed under its own name (pure)."""
     bf16 = on_gpu and recipe.torch_dtype == "bfloat16"
-    return SFTConfig(
+    return dict(
         output_dir=str(output_dir), max_length=recipe.max_length, num_train_epochs=recipe.num_train_epochs,
         max_steps=recipe.max_steps, per_device_train_batch_size=recipe.per_device_train_batch_size,
         gradient_accumulation_steps=recipe.gradient_accumulation_steps, learning_rate=recipe.learning_rate,
@@ -91,14 +106,14 @@ def meta_lora_model(recipe: Recipe, architecture: str | None = None):
     """
     import torch
     from peft import get_peft_model
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    from lib.architectures import hf_config_dict
+    from lib.architectures import build_hf_config
 
-    raw = hf_config_dict(architecture or recipe.architecture)
-    config = AutoConfig.for_model(raw.pop("model_type"), **raw)
+    config = build_hf_config(architecture or recipe.architecture)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
+    check_target_modules(model, recipe.lora_target_modules)
     peft_model = get_peft_model(model, lora_config(recipe))
     trainable, total = peft_model.get_nb_trainable_parameters()
     return peft_model, trainable, total
@@ -137,6 +152,7 @@ def load_for_training(recipe: Recipe, model_path: str, backend: str):
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.gradient_checkpointing)
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=recipe.trust_remote_code)
+    check_target_modules(model, recipe.lora_target_modules)
     return get_peft_model(model, lora_config(recipe)), tokenizer
 
 

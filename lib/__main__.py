@@ -1,0 +1,47 @@
+"""Command line: ``python -m lib {run,plan,recipes} …`` (see README for examples)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lib", description="thinkdistill pipeline commands")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute the notebooks for a recipe with papermill into runs/RECIPE/")
+    run.add_argument("recipe")
+    run.add_argument("--dry-run", action="store_true", help="no GPU, no download: validate everything")
+    run.add_argument("--stages", help="comma-separated stage prefixes, e.g. 01,03 (default: all)")
+    run.add_argument("--run-dir", default="", help="output folder (default runs/RECIPE[-dry-run])")
+    plan = sub.add_parser("plan", help="print the memory plan and GGUF size estimates as one JSON object")
+    plan.add_argument("recipe")
+    sub.add_parser("recipes", help="list the recipes in params/")
+    args = parser.parse_args(argv)
+
+    from lib.params import ParamsError, list_recipes, load_recipe
+
+    try:
+        if args.command == "recipes":
+            print("\n".join(list_recipes()))
+        elif args.command == "plan":
+            from lib.plan import recipe_plan
+
+            print(json.dumps(recipe_plan(load_recipe(args.recipe)), indent=2))
+        else:
+            from lib.runner import StageFailed, run_recipe
+
+            try:
+                timings = run_recipe(args.recipe, args.dry_run, args.stages, args.run_dir)
+            except StageFailed as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 1
+            print(json.dumps({"recipe": args.recipe, "dry_run": args.dry_run, "seconds": timings}))
+    except (ParamsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Judge a GGUF file the way it will be used: llama.cpp, the chat template embedded in the file, greedy.
+
+Usage: ``summary = evaluate_gguf(Path("model-Q8_0.gguf"), prompts_file, out_dir, max_tokens=384)``
+
+Each file runs in its own child process (`python -m lib.edge_eval …`) so its peak RSS is its own and a
+crash in llama.cpp cannot take the notebook down. Per prompt: did the model open and close `<think>`, how
+long did it think (tokens), is the final number right; per file: closure rate, accuracy, mean think length,
+generation tokens/s and peak RSS.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lib.answers import answers_match, extract_final_answer, split_think
+from lib.reasoning_data import THINK_CLOSE, THINK_OPEN
+
+
+def score_output(text: str, reference: str | None) -> dict:
+    """Pure per-output judgement: opened/closed think, final answer, correctness."""
+    think, _ = split_think(text)
+    predicted = extract_final_answer(text)
+    return {"opened_think": THINK_OPEN in text, "closed_think": think is not None,
+            "predicted": predicted, "correct": bool(reference is not None and answers_match(predicted, reference))}
+
+
+def summarize(records: list[dict]) -> dict:
+    """Aggregate per-prompt records into the numbers the report shows (pure)."""
+    n = len(records)
+    closed = [r for r in records if r["closed_think"]]
+    gen_tokens = sum(r["completion_tokens"] for r in records)
+    gen_seconds = sum(r["seconds"] for r in records)
+    return {
+        "prompts": n,
+        "opened_think_rate": round(sum(r["opened_think"] for r in records) / max(1, n), 4),
+        "closure_rate": round(len(closed) / max(1, n), 4),
+        "accuracy": round(sum(r["correct"] for r in records) / max(1, n), 4),
+        "mean_think_tokens": round(sum(r["think_tokens"] for r in closed) / max(1, len(closed)), 1),
+        "hit_max_tokens": sum(r["finish_reason"] == "length" for r in records),
+        "tokens_per_second": round(gen_tokens / max(1e-9, gen_seconds), 2),
+    }
+
+
+def run_prompts(gguf_path: Path, prompts: list[dict], max_tokens: int, n_ctx: int, n_threads: int,
+                plain_prompt_format: str = "") -> list[dict]:
+    """Generate greedily for each prompt with llama-cpp-python (in this process)."""
+    import llama_cpp
+
+    from lib.masking import plain_prompt
+
+    llm = llama_cpp.Llama(str(gguf_path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                          seed=0, verbose=False)
+    records = []
+    for item in prompts:
+        start = time.perf_counter()
+        if plain_prompt_format:  # base models: the recipe's plain format, no chat template
+            user = next(m["content"] for m in item["messages"] if m["role"] == "user")
+            out = llm.create_completion(plain_prompt(plain_prompt_format, user), max_tokens=max_tokens,
+                                        temperature=0.0)
+            text = out["choices"][0]["text"]
+        else:
+            out = llm.create_chat_completion(item["messages"], max_tokens=max_tokens, temperature=0.0)
+            text = out["choices"][0]["message"]["content"] or ""
+        seconds = time.perf_counter() - start
+        think, _ = split_think(text)
+        think_tokens = len(llm.tokenize(think.encode(), add_bos=False, special=False)) if think else 0
+        records.append({"id": item["id"], "reference": item.get("answer"), "output": text,
+                        "completion_tokens": out["usage"]["completion_tokens"], "seconds": round(seconds, 3),
+                        "finish_reason": out["choices"][0]["finish_reason"], "think_tokens": think_tokens,
+                        **score_output(text, item.get("answer"))})
+    return records
+
+
+def evaluate_gguf(gguf_path: Path, prompts_file: Path, out_dir: Path, label: str, max_tokens: int = 384,
+                  n_ctx: int = 2048, n_threads: int = 2, plain_prompt_format: str = "") -> dict:
+    """Evaluate one GGUF in a child process; returns its summary (also written to `out_dir/<label>.json`)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary_path = out_dir / f"{label}.json"
+    command = [sys.executable, "-m", "lib.edge_eval", str(gguf_path), str(prompts_file), str(out_dir), label,
+               "--max-tokens", str(max_tokens), "--n-ctx", str(n_ctx), "--n-threads", str(n_threads),
+               "--plain-format", plain_prompt_format]
+    # passive OpenMP waiting: spinning threads steal the two cores from the process that does the work
+    env = {**os.environ, "OMP_WAIT_POLICY": "passive"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"evaluating {gguf_path.name} failed:\n{done.stderr.strip()[-2000:]}")
+    return json.loads(summary_path.read_text())
+
+
+def _main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("gguf", type=Path)
+    parser.add_argument("prompts", type=Path)
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("label")
+    parser.add_argument("--max-tokens", type=int, default=384)
+    parser.add_argument("--n-ctx", type=int, default=2048)
+    parser.add_argument("--n-threads", type=int, default=2)
+    parser.add_argument("--plain-format", default="")
+    args = parser.parse_args(argv)
+    from lib.reasoning_data import read_jsonl, write_jsonl
+
+    prompts = read_jsonl(args.prompts)
+    started = time.perf_counter()
+    records = run_prompts(args.gguf, prompts, args.max_tokens, args.n_ctx, args.n_threads, args.plain_format)
+    write_jsonl(args.out_dir / f"{args.label}.outputs.jsonl", records)
+    summary = {"label": args.label, "file": args.gguf.name, "file_bytes": args.gguf.stat().st_size,
+               **summarize(records), "wall_seconds": round(time.perf_counter() - started, 1),
+               # ru_maxrss is in KiB on Linux: the child's own peak, model weights + KV cache + Python
+               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    (args.out_dir / f"{args.label}.json").write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    _main()

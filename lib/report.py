@@ -1,0 +1,73 @@
+"""Summarise a finished run from its stage manifests into `runs/<recipe>/report.md` (+ report.json).
+
+Usage: ``python -m lib.report smollm2_135m``
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from lib.paths import run_dir
+from lib.runner import STAGES
+
+
+def collect(folder: Path) -> dict:
+    """Facts of every stage manifest present in `folder`, plus stage wall times if recorded."""
+    facts = {}
+    for stage in STAGES:
+        path = folder / stage / "manifest.json"
+        if path.is_file():
+            facts[stage] = json.loads(path.read_text())["facts"]
+    timings = folder / "timings.json"
+    return {"stages": facts, "timings": json.loads(timings.read_text()) if timings.is_file() else {}}
+
+
+def render_markdown(recipe: str, report: dict) -> str:
+    """The human-readable report (pure: tested on a hand-made report dict)."""
+    stages, timings = report["stages"], report["timings"]
+    lines = [f"# Run report: {recipe}", ""]
+    if timings:
+        lines += [f"Wall time: {sum(timings.values()) / 60:.1f} min "
+                  f"({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())})", ""]
+    data = stages.get("01_data", {})
+    if data:
+        lines += [f"Data: {data['train_rows']} training rows, {data['heldout_rows']} held-out prompts; "
+                  f"rejects: {data['train_rejects'] or 'none'}", ""]
+    mask = stages.get("02_masking", {})
+    if mask:
+        lines += [f"Masks: {mask['trained_fraction']:.1%} of tokens trained, {mask['all_masked']} fully masked, "
+                  f"{mask['dropped_overlong']} dropped over max_length {mask['max_length']}", ""]
+    train = stages.get("03_train", {})
+    if train.get("mode") == "trained":
+        lines += [f"Training ({train['backend']}): {train['steps']} steps in {train['train_seconds']:.0f} s, "
+                  f"loss {train['first_loss']:.3f} -> {train['last_loss']:.3f}, "
+                  f"{train['trainable_params']:,} trainable parameters", ""]
+    export = stages.get("04_merge_export", {})
+    if export.get("sizes"):
+        lines += [f"Merge check: max |logit difference| = {export['max_logit_difference']:.2e} "
+                  f"(tolerance {export['merge_atol']})", "", "| file | real bytes | estimated | error |",
+                  "|---|---|---|---|"]
+        lines += [f"| {s['file']} | {s['real_bytes']:,} | {s['estimated_bytes']:,} | {s['error_pct']:+.2f} % |"
+                  for s in export["sizes"]] + [""]
+    evaluation = stages.get("05_eval_edge", {})
+    if evaluation.get("results"):
+        lines += [f"Evaluation on {evaluation['prompts']} held-out prompts (llama.cpp, greedy):", "",
+                  "| model | closed </think> | accuracy | mean think tokens | tok/s | peak RSS MiB |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['label']} | {r['closure_rate']:.0%} | {r['accuracy']:.0%} | {r['mean_think_tokens']} | "
+                  f"{r['tokens_per_second']} | {r['peak_rss_mib']} |" for r in evaluation["results"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(recipe: str) -> int:
+    folder = run_dir(recipe)
+    report = collect(folder)
+    (folder / "report.json").write_text(json.dumps(report, indent=2))
+    (folder / "report.md").write_text(render_markdown(recipe, report))
+    print(render_markdown(recipe, report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "smollm2_135m"))

@@ -1,0 +1,58 @@
+"""Run the five notebooks for a recipe with papermill, keeping every executed notebook.
+
+Usage: ``python -m lib run smollm2_135m [--dry-run] [--stages 01,03]``
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from lib.params import recipe_path
+from lib.paths import NOTEBOOKS_DIR, run_dir as default_run_dir
+
+STAGES = ("01_data", "02_masking", "03_train", "04_merge_export", "05_eval_edge")
+
+
+class StageFailed(RuntimeError):
+    """A notebook cell failed; the executed notebook with the traceback is kept at `.notebook`."""
+
+    def __init__(self, message: str, notebook: Path):
+        super().__init__(message)
+        self.notebook = notebook
+
+
+def select_stages(spec: str | None) -> list[str]:
+    """`"01,03"` -> the matching stage names, in pipeline order; an unknown prefix lists the valid ones."""
+    if not spec:
+        return list(STAGES)
+    wanted = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [w for w in wanted if not any(stage.startswith(w) for stage in STAGES)]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; stages are {', '.join(STAGES)}")
+    return [stage for stage in STAGES if any(stage.startswith(w) for w in wanted)]
+
+
+def run_recipe(recipe: str, dry_run: bool = False, stages: str | None = None, run_dir: str = "",
+               log=print) -> dict:
+    """Execute the selected notebooks in order into the run folder; returns per-stage wall times."""
+    import papermill
+
+    recipe_path(recipe)  # an unknown recipe fails here with the list of known ones
+    out_dir = Path(run_dir) if run_dir else default_run_dir(recipe, dry_run)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings = {}
+    for stage in select_stages(stages):
+        source, target = NOTEBOOKS_DIR / f"{stage}.ipynb", out_dir / f"{stage}.ipynb"
+        log(f"[{recipe}{' dry-run' if dry_run else ''}] {stage} -> {target}")
+        started = time.time()
+        try:
+            papermill.execute_notebook(str(source), str(target), cwd=str(NOTEBOOKS_DIR), progress_bar=False,
+                                       parameters={"model": recipe, "dry_run": dry_run, "run_dir": str(out_dir)},
+                                       kernel_name="python3")
+        except papermill.PapermillExecutionError as err:
+            raise StageFailed(f"{stage} failed for {recipe}: {err.ename}: {err.evalue}\n"
+                              f"executed notebook with the error: {target}", target) from None
+        timings[stage] = round(time.time() - started, 1)
+    (out_dir / "timings.json").write_text(json.dumps(timings, indent=2))
+    return timings

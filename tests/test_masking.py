@@ -1,0 +1,408 @@
+"""lib.masking on the real tokenizers of every family: exactly the assistant content + end-of-turn is trained.
+
+The tokenizer fixtures load once per session (tests/conftest.py); everything here is offline.
+"""
+from __future__ import annotations
+
+import copy
+import time
+import types
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import cached_fixture_tokenizer
+from lib.masking import (
+    IGNORE_INDEX, MaskedExample, MaskingError, assistant_char_ranges, build_masked_example, build_plain_example,
+    colored_html, mask_stats, plain_prompt, render, tokens_in_ranges, trained_text,
+)
+from lib.tokenizer_loading import fixture_names
+
+EOT = {"llama3_2": "<|eot_id|>", "mistral_v3": "</s>", "qwen2_5": "<|im_end|>", "qwen3": "<|im_end|>",
+       "smollm2": "<|im_end|>"}
+FAMILIES = sorted(EOT)
+KWARGS = {"llama3_2": {"date_string": "26 Jul 2024"}}
+HEADERS = {"llama3_2": ["<|start_header_id|>", "<|end_header_id|>", "assistant"],
+           "mistral_v3": ["[INST]", "[/INST]"],
+           "qwen2_5": ["<|im_start|>", "assistant"], "qwen3": ["<|im_start|>", "assistant"],
+           "smollm2": ["<|im_start|>", "assistant"]}
+NANBEIGE = "User: {problem}\nAssistant: <think>\n{thinking}\n</think>\n{solution}"
+
+A1 = "<think>\nFirst add 2 and 2.\n</think>\n\nThe answer is 4."
+A2 = "<think>\nDouble 4: 8.\n</think>\n\nThe answer is 8."
+SYSTEM = {"role": "system", "content": "SYSTEMTEXT keep it short."}
+SINGLE = [{"role": "user", "content": "USERTEXT one: what is 2+2?"}, {"role": "assistant", "content": A1}]
+MULTI = SINGLE + [{"role": "user", "content": "USERTEXT two: and doubled?"}, {"role": "assistant", "content": A2}]
+
+
+def _contents(messages, assistant_turns="all"):
+    contents = [m["content"] for m in messages if m["role"] == "assistant"]
+    return contents[-1:] if assistant_turns == "last" else contents
+
+
+def _chars(example: MaskedExample, trained: bool) -> str:
+    # A union of character positions, not a join of token spans: byte-level BPE splits one multi-byte character
+    # into several tokens that all report that character's span.
+    covered = [False] * len(example.text)
+    for (start, end), label in zip(example.offsets, example.labels):
+        if (label != IGNORE_INDEX) == trained:
+            covered[start:end] = [True] * (end - start)
+    return "".join(ch for ch, hit in zip(example.text, covered) if hit)
+
+
+def trained_chars(example: MaskedExample) -> str:
+    """The rendered text under the trained tokens' offsets: the mask, independent of any decode quirk."""
+    return _chars(example, trained=True)
+
+
+def masked_chars(example: MaskedExample) -> str:
+    return _chars(example, trained=False)
+
+
+def expected_trained(family: str, contents: list[str]) -> tuple[str, str]:
+    """(expected trained characters, expected decode of the trained tokens) for assistant `contents`.
+
+    Mistral v3's template writes `[/INST]` + " " + content, and SentencePiece glues that space to the first
+    content token (`▁<`), so the space is trained, which is right: the generation prompt ends at `[/INST]` and the
+    model must emit the space itself. The decode drops the leading `▁` of the very first token only.
+    """
+    sep = " " if family == "mistral_v3" else ""
+    chars = "".join(sep + c + EOT[family] for c in contents)
+    return chars, chars[len(sep):]
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request):
+    return request.param
+
+
+def _build(family, messages, assistant_turns="all"):
+    tok = cached_fixture_tokenizer(family)
+    return tok, build_masked_example(messages, tok, KWARGS.get(family), assistant_turns)
+
+
+def test_every_shipped_fixture_family_is_covered():
+    assert fixture_names() == FAMILIES
+
+
+# --- exact trained text, every family ----------------------------------------------------------------------
+
+CASES = {
+    "single": (SINGLE, "all"),
+    "single_system": ([SYSTEM, *SINGLE], "all"),
+    "multi": (MULTI, "all"),
+    "multi_system_last": ([SYSTEM, *MULTI], "last"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_exactly_assistant_content_and_end_of_turn_are_trained(family, case):
+    messages, turns = CASES[case]
+    if family == "mistral_v3" and messages[0]["role"] == "system":
+        pytest.skip("Mistral v3 refuses any system prompt here: see test_mistral_system_prompt_is_refused")
+    if family == "qwen3" and case == "multi":
+        turns = "last"  # Qwen3 rewrites earlier turns: see test_qwen3_multi_turn_all_is_refused
+    tok, example = _build(family, messages, turns)
+    chars, decoded = expected_trained(family, _contents(messages, turns))
+    assert trained_chars(example) == chars
+    assert trained_text(example, tok) == decoded
+    assert example.n_trained == sum(lab != IGNORE_INDEX for lab in example.labels) > 0
+    assert len(example.input_ids) == len(example.labels) == len(example.offsets)
+    assert all(lab in (IGNORE_INDEX, tid) for lab, tid in zip(example.labels, example.input_ids))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_no_user_system_text_or_role_header_is_trained(family, case):
+    messages, turns = CASES[case]
+    if family == "mistral_v3" and messages[0]["role"] == "system":
+        pytest.skip("Mistral v3 refuses system prompts")
+    if family == "qwen3" and case == "multi":
+        turns = "last"
+    _, example = _build(family, messages, turns)
+    trained, masked = trained_chars(example), masked_chars(example)
+    assert "USERTEXT" not in trained and "SYSTEMTEXT" not in trained
+    assert all(header not in trained for header in HEADERS[family])
+    assert masked.count("USERTEXT") == sum(m["role"] == "user" for m in messages)
+    if messages[0]["role"] == "system":
+        assert "SYSTEMTEXT" in masked
+    assert all(header in masked for header in HEADERS[family])
+
+
+def test_generation_prompt_tokens_are_a_masked_prefix_then_the_reply_is_trained(family):
+    """What inference sends (template + generation prompt) tokenises to exactly the masked head of the example."""
+    tok, example = _build(family, SINGLE)
+    prompt = render(tok, SINGLE[:1], True, KWARGS.get(family, {}))
+    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    k = len(prompt_ids)
+    assert example.input_ids[:k] == prompt_ids
+    assert all(lab == IGNORE_INDEX for lab in example.labels[:k])
+    assert example.labels[k] != IGNORE_INDEX
+    eot_id = tok.convert_tokens_to_ids(EOT[family])
+    last_trained = max(i for i, lab in enumerate(example.labels) if lab != IGNORE_INDEX)
+    assert example.input_ids[last_trained] == eot_id
+    assert all(lab != IGNORE_INDEX for lab in example.labels[k:last_trained + 1])
+
+
+def test_character_ranges_cover_content_and_end_of_turn(family):
+    tok = cached_fixture_tokenizer(family)
+    text, ranges = assistant_char_ranges(tok, MULTI, KWARGS.get(family), "last" if family == "qwen3" else "all")
+    expected = [A2] if family == "qwen3" else [A1, A2]
+    assert [text[s:e] for s, e in ranges] == [c + EOT[family] for c in expected]
+
+
+# --- template-specific behaviour ------------------------------------------------------------------------------
+
+def test_llama_is_deterministic_with_a_fixed_date():
+    tok = cached_fixture_tokenizer("llama3_2")
+    first = build_masked_example(SINGLE, tok, {"date_string": "26 Jul 2024"})
+    second = build_masked_example(SINGLE, tok, {"date_string": "26 Jul 2024"})
+    assert first.input_ids == second.input_ids and first.labels == second.labels
+    assert "Today Date: 26 Jul 2024" in first.text
+    # Without it the template stamps today's date into the (masked) system header.
+    today = build_masked_example(SINGLE, tok)
+    assert "Today Date: 26 Jul 2024" not in today.text or time.strftime("%d %b %Y") == "26 Jul 2024"
+    assert trained_text(today, tok) == trained_text(first, tok)
+
+
+def test_qwen3_multi_turn_all_is_refused_but_last_works():
+    tok = cached_fixture_tokenizer("qwen3")
+    with pytest.raises(MaskingError) as err:
+        build_masked_example(MULTI, tok, assistant_turns="all", sample_id="s-1")
+    message = str(err.value)
+    assert message.startswith("sample s-1: assistant turn 1 does not appear verbatim")
+    assert "rewrites assistant content" in message and "assistant_turns: last" in message
+    # the reason: earlier turns lose their <think> block in Qwen3's render
+    full = render(tok, MULTI, False, {})
+    assert "First add 2 and 2." not in full and "The answer is 4.<|im_end|>" in full
+    example = build_masked_example(MULTI, tok, assistant_turns="last")
+    assert trained_text(example, tok) == A2 + "<|im_end|>"
+
+
+def test_qwen3_single_turn_keeps_the_think_block():
+    tok, example = _build("qwen3", SINGLE)
+    assert trained_text(example, tok) == A1 + "<|im_end|>"
+    think_id = tok.convert_tokens_to_ids("<think>")
+    assert think_id in [lab for lab in example.labels if lab != IGNORE_INDEX]  # <think> is one added token here
+
+
+@pytest.mark.parametrize("messages, turns", [
+    ([SYSTEM, *MULTI], "all"), ([SYSTEM, *MULTI], "last"), ([SYSTEM, *SINGLE], "all"),
+])
+def test_mistral_system_prompt_is_refused(messages, turns):
+    # Mistral v3 renders the system prompt only inside a *final user* turn: a conversation that ends with an
+    # assistant reply loses it entirely, while its generation prompt has it. Training on that would be silent damage.
+    tok = cached_fixture_tokenizer("mistral_v3")
+    assert "SYSTEMTEXT" not in render(tok, messages, False, {})
+    assert "SYSTEMTEXT" in render(tok, messages[:-1], True, {})
+    with pytest.raises(MaskingError) as err:
+        build_masked_example(messages, tok, assistant_turns=turns)
+    message = str(err.value)
+    assert "renders the conversation up to assistant turn" in message and "Drop the system prompt" in message
+    assert "assistant_turns: last" not in message  # it would not help here
+
+
+def test_mistral_multi_turn_without_system_prompt_works():
+    tok, example = _build("mistral_v3", MULTI)
+    assert trained_text(example, tok) == A1 + "</s> " + A2 + "</s>"
+
+
+def test_template_that_rewrites_only_earlier_turns_suggests_last():
+    tok = cached_fixture_tokenizer("qwen2_5")
+    tok = copy.copy(tok)
+    # A template that drops the system prompt once a second user turn exists: only earlier turns are affected.
+    tok.chat_template = ("{% for m in messages %}{% if m.role != 'system' or messages|length < 4 %}"
+                         "<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+                         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    messages = [SYSTEM, *MULTI]
+    with pytest.raises(MaskingError, match="assistant_turns: last"):
+        build_masked_example(messages, tok)
+    assert trained_text(build_masked_example(messages, tok, assistant_turns="last"), tok) == A2 + "<|im_end|>"
+
+
+@pytest.mark.parametrize("family_name", ["llama3_2", "mistral_v3"])
+def test_bos_appears_exactly_once(family_name):
+    tok, example = _build(family_name, SINGLE)
+    assert example.input_ids[0] == tok.bos_token_id
+    assert example.input_ids.count(tok.bos_token_id) == 1
+    assert example.labels[0] == IGNORE_INDEX
+
+
+@pytest.mark.parametrize("family_name", ["llama3_2", "mistral_v3"])
+def test_trimming_templates_refuse_content_with_edge_whitespace(family_name):
+    # Llama 3.x and Mistral v3 `trim` assistant content; the mask must refuse, not train a shifted span.
+    tok = cached_fixture_tokenizer(family_name)
+    messages = [SINGLE[0], {"role": "assistant", "content": A1 + "\n"}]
+    with pytest.raises(MaskingError, match="does not appear verbatim|no end-of-turn token"):
+        build_masked_example(messages, tok, KWARGS.get(family_name))
+
+
+def test_no_chat_template_is_refused():
+    tok = copy.copy(cached_fixture_tokenizer("smollm2"))
+    tok.chat_template = None
+    with pytest.raises(MaskingError, match="no chat template; set chat_format: plain"):
+        build_masked_example(SINGLE, tok)
+
+
+def test_conversation_without_assistant_turn_is_refused():
+    with pytest.raises(MaskingError, match="sample q7: no assistant turn to train"):
+        build_masked_example(SINGLE[:1], cached_fixture_tokenizer("smollm2"), sample_id="q7")
+
+
+def test_missing_end_of_turn_is_refused():
+    tok = copy.copy(cached_fixture_tokenizer("qwen2_5"))
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+                         "{% if m.role != 'assistant' %}<|im_end|>{% endif %}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    with pytest.raises(MaskingError, match="no end-of-turn token right after assistant turn 1"):
+        build_masked_example(SINGLE, tok)
+
+
+# --- plain (base model) format ------------------------------------------------------------------------------
+
+def test_plain_nanbeige_format_on_llama_trains_the_response_and_eos():
+    tok = cached_fixture_tokenizer("llama3_2")
+    example = build_plain_example("What is 2+2?", "2 plus 2 is 4.", "The answer is 4.", tok, NANBEIGE, "n1")
+    response = "<think>\n2 plus 2 is 4.\n</think>\nThe answer is 4." + tok.eos_token
+    # The space after "Assistant:" merges into the first response token (` <`), so it is trained with it;
+    # plain_prompt leaves it out of the prompt so inference asks for the same tokens (see the next test).
+    assert trained_chars(example) == " " + response
+    assert trained_text(example, tok) == " " + response
+    assert example.text == "User: What is 2+2?\nAssistant: " + response
+    assert "User" not in trained_chars(example) and "What is" not in trained_chars(example)
+    assert example.input_ids[-1] == tok.eos_token_id and example.labels[-1] == tok.eos_token_id
+
+
+@pytest.mark.parametrize("family_name", FAMILIES)
+def test_plain_prompt_tokens_are_exactly_the_masked_prefix(family_name):
+    """Train/inference agreement: the prompt inference sends is the masked head, token for token."""
+    tok = cached_fixture_tokenizer(family_name)
+    example = build_plain_example("What is 2+2?", "2 plus 2 is 4.", "The answer is 4.", tok, NANBEIGE)
+    prompt = plain_prompt(NANBEIGE, "What is 2+2?")
+    assert prompt == "User: What is 2+2?\nAssistant:"
+    bos = tok.bos_token if example.text.startswith(tok.bos_token or "\0") else ""
+    prompt_ids = tok(bos + prompt, add_special_tokens=False)["input_ids"]
+    k = len(prompt_ids)
+    assert example.input_ids[:k] == prompt_ids
+    assert all(lab == IGNORE_INDEX for lab in example.labels[:k])
+    assert all(lab != IGNORE_INDEX for lab in example.labels[k:])
+
+
+def test_plain_prompt_keeps_a_trailing_newline():
+    assert plain_prompt("Q: {problem}\nA:\n<think>{thinking}</think>{solution}", "x") == "Q: x\nA:\n"
+
+
+def test_plain_example_starts_with_bos_exactly_when_the_tokenizer_adds_one():
+    # Mistral v3's fast tokenizer adds <s> through its post-processor while `add_bos_token` reads False.
+    mistral = cached_fixture_tokenizer("mistral_v3")
+    example = build_plain_example("q", "t", "s", mistral, NANBEIGE)
+    assert example.text.startswith("<s>User: q")
+    assert example.input_ids[0] == mistral.bos_token_id and example.input_ids.count(mistral.bos_token_id) == 1
+    assert trained_text(example, mistral) == "<think>\nt\n</think>\ns</s>"
+    for name in ("llama3_2", "smollm2"):  # these tokenizers add no BOS on their own (smollm2's bos is <|im_start|>)
+        tok = cached_fixture_tokenizer(name)
+        assert build_plain_example("q", "t", "s", tok, NANBEIGE).text.startswith("User: q")
+
+
+def test_plain_format_errors():
+    tok = cached_fixture_tokenizer("llama3_2")
+    with pytest.raises(MaskingError, match="must contain the literal <think>"):
+        build_plain_example("q", "t", "s", tok, "User: {problem}\nAssistant: {thinking} {solution}")
+    no_eos = types.SimpleNamespace(eos_token=None)
+    with pytest.raises(MaskingError, match="no eos_token"):
+        build_plain_example("q", "t", "s", no_eos, NANBEIGE)
+
+
+# --- pure helpers -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("offsets, ranges, expected", [
+    ([(0, 3), (3, 5), (5, 9)], [(3, 5)], [False, True, False]),          # exact token
+    ([(0, 3), (3, 5), (5, 9)], [(4, 6)], [False, True, True]),           # partial overlaps count
+    ([(0, 3), (3, 5)], [(5, 8)], [False, False]),                        # touching is not overlapping
+    ([(0, 3), (3, 5)], [(0, 0)], [False, False]),                        # empty range trains nothing
+    ([(0, 0), (0, 2), (2, 2)], [(0, 2)], [False, True, False]),          # zero-width tokens never trained
+    ([(0, 2), (2, 4), (4, 6), (6, 8)], [(0, 2), (4, 6)], [True, False, True, False]),  # several ranges
+    ([(0, 2)], [], [False]),
+    ([], [(0, 5)], []),
+])
+def test_tokens_in_ranges(offsets, ranges, expected):
+    assert tokens_in_ranges(offsets, ranges) == expected
+
+
+def _example(ids, labels):
+    return MaskedExample(ids, labels, "", [(i, i + 1) for i in range(len(ids))], [])
+
+
+def test_mask_stats():
+    examples = [_example([1, 2, 3, 4], [-100, -100, 3, 4]), _example([5, 6], [-100, -100]),
+                _example(list(range(10)), [-100] * 9 + [9])]
+    assert mask_stats(examples, max_length=5) == {
+        "examples": 3, "tokens": 16, "trained_tokens": 3, "trained_fraction": round(3 / 16, 4),
+        "max_tokens": 10, "mean_tokens": 5.3, "all_masked": 1, "over_max_length": 1}
+    assert mask_stats([], max_length=5) == {
+        "examples": 0, "tokens": 0, "trained_tokens": 0, "trained_fraction": 0.0, "max_tokens": 0,
+        "mean_tokens": 0.0, "all_masked": 0, "over_max_length": 0}
+
+
+def test_colored_html_marks_trained_and_masked_tokens():
+    tok, example = _build("smollm2", SINGLE)
+    page = colored_html(example, tok)
+    assert page.count("background:#c8f7c5;color:#000") == example.n_trained
+    assert "&lt;|im_start|&gt;" in page  # specials are escaped, shown literally
+    short = colored_html(example, tok, max_tokens=3)
+    assert f"… {len(example.input_ids) - 3} more tokens" in short
+
+
+# --- property: random conversations, ChatML and Llama -------------------------------------------------------
+
+# Letters from any script, digits, spaces and a little punctuation; newlines and unicode spaces make whitespace
+# edges. No "<" so user text cannot spell a special token.
+_TEXT = st.text(st.one_of(st.characters(categories=("L", "Nd")), st.sampled_from(list(" \n\t\u00a0.,!?'-"))),
+                max_size=24)
+_ASSISTANT = st.builds(lambda think, answer: f"<think>\n{think}\n</think>\n\n{answer}", _TEXT, _TEXT)
+
+
+@st.composite
+def conversations(draw):
+    turns = draw(st.integers(1, 3))
+    messages = []
+    if draw(st.booleans()):
+        messages.append({"role": "system", "content": draw(_TEXT)})
+    for _ in range(turns):
+        messages += [{"role": "user", "content": draw(_TEXT)}, {"role": "assistant", "content": draw(_ASSISTANT)}]
+    return messages
+
+
+_PROPERTY = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _check_property(family_name, messages):
+    tok = cached_fixture_tokenizer(family_name)
+    contents = _contents(messages)
+    example = build_masked_example(messages, tok, KWARGS.get(family_name))
+    expected = "".join(c + EOT[family_name] for c in contents)
+    assert trained_chars(example) == expected
+    assert trained_text(example, tok) == expected
+
+
+@pytest.mark.parametrize("family_name", ["qwen2_5", "smollm2"])
+def test_property_chatml_trains_exactly_the_assistant_contents(family_name):
+    @_PROPERTY
+    @given(conversations())
+    def prop(messages):
+        _check_property(family_name, messages)
+    prop()
+
+
+def test_property_llama_trains_exactly_the_assistant_contents_or_refuses():
+    @_PROPERTY
+    @given(conversations())
+    def prop(messages):
+        contents = _contents(messages)
+        if any(c != c.strip() for c in contents):
+            # Llama 3.2's template `trim`s assistant content; such rows must be refused, never mis-masked.
+            with pytest.raises(MaskingError):
+                build_masked_example(messages, cached_fixture_tokenizer("llama3_2"), KWARGS["llama3_2"])
+        else:
+            _check_property("llama3_2", messages)
+    prop()

