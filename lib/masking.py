@@ -85,15 +85,23 @@ def assistant_char_ranges(tokenizer, messages: list[dict], template_kwargs: dict
         eot = next((tok for tok in end_tokens if full.startswith(tok, end)), None)
         if eot is None:
             raise MaskingError(
-                f"sample {sample_id}: no end-of-turn token right after assistant turn {index} "
-                f"(looked for {', '.join(end_tokens)}); the model would never learn to stop")
+                f"sample {sample_id}: no end-of-turn token right after assistant turn {index} (looked for the "
+                f"tokenizer's {len(end_tokens)} special tokens, e.g. {tokenizer.eos_token}; the template may have "
+                "added text after the content, e.g. Qwen3's empty <think> block for an empty reply); the model "
+                "would never learn to stop")
         ranges.append((start, end + len(eot)))
     return full, ranges
 
 
 def _end_of_turn_candidates(tokenizer) -> list[str]:
-    """Special-token strings that may close a turn, longest first so `</s>` never shadows a longer one."""
-    specials = set(tokenizer.all_special_tokens) | {t for t in tokenizer.get_added_vocab() if t.startswith("<")}
+    """Special-token strings that may close a turn, longest first so `</s>` never shadows a longer one.
+
+    Only tokens marked special: added *non-special* tokens such as Qwen3's `<think>` or `<tool_call>` open content,
+    they never end a turn (an empty Qwen3 reply renders as `<think>\n\n</think>`, which must not pass for an
+    end-of-turn).
+    """
+    added = tokenizer.added_tokens_decoder.values()
+    specials = set(tokenizer.all_special_tokens) | {t.content for t in added if t.special}
     return sorted(specials, key=len, reverse=True)
 
 

@@ -32,7 +32,7 @@ def _validate_on_meta_device(cfg: RunConfig, out) -> dict:
     _, trainable, total = training.meta_lora_model(recipe)
     training.sft_config(recipe, out / "checkpoints", on_gpu=False)  # TRL validates every argument it can here
     facts = {"mode": "dry-run (meta device, no weights)", "trainable_params": trainable, "total_params": total,
-             "target_backend": training.UNSLOTH if recipe.load_in_4bit else training.TRANSFORMERS,
+             "backend_with_cuda_and_unsloth": training.select_backend(recipe, has_cuda=True, has_unsloth=True),
              "gpu_sft_config": {k: v for k, v in training.sft_kwargs(recipe, out, on_gpu=True).items()
                                 if k != "output_dir"}}
     if recipe.teacher_architecture:

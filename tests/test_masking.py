@@ -17,6 +17,7 @@ from lib.masking import (
     IGNORE_INDEX, MaskedExample, MaskingError, assistant_char_ranges, build_masked_example, build_plain_example,
     colored_html, mask_stats, plain_prompt, render, tokens_in_ranges, trained_text,
 )
+from lib.reasoning_data import assistant_text
 from lib.tokenizer_loading import fixture_names
 
 EOT = {"llama3_2": "<|eot_id|>", "mistral_v3": "</s>", "qwen2_5": "<|im_end|>", "qwen3": "<|im_end|>",
@@ -96,13 +97,19 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_exactly_assistant_content_and_end_of_turn_are_trained(family, case):
+# Mistral v3 refuses any system prompt (test_mistral_system_prompt_is_refused); Qwen3 multi-turn trains only the
+# last turn (test_qwen3_multi_turn_all_is_refused_but_last_works).
+PAIRS = [(f, c) for f in FAMILIES for c in CASES if not (f == "mistral_v3" and c.endswith(("system", "system_last")))]
+
+
+def _case(family, case):
     messages, turns = CASES[case]
-    if family == "mistral_v3" and messages[0]["role"] == "system":
-        pytest.skip("Mistral v3 refuses any system prompt here: see test_mistral_system_prompt_is_refused")
-    if family == "qwen3" and case == "multi":
-        turns = "last"  # Qwen3 rewrites earlier turns: see test_qwen3_multi_turn_all_is_refused
+    return messages, "last" if (family == "qwen3" and case == "multi") else turns
+
+
+@pytest.mark.parametrize("family, case", PAIRS)
+def test_exactly_assistant_content_and_end_of_turn_are_trained(family, case):
+    messages, turns = _case(family, case)
     tok, example = _build(family, messages, turns)
     chars, decoded = expected_trained(family, _contents(messages, turns))
     assert trained_chars(example) == chars
@@ -112,13 +119,9 @@ def test_exactly_assistant_content_and_end_of_turn_are_trained(family, case):
     assert all(lab in (IGNORE_INDEX, tid) for lab, tid in zip(example.labels, example.input_ids))
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("family, case", PAIRS)
 def test_no_user_system_text_or_role_header_is_trained(family, case):
-    messages, turns = CASES[case]
-    if family == "mistral_v3" and messages[0]["role"] == "system":
-        pytest.skip("Mistral v3 refuses system prompts")
-    if family == "qwen3" and case == "multi":
-        turns = "last"
+    messages, turns = _case(family, case)
     _, example = _build(family, messages, turns)
     trained, masked = trained_chars(example), masked_chars(example)
     assert "USERTEXT" not in trained and "SYSTEMTEXT" not in trained
@@ -184,6 +187,18 @@ def test_qwen3_single_turn_keeps_the_think_block():
     assert trained_text(example, tok) == A1 + "<|im_end|>"
     think_id = tok.convert_tokens_to_ids("<think>")
     assert think_id in [lab for lab in example.labels if lab != IGNORE_INDEX]  # <think> is one added token here
+
+
+def test_qwen3_empty_reply_is_refused_not_trained_as_think_tag():
+    # Qwen3 renders an empty last reply as "<think>\n\n</think>\n\n"; `<think>` (an added, non-special token)
+    # right after the empty content must not pass for the end-of-turn token.
+    tok = cached_fixture_tokenizer("qwen3")
+    messages = [SINGLE[0], {"role": "assistant", "content": ""}]
+    assert render(tok, messages, False, {}).endswith("assistant\n<think>\n\n</think>\n\n<|im_end|>\n")
+    with pytest.raises(MaskingError, match="no end-of-turn token right after assistant turn 1"):
+        build_masked_example(messages, tok)
+    qwen25 = cached_fixture_tokenizer("qwen2_5")  # without the rewrite, an empty reply just learns to stop
+    assert trained_text(build_masked_example(messages, qwen25), qwen25) == "<|im_end|>"
 
 
 @pytest.mark.parametrize("messages, turns", [
@@ -355,54 +370,109 @@ def test_colored_html_marks_trained_and_masked_tokens():
 
 # --- property: random conversations, ChatML and Llama -------------------------------------------------------
 
-# Letters from any script, digits, spaces and a little punctuation; newlines and unicode spaces make whitespace
-# edges. No "<" so user text cannot spell a special token.
-_TEXT = st.text(st.one_of(st.characters(categories=("L", "Nd")), st.sampled_from(list(" \n\t\u00a0.,!?'-"))),
-                max_size=24)
-_ASSISTANT = st.builds(lambda think, answer: f"<think>\n{think}\n</think>\n\n{answer}", _TEXT, _TEXT)
+# Letters from any script, digits and unicode spaces in the middle; explicit whitespace edges around them (a plain
+# `one_of` of characters almost never puts a newline first). No "<", so no text can spell a special token.
+_EDGE = st.sampled_from(["", "", " ", "  ", "\n", "\n\n", "\t", "\u00a0", " \n", "\r\n"])
+_CORE = st.text(st.characters(categories=("L", "Nd", "Zs", "Po")), max_size=16)
+_TEXT = st.builds(lambda a, b, c: a + b + c, _EDGE, _CORE, _EDGE)
+_ANSWER = st.one_of(st.sampled_from(["", " ", "\n", "4"]), _TEXT)  # empty-ish answers included
+_ASSISTANT = st.one_of(
+    st.builds(lambda think, answer: f"<think>\n{think}\n</think>\n\n{answer}", _TEXT, _ANSWER),
+    _TEXT,  # raw content, whitespace edges and all
+)
 
 
 @st.composite
-def conversations(draw):
+def conversations(draw, content=_ASSISTANT):
     turns = draw(st.integers(1, 3))
     messages = []
     if draw(st.booleans()):
         messages.append({"role": "system", "content": draw(_TEXT)})
     for _ in range(turns):
-        messages += [{"role": "user", "content": draw(_TEXT)}, {"role": "assistant", "content": draw(_ASSISTANT)}]
+        messages += [{"role": "user", "content": draw(_TEXT)}, {"role": "assistant", "content": draw(content)}]
     return messages
+
+
+def _no_leading_whitespace(content: str) -> str:
+    r"""Narrowing for ChatML: replies start with a non-space character (canonical replies start with `<think>`).
+
+    Tokenizer limitation, not a mask bug: the generation prompt ends in "\n", and byte-level BPE pre-tokenizers
+    merge a whitespace run across that boundary: Qwen's splits "assistant\n" + "\nabc" as `\n\n`, `abc`;
+    SmolLM2's (GPT-2 style `\s+(?!\S)`) also glues "\n" to following spaces ("\n" + "  abc" -> `\n `, ` abc`).
+    Such a token belongs half to the prompt and half to the reply, so no token-level mask can equal the reply
+    exactly; the mask trains it, so the reply's first characters are never lost.
+    """
+    return content.lstrip()
 
 
 _PROPERTY = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def _check_property(family_name, messages):
+def _check_exact(family_name, messages):
     tok = cached_fixture_tokenizer(family_name)
-    contents = _contents(messages)
     example = build_masked_example(messages, tok, KWARGS.get(family_name))
-    expected = "".join(c + EOT[family_name] for c in contents)
+    expected = "".join(c + EOT[family_name] for c in _contents(messages))
     assert trained_chars(example) == expected
     assert trained_text(example, tok) == expected
+    assert all(header not in trained_chars(example) for header in HEADERS[family_name][:1])
 
 
 @pytest.mark.parametrize("family_name", ["qwen2_5", "smollm2"])
 def test_property_chatml_trains_exactly_the_assistant_contents(family_name):
     @_PROPERTY
-    @given(conversations())
+    @given(conversations(content=_ASSISTANT.map(_no_leading_whitespace)))
     def prop(messages):
-        _check_property(family_name, messages)
+        _check_exact(family_name, messages)
     prop()
+
+
+def test_chatml_reply_starting_with_a_newline_trains_the_shared_token():
+    # The narrowing above, pinned: the merged token is trained, so the reply's own whitespace is not lost.
+    qwen = cached_fixture_tokenizer("qwen2_5")
+    example = build_masked_example([SINGLE[0], {"role": "assistant", "content": "\nabc"}], qwen)
+    assert trained_chars(example) == "\n\nabc<|im_end|>"
+    smol = cached_fixture_tokenizer("smollm2")
+    example = build_masked_example([SINGLE[0], {"role": "assistant", "content": "  abc"}], smol)
+    assert trained_chars(example) == "\n  abc<|im_end|>"
 
 
 def test_property_llama_trains_exactly_the_assistant_contents_or_refuses():
     @_PROPERTY
     @given(conversations())
     def prop(messages):
-        contents = _contents(messages)
-        if any(c != c.strip() for c in contents):
+        if any(c != c.strip() for c in _contents(messages)):
             # Llama 3.2's template `trim`s assistant content; such rows must be refused, never mis-masked.
-            with pytest.raises(MaskingError):
+            with pytest.raises(MaskingError, match="does not appear verbatim|no end-of-turn token"):
                 build_masked_example(messages, cached_fixture_tokenizer("llama3_2"), KWARGS["llama3_2"])
         else:
-            _check_property("llama3_2", messages)
+            _check_exact("llama3_2", messages)
+    prop()
+
+
+@st.composite
+def qwen3_conversations(draw):
+    """(messages, whether the last reply is in the canonical `assistant_text` form)."""
+    messages = draw(conversations(content=_ASSISTANT.map(_no_leading_whitespace)))
+    canonical = draw(st.booleans())
+    if canonical:
+        messages[-1] = {"role": "assistant", "content": assistant_text(draw(_TEXT), draw(_ANSWER))}
+    return messages, canonical
+
+
+def test_property_qwen3_last_turn_is_exact_or_refused():
+    """Qwen3 re-renders replies (think block normalised, empty block added); never a silently shifted mask."""
+    tok = cached_fixture_tokenizer("qwen3")
+
+    @_PROPERTY
+    @given(qwen3_conversations())
+    def prop(case):
+        messages, canonical = case
+        try:
+            example = build_masked_example(messages, tok, assistant_turns="last")
+        except MaskingError:
+            assert not canonical, "a canonical reply (lib.reasoning_data.assistant_text) must be maskable"
+            return
+        expected = _contents(messages, "last")[0] + "<|im_end|>"
+        assert trained_chars(example) == expected
+        assert trained_text(example, tok) == expected
     prop()
