@@ -35,7 +35,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	OMP_WAIT_POLICY=passive $(PY) -m lib run smollm2_135m
+	$(PY) -m lib run smollm2_135m
 	$(PY) -m lib.report smollm2_135m
 
 test: install test-unit test-dryrun check-sync

@@ -1,11 +1,12 @@
-"""Judge a GGUF file the way it will be used: llama.cpp, the chat template embedded in the file, greedy.
+"""Judge a GGUF file the way it will be used: llama.cpp, the chat template embedded in the file.
 
 Usage: ``summary = evaluate_gguf(Path("model-Q8_0.gguf"), prompts_file, out_dir, max_tokens=384)``
 
 Each file runs in its own child process (`python -m lib.edge_eval …`) so its peak RSS is its own and a
 crash in llama.cpp cannot take the notebook down. Per prompt: did the model open and close `<think>`, how
-long did it think (tokens), is the final number right; per file: closure rate, accuracy, mean think length,
-generation tokens/s and peak RSS.
+long did it think (tokens), is the final number right; per file: closure rate, accuracy, mean think length
+and peak RSS. Speed is measured separately (`speed_benchmark`): one file at a time with all threads, so
+tokens/s is what a device running only this model would see, even when the accuracy runs share the CPU.
 """
 from __future__ import annotations
 
@@ -48,8 +49,13 @@ def summarize(records: list[dict]) -> dict:
 
 
 def run_prompts(gguf_path: Path, prompts: list[dict], max_tokens: int, n_ctx: int, n_threads: int,
-                plain_prompt_format: str = "") -> list[dict]:
-    """Generate greedily for each prompt with llama-cpp-python (in this process)."""
+                plain_prompt_format: str = "", sampling: dict | None = None) -> list[dict]:
+    """Generate for each prompt with llama-cpp-python (in this process).
+
+    `sampling` holds llama.cpp sampling arguments (temperature, top_p, repeat_penalty, seed); empty = greedy.
+    A fixed seed makes sampled runs repeatable.
+    """
+    sampling = dict(sampling or {"temperature": 0.0})
     import llama_cpp
 
     from lib.masking import plain_prompt
@@ -62,10 +68,10 @@ def run_prompts(gguf_path: Path, prompts: list[dict], max_tokens: int, n_ctx: in
         if plain_prompt_format:  # base models: the recipe's plain format, no chat template
             user = next(m["content"] for m in item["messages"] if m["role"] == "user")
             out = llm.create_completion(plain_prompt(plain_prompt_format, user), max_tokens=max_tokens,
-                                        temperature=0.0)
+                                        **sampling)
             text = out["choices"][0]["text"]
         else:
-            out = llm.create_chat_completion(item["messages"], max_tokens=max_tokens, temperature=0.0)
+            out = llm.create_chat_completion(item["messages"], max_tokens=max_tokens, **sampling)
             text = out["choices"][0]["message"]["content"] or ""
         seconds = time.perf_counter() - start
         think, _ = split_think(text)
@@ -78,19 +84,37 @@ def run_prompts(gguf_path: Path, prompts: list[dict], max_tokens: int, n_ctx: in
 
 
 def evaluate_gguf(gguf_path: Path, prompts_file: Path, out_dir: Path, label: str, max_tokens: int = 384,
-                  n_ctx: int = 2048, n_threads: int = 2, plain_prompt_format: str = "") -> dict:
+                  n_ctx: int = 2048, n_threads: int = 2, plain_prompt_format: str = "",
+                  sampling: dict | None = None) -> dict:
     """Evaluate one GGUF in a child process; returns its summary (also written to `out_dir/<label>.json`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary_path = out_dir / f"{label}.json"
     command = [sys.executable, "-m", "lib.edge_eval", str(gguf_path), str(prompts_file), str(out_dir), label,
                "--max-tokens", str(max_tokens), "--n-ctx", str(n_ctx), "--n-threads", str(n_threads),
-               "--plain-format", plain_prompt_format]
-    # passive OpenMP waiting: spinning threads steal the two cores from the process that does the work
+               "--plain-format", plain_prompt_format, "--sampling", json.dumps(sampling or {})]
+    # passive OpenMP waiting: accuracy runs may share the cores with another run, and spinning threads would
+    # steal them. (Alone, spinning is faster: 2 threads gave 124 tok/s active vs 34 passive on SmolLM2 Q8_0.)
     env = {**os.environ, "OMP_WAIT_POLICY": "passive"}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"evaluating {gguf_path.name} failed:\n{done.stderr.strip()[-2000:]}")
     return json.loads(summary_path.read_text())
+
+
+def speed_benchmark(gguf_path: Path, prompts_file: Path, out_dir: Path, label: str, n_prompts: int = 3,
+                    max_tokens: int = 128, n_ctx: int = 2048, n_threads: int = 2,
+                    plain_prompt_format: str = "", sampling: dict | None = None) -> dict:
+    """Generation tokens/s of one file on the first `n_prompts` prompts, run alone in a child process."""
+    command = [sys.executable, "-m", "lib.edge_eval", str(gguf_path), str(prompts_file), str(out_dir), label,
+               "--max-tokens", str(max_tokens), "--n-ctx", str(n_ctx), "--n-threads", str(n_threads),
+               "--plain-format", plain_prompt_format, "--sampling", json.dumps(sampling or {}),
+               "--bench", str(n_prompts)]
+    # run alone, with llama.cpp's default (spinning) thread wait: the speed a dedicated device would see
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmarking {gguf_path.name} failed:\n{done.stderr.strip()[-2000:]}")
+    return json.loads((out_dir / f"{label}.speed.json").read_text())
 
 
 def _main(argv: list[str] | None = None) -> None:
@@ -103,14 +127,25 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-ctx", type=int, default=2048)
     parser.add_argument("--n-threads", type=int, default=2)
     parser.add_argument("--plain-format", default="")
+    parser.add_argument("--sampling", default="{}", help="JSON of llama.cpp sampling arguments; {} = greedy")
+    parser.add_argument("--bench", type=int, default=0, help="speed only: first N prompts, writes LABEL.speed.json")
     args = parser.parse_args(argv)
     from lib.reasoning_data import read_jsonl, write_jsonl
 
-    prompts = read_jsonl(args.prompts)
+    prompts, sampling = read_jsonl(args.prompts), json.loads(args.sampling)
+    if args.bench:
+        records = run_prompts(args.gguf, prompts[:args.bench], args.max_tokens, args.n_ctx, args.n_threads,
+                              args.plain_format, sampling)
+        speed = {"tokens_per_second": summarize(records)["tokens_per_second"], "speed_prompts": len(records),
+                 "speed_threads": args.n_threads}
+        (args.out_dir / f"{args.label}.speed.json").write_text(json.dumps(speed, indent=2))
+        return
     started = time.perf_counter()
-    records = run_prompts(args.gguf, prompts, args.max_tokens, args.n_ctx, args.n_threads, args.plain_format)
+    records = run_prompts(args.gguf, prompts, args.max_tokens, args.n_ctx, args.n_threads, args.plain_format,
+                          sampling)
     write_jsonl(args.out_dir / f"{args.label}.outputs.jsonl", records)
     summary = {"label": args.label, "file": args.gguf.name, "file_bytes": args.gguf.stat().st_size,
+               "sampling": sampling or {"temperature": 0.0}, "threads": args.n_threads,
                **summarize(records), "wall_seconds": round(time.perf_counter() - started, 1),
                # ru_maxrss is in KiB on Linux: the child's own peak, model weights + KV cache + Python
                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}

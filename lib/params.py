@@ -92,8 +92,22 @@ class Recipe:
 
     # --- Evaluation ---
     eval_max_tokens: int = 512  # generation budget per prompt; unclosed </think> at this limit counts as a failure
+    # DeepSeek-R1's usage advice for reasoning models: temperature 0.6, top_p 0.95 (greedy decoding falls into
+    # endless repetition); a fixed seed keeps the sampled evaluation repeatable. temperature 0 = greedy.
+    eval_temperature: float = 0.6
+    eval_top_p: float = 0.95
+    eval_repeat_penalty: float = 1.0  # llama.cpp's default: no penalty
     eval_n_ctx: int = 2048
     eval_n_threads: int = 2
+    eval_speed_threads: int = 0  # threads for the tokens/s measurement; 0 = eval_n_threads
+    eval_parallel: int = 1  # files judged side by side (threads split); speed is always measured one at a time
+
+    def eval_sampling(self) -> dict:
+        """llama.cpp sampling arguments for evaluation (one place that maps the eval_* keys)."""
+        if self.eval_temperature == 0:
+            return {"temperature": 0.0, "repeat_penalty": self.eval_repeat_penalty}
+        return {"temperature": self.eval_temperature, "top_p": self.eval_top_p,
+                "repeat_penalty": self.eval_repeat_penalty, "seed": self.seed}
 
 
 RECIPE_KEYS = tuple(f.name for f in dataclasses.fields(Recipe))

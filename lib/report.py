@@ -52,7 +52,8 @@ def render_markdown(recipe: str, report: dict) -> str:
                   for s in export["sizes"]] + [""]
     evaluation = stages.get("05_eval_edge", {})
     if evaluation.get("results"):
-        lines += [f"Evaluation on {evaluation['prompts']} held-out prompts (llama.cpp, greedy):", "",
+        sampling = evaluation["results"][0].get("sampling", {})
+        lines += [f"Evaluation on {evaluation['prompts']} held-out prompts (llama.cpp, sampling {sampling}):", "",
                   "| model | closed </think> | accuracy | mean think tokens | tok/s | peak RSS MiB |",
                   "|---|---|---|---|---|---|"]
         lines += [f"| {r['label']} | {r['closure_rate']:.0%} | {r['accuracy']:.0%} | {r['mean_think_tokens']} | "

@@ -53,13 +53,26 @@ def run_eval(cfg: RunConfig, heldout: list[dict]) -> dict:
                                   "total_gib": round((f["estimated_bytes"] + kv) / 2**30, 2)} for f in exports]}
         write_manifest(cfg, STAGE, {"prompts": prompts}, {}, facts)
         return facts
-    from lib.edge_eval import evaluate_gguf
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lib.edge_eval import evaluate_gguf, speed_benchmark
 
     files = {"base": base_gguf(cfg)} | {
         f"distilled-{q}": Path(p) for q, p in read_manifest(cfg, "04_merge_export")["facts"]["files"].items()}
     plain = recipe.plain_format if recipe.chat_format == "plain" else ""
-    results = [evaluate_gguf(path, prompts, out, label, recipe.eval_max_tokens, recipe.eval_n_ctx,
-                             recipe.eval_n_threads, plain) for label, path in files.items()]
+    # accuracy runs may share the CPU (eval_parallel files at a time, threads split between them) ...
+    threads = max(1, recipe.eval_n_threads // recipe.eval_parallel)
+    with ThreadPoolExecutor(max_workers=recipe.eval_parallel) as pool:
+        results = list(pool.map(lambda item: evaluate_gguf(item[1], prompts, out, item[0], recipe.eval_max_tokens,
+                                                           recipe.eval_n_ctx, threads, plain,
+                                                           recipe.eval_sampling()), files.items()))
+    # ... but speed is measured one file at a time, as a device running only this model would see it
+    speed_threads = recipe.eval_speed_threads or recipe.eval_n_threads
+    for result, (label, path) in zip(results, files.items()):
+        result["tokens_per_second_shared_cpu"] = result.pop("tokens_per_second")
+        result.update(speed_benchmark(path, prompts, out, label, n_ctx=recipe.eval_n_ctx,
+                                      n_threads=speed_threads, plain_prompt_format=plain,
+                                      sampling=recipe.eval_sampling()))
     (out / "results.json").write_text(json.dumps({"recipe": recipe.name, "results": results}, indent=2))
     facts = {"mode": "evaluated", "prompts": len(heldout), "kv_cache_bytes": kv, "results": results,
              "example": _first_output(out, next((r["label"] for r in results if r["label"].endswith("Q8_0")),

@@ -9,7 +9,7 @@ import pytest
 
 from lib.architectures import load_architecture
 from lib.base_model import packaged_gguf, resolve_base_model
-from lib.edge_eval import evaluate_gguf
+from lib.edge_eval import evaluate_gguf, speed_benchmark
 from lib.gguf_export import convert_to_gguf, gguf_tensor_type_counts, merge_adapter, quantize_gguf
 from lib.gguf_size import estimate_gguf_bytes, tensor_types
 from lib.masking import build_masked_example, trained_text
@@ -94,6 +94,9 @@ def test_llama_cpp_runs_the_exported_file_with_its_embedded_template(exported, r
     summary = evaluate_gguf(exported["files"]["Q8_0"], prompts, tmp_path, "q8", max_tokens=24, n_ctx=512)
     assert summary["prompts"] == 2 and summary["tokens_per_second"] > 0 and summary["peak_rss_mib"] > 50
     assert (tmp_path / "q8.outputs.jsonl").read_text().count('"output"') == 2
+    speed = speed_benchmark(exported["files"]["Q8_0"], prompts, tmp_path, "q8", n_prompts=1, max_tokens=16,
+                            n_ctx=512)
+    assert speed["tokens_per_second"] > 0 and speed["speed_prompts"] == 1
 
 
 def test_packaged_base_gguf_is_found():
