@@ -273,9 +273,12 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def prompt_key(example: dict) -> str:
+    """The last user prompt, whitespace-normalised and lower-cased: what "the same question" means here."""
+    return " ".join(example["messages"][-2]["content"].split()).lower()
+
+
 def overlap_report(train: list[dict], heldout: list[dict]) -> int:
     """How many held-out prompts appear verbatim (whitespace-normalised) among training prompts."""
-    def key(example):
-        return " ".join(example["messages"][-2]["content"].split()).lower()
-    seen = {key(e) for e in train}
-    return sum(key(e) in seen for e in heldout)
+    seen = {prompt_key(e) for e in train}
+    return sum(prompt_key(e) in seen for e in heldout)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from lib.reasoning_data import Reject, overlap_report, read_jsonl, read_reasoning_rows, reject_counts, write_jsonl
+from lib.reasoning_data import (Reject, overlap_report, prompt_key, read_jsonl, read_reasoning_rows, reject_counts,
+                                 write_jsonl)
 from lib.run_config import RunConfig, read_manifest, write_manifest
 
 STAGE = "01_data"
@@ -41,8 +42,8 @@ def build_splits(cfg: RunConfig) -> Splits:
     heldout = random.Random(recipe.seed).sample(pool, k=min(cfg.eval_rows, len(pool)))
     overlap = overlap_report(heldout, train)  # counts train rows whose prompt is a held-out prompt
     if overlap:
-        held = {" ".join(h["messages"][-2]["content"].split()).lower() for h in heldout}
-        train = [t for t in train if " ".join(t["messages"][-2]["content"].split()).lower() not in held]
+        held = {prompt_key(h) for h in heldout}
+        train = [t for t in train if prompt_key(t) not in held]
     if not train:
         raise ValueError(f"{cfg.train_source}: no usable training rows ({reject_counts(train_rejects)})")
     return Splits(train, heldout, train_rejects, heldout_rejects, overlap)
