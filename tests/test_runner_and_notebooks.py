@@ -46,3 +46,12 @@ def test_report_markdown_from_stage_facts():
     text = render_markdown("smollm2_135m", report)
     assert "Wall time: 10.0 min" in text
     assert "| distilled-Q8_0 | 96% | 4% | 80.5 | 61.2 | 410.0 |" in text
+
+
+def test_jupytext_config_pairs_every_notebook_with_a_percent_script():
+    # JupyterLab and `jupytext --sync` read jupytext.toml: without it, saving the .ipynb would not update the .py
+    from jupytext.config import find_jupytext_configuration_file, load_jupytext_configuration_file
+
+    config = load_jupytext_configuration_file(find_jupytext_configuration_file(str(NOTEBOOKS_DIR)))
+    assert "ipynb,py:percent" in config.formats
+    assert "tags" in config.cell_metadata_filter
