@@ -96,7 +96,10 @@ class Recipe:
     # endless repetition); a fixed seed keeps the sampled evaluation repeatable. temperature 0 = greedy.
     eval_temperature: float = 0.6
     eval_top_p: float = 0.95
-    eval_repeat_penalty: float = 1.0  # llama.cpp's default: no penalty
+    eval_repeat_penalty: float = 1.0  # llama.cpp's default: no penalty (1.1 penalises the last 64 tokens)
+    # also judge this distilled file (a quant type, e.g. Q8_0) with repeat_penalty 1.0, so a recipe that needs a
+    # penalty shows what it costs to go without; "" = no such extra run
+    eval_ablation_file: str = ""
     eval_n_ctx: int = 2048
     eval_n_threads: int = 2
     eval_speed_threads: int = 0  # threads for the tokens/s measurement; 0 = eval_n_threads
@@ -167,6 +170,9 @@ def recipe_from_dict(raw: dict, source: str = "<dict>") -> Recipe:
         if key in values and values[key] not in allowed:
             raise ParamsError(f"{source}: {key}: {values[key]!r} is not one of {', '.join(allowed)}")
     recipe = Recipe(**values)
+    if recipe.eval_ablation_file and recipe.eval_ablation_file not in ["F16", *recipe.quant_types]:
+        raise ParamsError(f"{source}: eval_ablation_file: {recipe.eval_ablation_file!r} is not an exported file; "
+                          f"use one of F16, {', '.join(recipe.quant_types)}")
     if recipe.chat_format == "plain" and not recipe.plain_format:
         raise ParamsError(f"{source}: chat_format: plain needs plain_format (a pattern with {{problem}} "
                           "{thinking} {solution})")

@@ -40,6 +40,17 @@ def base_gguf(cfg: RunConfig) -> Path:
     return target if target.is_file() else convert_to_gguf(Path(resolve_base_model(cfg.model_source)), target)
 
 
+def evaluation_runs(files: dict[str, Path], sampling: dict, ablation_file: str = "") -> list[dict]:
+    """One run per file with the recipe's sampling, plus `distilled-<ablation_file>` once more without the
+    repeat penalty when the recipe uses one (pure: which runs, under which labels)."""
+    runs = [{"label": label, "path": path, "sampling": sampling} for label, path in files.items()]
+    if ablation_file and sampling.get("repeat_penalty", 1.0) != 1.0:
+        label = f"distilled-{ablation_file}"
+        runs.append({"label": f"{label}-no-repeat-penalty", "path": files[label],
+                     "sampling": {**sampling, "repeat_penalty": 1.0}})
+    return runs
+
+
 def run_eval(cfg: RunConfig, heldout: list[dict]) -> dict:
     """Real run: evaluate base + exported files. Dry-run: check the prompts and show the edge memory plan."""
     recipe, out = cfg.recipe, cfg.stage_dir(STAGE)
@@ -59,20 +70,21 @@ def run_eval(cfg: RunConfig, heldout: list[dict]) -> dict:
 
     files = {"base": base_gguf(cfg)} | {
         f"distilled-{q}": Path(p) for q, p in read_manifest(cfg, "04_merge_export")["facts"]["files"].items()}
+    runs = evaluation_runs(files, recipe.eval_sampling(), recipe.eval_ablation_file)
     plain = recipe.plain_format if recipe.chat_format == "plain" else ""
     # accuracy runs may share the CPU (eval_parallel files at a time, threads split between them) ...
     threads = max(1, recipe.eval_n_threads // recipe.eval_parallel)
     with ThreadPoolExecutor(max_workers=recipe.eval_parallel) as pool:
-        results = list(pool.map(lambda item: evaluate_gguf(item[1], prompts, out, item[0], recipe.eval_max_tokens,
-                                                           recipe.eval_n_ctx, threads, plain,
-                                                           recipe.eval_sampling()), files.items()))
+        results = list(pool.map(lambda run: evaluate_gguf(run["path"], prompts, out, run["label"],
+                                                          recipe.eval_max_tokens, recipe.eval_n_ctx, threads, plain,
+                                                          run["sampling"]), runs))
     # ... but speed is measured one file at a time, as a device running only this model would see it
     speed_threads = recipe.eval_speed_threads or recipe.eval_n_threads
-    for result, (label, path) in zip(results, files.items()):
+    for result, run in zip(results, runs):
         result["tokens_per_second_shared_cpu"] = result.pop("tokens_per_second")
-        result.update(speed_benchmark(path, prompts, out, label, n_ctx=recipe.eval_n_ctx,
+        result.update(speed_benchmark(run["path"], prompts, out, run["label"], n_ctx=recipe.eval_n_ctx,
                                       n_threads=speed_threads, plain_prompt_format=plain,
-                                      sampling=recipe.eval_sampling()))
+                                      sampling=run["sampling"]))
     (out / "results.json").write_text(json.dumps({"recipe": recipe.name, "results": results}, indent=2))
     facts = {"mode": "evaluated", "prompts": len(heldout), "kv_cache_bytes": kv, "results": results,
              "example": _first_output(out, next((r["label"] for r in results if r["label"].endswith("Q8_0")),
@@ -123,7 +135,7 @@ def _bar_chart(results: list[dict], path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [r["label"] for r in results]
+    labels = [r["label"].replace("-no-", "\nno-") for r in results]  # the ablation's long label on two lines
     x = range(len(labels))
     fig, ax = plt.subplots(figsize=(7, 3.4))
     ax.bar([i - 0.2 for i in x], [100 * r["closure_rate"] for r in results], 0.4, label="</think> closed %")

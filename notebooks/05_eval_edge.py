@@ -20,8 +20,10 @@
 # The only model that matters is the file a user will run. Each GGUF — and the untrained base model for
 # comparison — is loaded by llama.cpp (`llama-cpp-python`) with the chat template embedded in the file and
 # asked the held-out questions with DeepSeek-R1's recommended sampling (temperature 0.6, top-p 0.95, fixed
-# seed; greedy decoding sends small reasoning models into endless repetition). For every file: how often it **closes `</think>`**, how often the
-# final number is exactly right, how long it thinks, generation tokens/s and peak RSS on this machine.
+# seed; greedy decoding sends small reasoning models into endless repetition) and the recipe's repeat penalty.
+# For every file: how often it **closes `</think>`**, how often the final number is exactly right, how long it
+# thinks, generation tokens/s and peak RSS on this machine. A recipe that uses a repeat penalty names one file
+# (`eval_ablation_file`) to judge again without it: the `…-no-repeat-penalty` row shows what the penalty buys.
 
 # %% tags=["parameters"]
 model = "smollm2_135m"

@@ -1,6 +1,7 @@
 """Answer extraction, numeric matching and the per-file evaluation summary."""
 from lib.answers import answers_match, extract_final_answer, split_think
 from lib.edge_eval import score_output, summarize
+from lib.stage_eval import evaluation_runs
 
 
 def test_answer_after_think_wins_over_numbers_inside_think():
@@ -40,3 +41,17 @@ def test_summarize_rates_and_speed():
     assert summary["mean_think_tokens"] == 4.0  # averaged over closed outputs only
     assert summary["hit_max_tokens"] == 1
     assert summary["tokens_per_second"] == 10.0
+
+
+FILES = {"base": "b.gguf", "distilled-F16": "f16.gguf", "distilled-Q8_0": "q8.gguf"}
+
+
+def test_evaluation_runs_add_the_no_penalty_ablation_only_when_a_penalty_is_used():
+    penalised = {"temperature": 0.6, "repeat_penalty": 1.1, "seed": 1}
+    runs = evaluation_runs(FILES, penalised, "Q8_0")
+    assert [r["label"] for r in runs] == [*FILES, "distilled-Q8_0-no-repeat-penalty"]
+    assert runs[-1] == {"label": "distilled-Q8_0-no-repeat-penalty", "path": "q8.gguf",
+                        "sampling": {"temperature": 0.6, "repeat_penalty": 1.0, "seed": 1}}
+    assert all(r["sampling"] == penalised for r in runs[:-1])
+    assert [r["label"] for r in evaluation_runs(FILES, {"repeat_penalty": 1.0}, "Q8_0")] == list(FILES)
+    assert [r["label"] for r in evaluation_runs(FILES, penalised, "")] == list(FILES)

@@ -144,6 +144,12 @@ def test_plain_chat_format_needs_a_plain_format():
     assert _recipe(chat_format="plain", plain_format=pattern).plain_format == pattern
 
 
+def test_eval_ablation_file_must_be_an_exported_file():
+    with pytest.raises(ParamsError, match="eval_ablation_file: 'Q5_K_M' is not an exported file; use one of F16, Q8_0"):
+        _recipe(quant_types=["Q8_0"], eval_ablation_file="Q5_K_M")
+    assert _recipe(quant_types=["Q8_0"], eval_ablation_file="F16").eval_ablation_file == "F16"
+
+
 # --- load_recipe from files ----------------------------------------------------------------------------------
 
 def test_load_recipe_reads_yaml_and_names_the_recipe_after_its_file(tmp_path):
