@@ -48,6 +48,22 @@ def summarize(records: list[dict]) -> dict:
     }
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB: model weights (mmap'd pages touched) + KV cache + Python.
+
+    Linux's VmHWM belongs to the address space, which exec replaces; `ru_maxrss` survives exec and would report
+    the forking parent's peak (the notebook kernel, ~250 MiB) for any file smaller than that.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)  # kB
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux, bytes on macOS
+
+
 def run_prompts(gguf_path: Path, prompts: list[dict], max_tokens: int, n_ctx: int, n_threads: int,
                 plain_prompt_format: str = "", sampling: dict | None = None) -> list[dict]:
     """Generate for each prompt with llama-cpp-python (in this process).
@@ -147,8 +163,7 @@ def _main(argv: list[str] | None = None) -> None:
     summary = {"label": args.label, "file": args.gguf.name, "file_bytes": args.gguf.stat().st_size,
                "sampling": sampling or {"temperature": 0.0}, "threads": args.n_threads,
                **summarize(records), "wall_seconds": round(time.perf_counter() - started, 1),
-               # ru_maxrss is in KiB on Linux: the child's own peak, model weights + KV cache + Python
-               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+               "peak_rss_mib": peak_rss_mib()}
     (args.out_dir / f"{args.label}.json").write_text(json.dumps(summary, indent=2))
 
 

@@ -55,3 +55,19 @@ def test_evaluation_runs_add_the_no_penalty_ablation_only_when_a_penalty_is_used
     assert all(r["sampling"] == penalised for r in runs[:-1])
     assert [r["label"] for r in evaluation_runs(FILES, {"repeat_penalty": 1.0}, "Q8_0")] == list(FILES)
     assert [r["label"] for r in evaluation_runs(FILES, penalised, "")] == list(FILES)
+
+
+def test_peak_rss_is_this_process_not_a_forking_parent(tmp_path):
+    # A child started from a big parent must report its own peak: ru_maxrss survives exec and would not.
+    import subprocess
+    import sys
+
+    from lib.edge_eval import peak_rss_mib
+
+    ballast = bytearray(300 * 2**20)  # this process: > 300 MiB resident
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    child = subprocess.run([sys.executable, "-c", "from lib.edge_eval import peak_rss_mib; print(peak_rss_mib())"],
+                           capture_output=True, text=True, check=True)
+    assert peak_rss_mib() > 300
+    assert float(child.stdout) < 150
+    del ballast
