@@ -54,5 +54,14 @@ def run_recipe(recipe: str, dry_run: bool = False, stages: str | None = None, ru
             raise StageFailed(f"{stage} failed for {recipe}: {err.ename}: {err.evalue}\n"
                               f"executed notebook with the error: {target}", target) from None
         timings[stage] = round(time.time() - started, 1)
-    (out_dir / "timings.json").write_text(json.dumps(timings, indent=2))
+        record_timing(out_dir / "timings.json", stage, timings[stage])
+    return timings
+
+
+def record_timing(path: Path, stage: str, seconds: float) -> dict:
+    """Update one stage's wall time in `timings.json`, keeping the other stages' (a rerun of 05 keeps 01-04's)."""
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+    timings[stage] = seconds
+    timings = {s: timings[s] for s in STAGES if s in timings}  # pipeline order
+    path.write_text(json.dumps(timings, indent=2))
     return timings

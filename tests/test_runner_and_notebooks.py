@@ -1,4 +1,5 @@
 """Stage selection, notebook pairs in sync, failing notebooks kept, and the run report."""
+import json
 import shutil
 
 import pytest
@@ -6,7 +7,7 @@ import pytest
 from lib.notebook_sync import pair_problems
 from lib.paths import NOTEBOOKS_DIR
 from lib.report import render_markdown
-from lib.runner import STAGES, StageFailed, run_recipe, select_stages
+from lib.runner import STAGES, StageFailed, record_timing, run_recipe, select_stages
 
 
 def test_select_stages():
@@ -55,3 +56,11 @@ def test_jupytext_config_pairs_every_notebook_with_a_percent_script():
     config = load_jupytext_configuration_file(find_jupytext_configuration_file(str(NOTEBOOKS_DIR)))
     assert "ipynb,py:percent" in config.formats
     assert "tags" in config.cell_metadata_filter
+
+
+def test_a_partial_rerun_updates_its_stage_timing_and_keeps_the_others(tmp_path):
+    path = tmp_path / "timings.json"
+    record_timing(path, "03_train", 700.0)
+    record_timing(path, "01_data", 2.0)
+    assert record_timing(path, "03_train", 650.5) == {"01_data": 2.0, "03_train": 650.5}
+    assert list(json.loads(path.read_text())) == ["01_data", "03_train"]
