@@ -33,7 +33,9 @@ from IPython.display import HTML, JSON, Image, display
 from lib.masking import colored_html, trained_text
 from lib.run_config import make_run_config, write_manifest
 from lib.stage_data import load_splits
-from lib.stage_masking import STAGE, length_histogram, mask_rows, tokenizer_for, trained_fraction_table
+from lib.stage_masking import (
+    STAGE, example_browser, mask_histograms, mask_rows, tokenizer_for, trained_fraction_table, turn_type_examples,
+)
 
 cfg = make_run_config(model, dry_run, run_dir)
 train, heldout = load_splits(cfg)
@@ -50,19 +52,33 @@ masked = mask_rows(cfg, train, tokenizer)
 display(JSON(masked.stats))
 
 # %% [markdown]
-# ## What the loss sees
-# Green tokens are trained, grey ones are masked. Hover a token for its id.
+# ## What the loss sees, per turn type
+# Green tokens are trained, grey ones are masked; hover a token for its id. First a training example as it is
+# trained, then (with a chat template) two training rows joined into one two-turn conversation: with
+# `assistant_turns: all` every reply is trained, with `last` only the final one. Templates that rewrite earlier
+# replies (Qwen3 drops their `<think>`) leave those untrained and list them under `untrained_turns`.
 
 # %%
-display(HTML(colored_html(masked.examples[0], tokenizer)))
-print(repr(trained_text(masked.examples[0], tokenizer)))
+for title, example in turn_type_examples(cfg, train, tokenizer).items():
+    display(HTML(f"<h4>{title}</h4>"))
+    display(HTML(colored_html(example, tokenizer)))
+    print("trained text:", repr(trained_text(example, tokenizer)[:300]),
+          "| untrained turns:", example.untrained_turns or "none")
+
+# %% [markdown]
+# ## Browse every example
+# In JupyterLab the slider shows any example's coloured view; a rendered (static) notebook only shows the
+# widget's text, the fixed views above stand in for it.
+
+# %%
+display(example_browser(masked, tokenizer))
 
 # %% [markdown]
 # ## Trained-token fraction and lengths
 
 # %%
-display(JSON({"first_examples": trained_fraction_table(masked)}))
-plot = length_histogram(masked, cfg.stage_dir(STAGE) / "lengths.png", cfg.recipe.max_length, cfg.recipe.name)
+display(trained_fraction_table(masked))
+plot = mask_histograms(masked, cfg.stage_dir(STAGE) / "lengths.png", cfg.recipe.max_length, cfg.recipe.name)
 display(Image(filename=str(plot)))
 write_manifest(cfg, STAGE, {"train": len(train)}, {"lengths": plot}, masked.stats)
 

@@ -5,6 +5,7 @@ The tokenizer fixtures load once per session (tests/conftest.py); everything her
 from __future__ import annotations
 
 import copy
+import re
 import time
 import types
 
@@ -97,21 +98,23 @@ CASES = {
 }
 
 
-# Mistral v3 refuses any system prompt (test_mistral_system_prompt_is_refused); Qwen3 multi-turn trains only the
-# last turn (test_qwen3_multi_turn_all_is_refused_but_last_works).
-PAIRS = [(f, c) for f in FAMILIES for c in CASES if not (f == "mistral_v3" and c.endswith(("system", "system_last")))]
+PAIRS = [(f, c) for f in FAMILIES for c in CASES]
 
 
 def _case(family, case):
-    messages, turns = CASES[case]
-    return messages, "last" if (family == "qwen3" and case == "multi") else turns
+    return CASES[case]
+
+
+def _trained_contents(family, messages, assistant_turns="all"):
+    """Qwen3 rewrites every reply but the last (drops its <think>), so only the last one is trained."""
+    return _contents(messages, "last" if family == "qwen3" else assistant_turns)
 
 
 @pytest.mark.parametrize("family, case", PAIRS)
 def test_exactly_assistant_content_and_end_of_turn_are_trained(family, case):
     messages, turns = _case(family, case)
     tok, example = _build(family, messages, turns)
-    chars, decoded = expected_trained(family, _contents(messages, turns))
+    chars, decoded = expected_trained(family, _trained_contents(family, messages, turns))
     assert trained_chars(example) == chars
     assert trained_text(example, tok) == decoded
     assert example.n_trained == sum(lab != IGNORE_INDEX for lab in example.labels) > 0
@@ -149,9 +152,11 @@ def test_generation_prompt_tokens_are_a_masked_prefix_then_the_reply_is_trained(
 
 def test_character_ranges_cover_content_and_end_of_turn(family):
     tok = cached_fixture_tokenizer(family)
-    text, ranges = assistant_char_ranges(tok, MULTI, KWARGS.get(family), "last" if family == "qwen3" else "all")
-    expected = [A2] if family == "qwen3" else [A1, A2]
-    assert [text[s:e] for s, e in ranges] == [c + EOT[family] for c in expected]
+    layout = assistant_char_ranges(tok, MULTI, KWARGS.get(family))
+    expected = _trained_contents(family, MULTI)
+    sep = " " if family == "mistral_v3" else ""  # Mistral's space after [/INST] is the model's to write
+    assert [layout.text[s:e] for s, e in layout.ranges] == [sep + c + EOT[family] for c in expected]
+    assert [t["turn"] for t in layout.untrained_turns] == ([1] if family == "qwen3" else [])
 
 
 # --- template-specific behaviour ------------------------------------------------------------------------------
@@ -168,18 +173,18 @@ def test_llama_is_deterministic_with_a_fixed_date():
     assert trained_text(today, tok) == trained_text(first, tok)
 
 
-def test_qwen3_multi_turn_all_is_refused_but_last_works():
+def test_qwen3_multi_turn_trains_the_last_reply_with_its_think_and_reports_rewritten_history():
     tok = cached_fixture_tokenizer("qwen3")
-    with pytest.raises(MaskingError) as err:
-        build_masked_example(MULTI, tok, assistant_turns="all", sample_id="s-1")
-    message = str(err.value)
-    assert message.startswith("sample s-1: assistant turn 1 does not appear verbatim")
-    assert "rewrites assistant content" in message and "assistant_turns: last" in message
-    # the reason: earlier turns lose their <think> block in Qwen3's render
+    # the reason: Qwen3 renders earlier replies without their <think> block
     full = render(tok, MULTI, False, {})
     assert "First add 2 and 2." not in full and "The answer is 4.<|im_end|>" in full
-    example = build_masked_example(MULTI, tok, assistant_turns="last")
-    assert trained_text(example, tok) == A2 + "<|im_end|>"
+    example = build_masked_example(MULTI, tok, assistant_turns="all", sample_id="s-1")
+    assert trained_text(example, tok) == A2 + "<|im_end|>"  # the trained reply keeps its reasoning
+    assert example.untrained_turns == [{"turn": 1, "reason": "the template rewrites this earlier reply (e.g. Qwen3 "
+                                        "drops its <think>); it stays in the context as rendered, untrained"}]
+    assert "The answer is 4.<|im_end|>" in masked_chars(example)  # history stays, as inference will show it
+    last = build_masked_example(MULTI, tok, assistant_turns="last")
+    assert last.as_tuple() == example.as_tuple() and last.untrained_turns == []
 
 
 def test_qwen3_single_turn_keeps_the_think_block():
@@ -195,7 +200,8 @@ def test_qwen3_empty_reply_is_refused_not_trained_as_think_tag():
     tok = cached_fixture_tokenizer("qwen3")
     messages = [SINGLE[0], {"role": "assistant", "content": ""}]
     assert render(tok, messages, False, {}).endswith("assistant\n<think>\n\n</think>\n\n<|im_end|>\n")
-    with pytest.raises(MaskingError, match="no end-of-turn token right after assistant turn 1"):
+    written = re.escape(repr("<think>\n\n</think>"))
+    with pytest.raises(MaskingError, match=f"writes {written} between the generation prompt and assistant turn 1"):
         build_masked_example(messages, tok)
     qwen25 = cached_fixture_tokenizer("qwen2_5")  # without the rewrite, an empty reply just learns to stop
     assert trained_text(build_masked_example(messages, qwen25), qwen25) == "<|im_end|>"
@@ -204,17 +210,20 @@ def test_qwen3_empty_reply_is_refused_not_trained_as_think_tag():
 @pytest.mark.parametrize("messages, turns", [
     ([SYSTEM, *MULTI], "all"), ([SYSTEM, *MULTI], "last"), ([SYSTEM, *SINGLE], "all"),
 ])
-def test_mistral_system_prompt_is_refused(messages, turns):
-    # Mistral v3 renders the system prompt only inside a *final user* turn: a conversation that ends with an
-    # assistant reply loses it entirely, while its generation prompt has it. Training on that would be silent damage.
+def test_mistral_system_prompt_goes_where_inference_puts_it(messages, turns):
+    # Mistral v3 renders the system prompt only inside the *final user* turn: a conversation that ends with an
+    # assistant reply loses it entirely, while the generation prompt for that reply has it. The example is built
+    # from what inference sends: the generation prompt (system in the last user turn), then the reply + </s>.
     tok = cached_fixture_tokenizer("mistral_v3")
     assert "SYSTEMTEXT" not in render(tok, messages, False, {})
-    assert "SYSTEMTEXT" in render(tok, messages[:-1], True, {})
-    with pytest.raises(MaskingError) as err:
-        build_masked_example(messages, tok, assistant_turns=turns)
-    message = str(err.value)
-    assert "renders the conversation up to assistant turn" in message and "Drop the system prompt" in message
-    assert "assistant_turns: last" not in message  # it would not help here
+    prompt = render(tok, messages[:-1], True, {})
+    assert "SYSTEMTEXT" in prompt
+    example = build_masked_example(messages, tok, assistant_turns=turns)
+    assert example.text == prompt + " " + messages[-1]["content"] + "</s>"
+    assert trained_text(example, tok) == "</s> ".join(_contents(messages, turns)) + "</s>"
+    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    assert example.input_ids[:len(prompt_ids)] == prompt_ids
+    assert masked_chars(example).count("SYSTEMTEXT") == 1
 
 
 def test_mistral_multi_turn_without_system_prompt_works():
@@ -222,17 +231,31 @@ def test_mistral_multi_turn_without_system_prompt_works():
     assert trained_text(example, tok) == A1 + "</s> " + A2 + "</s>"
 
 
-def test_template_that_rewrites_only_earlier_turns_suggests_last():
-    tok = cached_fixture_tokenizer("qwen2_5")
-    tok = copy.copy(tok)
-    # A template that drops the system prompt once a second user turn exists: only earlier turns are affected.
+def test_template_that_drops_text_once_the_conversation_grows_is_trained_as_the_last_reply_sees_it():
+    tok = copy.copy(cached_fixture_tokenizer("qwen2_5"))
+    # A template that drops the system prompt once a second user turn exists: the last reply never sees it, so
+    # neither does the trained sequence; both replies are found in that sequence and trained.
     tok.chat_template = ("{% for m in messages %}{% if m.role != 'system' or messages|length < 4 %}"
                          "<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
                          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-    messages = [SYSTEM, *MULTI]
-    with pytest.raises(MaskingError, match="assistant_turns: last"):
-        build_masked_example(messages, tok)
-    assert trained_text(build_masked_example(messages, tok, assistant_turns="last"), tok) == A2 + "<|im_end|>"
+    example = build_masked_example([SYSTEM, *MULTI], tok)
+    assert "SYSTEMTEXT" not in example.text
+    assert trained_text(example, tok) == A1 + "<|im_end|>" + A2 + "<|im_end|>"
+
+
+def test_end_of_turn_marker_that_is_not_a_special_token_is_named():
+    tok = copy.copy(cached_fixture_tokenizer("smollm2"))
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<end_of_turn>\n"
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    with pytest.raises(MaskingError, match="writes '<end_of_turn>' there, which is not a special token of this "
+                                           r"tokenizer \(it splits into \d+ tokens\)"):
+        build_masked_example(SINGLE, tok)
+
+
+def test_reserved_marker_character_in_content_is_refused():
+    with pytest.raises(MaskingError, match=r"U\+E000"):
+        build_masked_example([SINGLE[0], {"role": "assistant", "content": "a\ue000b"}],
+                             cached_fixture_tokenizer("smollm2"))
 
 
 @pytest.mark.parametrize("family_name", ["llama3_2", "mistral_v3"])
@@ -248,7 +271,7 @@ def test_trimming_templates_refuse_content_with_edge_whitespace(family_name):
     # Llama 3.x and Mistral v3 `trim` assistant content; the mask must refuse, not train a shifted span.
     tok = cached_fixture_tokenizer(family_name)
     messages = [SINGLE[0], {"role": "assistant", "content": A1 + "\n"}]
-    with pytest.raises(MaskingError, match="does not appear verbatim|no end-of-turn token"):
+    with pytest.raises(MaskingError, match="template trims"):
         build_masked_example(messages, tok, KWARGS.get(family_name))
 
 
@@ -353,10 +376,10 @@ def test_mask_stats():
                 _example(list(range(10)), [-100] * 9 + [9])]
     assert mask_stats(examples, max_length=5) == {
         "examples": 3, "tokens": 16, "trained_tokens": 3, "trained_fraction": round(3 / 16, 4),
-        "max_tokens": 10, "mean_tokens": 5.3, "all_masked": 1, "over_max_length": 1}
+        "max_tokens": 10, "mean_tokens": 5.3, "all_masked": 1, "untrained_turns": 0, "over_max_length": 1}
     assert mask_stats([], max_length=5) == {
         "examples": 0, "tokens": 0, "trained_tokens": 0, "trained_fraction": 0.0, "max_tokens": 0,
-        "mean_tokens": 0.0, "all_masked": 0, "over_max_length": 0}
+        "mean_tokens": 0.0, "all_masked": 0, "untrained_turns": 0, "over_max_length": 0}
 
 
 def test_colored_html_marks_trained_and_masked_tokens():
@@ -442,7 +465,7 @@ def test_property_llama_trains_exactly_the_assistant_contents_or_refuses():
     def prop(messages):
         if any(c != c.strip() for c in _contents(messages)):
             # Llama 3.2's template `trim`s assistant content; such rows must be refused, never mis-masked.
-            with pytest.raises(MaskingError, match="does not appear verbatim|no end-of-turn token"):
+            with pytest.raises(MaskingError, match="does not appear verbatim|no end-of-turn token|template trims"):
                 build_masked_example(messages, cached_fixture_tokenizer("llama3_2"), KWARGS["llama3_2"])
         else:
             _check_exact("llama3_2", messages)
@@ -475,4 +498,47 @@ def test_property_qwen3_last_turn_is_exact_or_refused():
         expected = _contents(messages, "last")[0] + "<|im_end|>"
         assert trained_chars(example) == expected
         assert trained_text(example, tok) == expected
+    prop()
+
+
+def test_all_masked_labels_name_the_sample_and_the_template():
+    from lib.masking import _mask_text
+
+    tok = cached_fixture_tokenizer("smollm2")
+    with pytest.raises(MaskingError, match=r"sample s9: every label is -100 with the chat template of \S+smollm2"):
+        _mask_text(tok, "<|im_start|>user\nhi<|im_end|>\n", [], "s9")
+
+
+def test_property_mistral_trains_each_reply_where_inference_puts_the_system_prompt_or_refuses():
+    """System prompts included: the example is always the last reply's generation prompt + reply + </s>."""
+    tok = cached_fixture_tokenizer("mistral_v3")
+
+    @_PROPERTY
+    @given(conversations())
+    def prop(messages):
+        contents = _contents(messages)
+        if any(c != c.strip() for c in contents):
+            # the template trims replies: refused, never shifted (an empty reply is written " </s>" and trained so)
+            with pytest.raises(MaskingError, match="does not appear verbatim|no end-of-turn token|template trims"):
+                build_masked_example(messages, tok)
+            return
+        example = build_masked_example(messages, tok)
+        chars, decoded = expected_trained("mistral_v3", contents)
+        assert trained_chars(example) == chars
+        assert trained_text(example, tok) == decoded
+        assert example.text.startswith(render(tok, messages[:-1], True, {}))
+    prop()
+
+
+def test_property_qwen3_all_turns_trains_the_last_reply_and_lists_the_rewritten_ones():
+    tok = cached_fixture_tokenizer("qwen3")
+
+    @_PROPERTY
+    @given(conversations(content=st.builds(assistant_text, _TEXT, _ANSWER).map(_no_leading_whitespace)))
+    def prop(messages):
+        example = build_masked_example(messages, tok, assistant_turns="all")
+        expected = _contents(messages, "last")[0] + "<|im_end|>"
+        assert trained_text(example, tok) == trained_chars(example) == expected
+        history = [i for i, m in enumerate(messages[:-1]) if m["role"] == "assistant"]
+        assert [t["turn"] for t in example.untrained_turns] == history  # every earlier reply loses its <think>
     prop()
