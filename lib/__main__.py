@@ -1,4 +1,4 @@
-"""Command line: ``python -m lib {run,plan,recipes} …`` (see README for examples)."""
+"""Command line: ``python -m lib {run,plan,recipes,mask} …`` (see README for examples)."""
 from __future__ import annotations
 
 import argparse
@@ -17,7 +17,27 @@ def main(argv: list[str] | None = None) -> int:
     plan = sub.add_parser("plan", help="print the memory plan and GGUF size estimates as one JSON object")
     plan.add_argument("recipe")
     sub.add_parser("recipes", help="list the recipes in params/")
+    mask = sub.add_parser("mask", help="inspect response-only loss masks").add_subparsers(dest="mask_command",
+                                                                                         required=True)
+    check = mask.add_parser(
+        "check", help="print what the mask trains for each conversation of a JSONL file, one JSON line each",
+        description="One JSON line per conversation: id, n_tokens, n_trained, trained_text (+ untrained_turns). "
+                    "Stops at the first problem: exit 1 with FILE:LINE: reason for a conversation the template "
+                    "cannot mask or a malformed line (lines printed before it are valid), exit 2 for a set-up "
+                    "error (tokenizer folder, template file, --template-kwargs, missing input file).")
+    check.add_argument("--tokenizer", required=True, metavar="DIR", help="local tokenizer folder")
+    check.add_argument("--conversations", required=True, metavar="FILE.jsonl",
+                       help='lines of {"id": ..., "messages": [{"role": ..., "content": ...}]} (id optional)')
+    check.add_argument("--chat-template", metavar="FILE.jinja", help="use this template instead of the tokenizer's")
+    check.add_argument("--last-turn-only", action="store_true", help="train only the last assistant reply")
+    check.add_argument("--template-kwargs", metavar="JSON", help='e.g. \'{"date_string": "26 Jul 2024"}\'')
     args = parser.parse_args(argv)
+
+    if args.command == "mask":  # before lib.params: the check needs no recipe
+        from lib.mask_check import run_mask_check
+
+        return run_mask_check(args.tokenizer, args.conversations, args.chat_template, args.last_turn_only,
+                              args.template_kwargs)
 
     from lib.params import ParamsError, list_recipes, load_recipe
 

@@ -1,0 +1,174 @@
+"""Check a chat template against conversations: what the response-only mask would train, one JSON line each.
+
+Usage: ``python -m lib mask check --tokenizer DIR --conversations convs.jsonl [--last-turn-only]``
+
+Each input line is ``{"id": ..., "messages": [{"role": ..., "content": ...}, ...]}`` (`id` optional: the line
+number stands in). Each output line is ``{"id", "n_tokens", "n_trained", "trained_text"}``, plus
+``"untrained_turns"`` when the template rewrites an earlier reply (Qwen3). Lines stream out as they are masked,
+and the check stops at the first problem with one line on stderr:
+
+* exit 1, ``FILE:LINE: <reason>``: a conversation the template cannot mask faithfully (`MaskingError`) or
+  refuses (`raise_exception`), a line that is not JSON or not a conversation. The lines printed before it are
+  valid results;
+* exit 2, ``error: <reason>``: the set-up is wrong: tokenizer folder missing or unloadable, `--chat-template`
+  file missing or not compiling, `--template-kwargs` not a JSON object, conversations file missing.
+
+Stopping rather than skipping is deliberate: one refused conversation usually means the template, not the row,
+needs fixing, and a check that scrolls past it hides that.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from lib.masking import MaskingError, build_masked_example, trained_text
+
+# Files a Hugging Face tokenizer folder is loaded from; a folder with none of them is not a tokenizer folder.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+EXIT_UNMASKABLE = 1  # the conversations: a row the template cannot handle, or a malformed line
+EXIT_SETUP = 2  # the command: tokenizer, template file, kwargs or input file (argparse also exits 2 on usage)
+
+
+class CheckFailed(Exception):
+    """Stops the check; the message is the one line for stderr and `exit_code` says which kind of problem."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_UNMASKABLE):
+        super().__init__(one_line(message))
+        self.exit_code = exit_code
+
+
+def one_line(text: str) -> str:
+    """`text` with line breaks turned into spaces: stderr gets exactly one line per failure."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def parse_template_kwargs(text: str | None) -> dict:
+    """The `--template-kwargs` JSON object (e.g. ``{"date_string": "26 Jul 2024"}``); empty when not given."""
+    if not text:
+        return {}
+    try:
+        kwargs = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CheckFailed(f"--template-kwargs is not valid JSON: {err.msg} at column {err.colno}", EXIT_SETUP)
+    if not isinstance(kwargs, dict):
+        raise CheckFailed(f"--template-kwargs must be a JSON object, not a {type(kwargs).__name__}", EXIT_SETUP)
+    return kwargs
+
+
+def load_checked_tokenizer(directory: str | Path, chat_template_path: str | Path | None = None):
+    """The tokenizer in local folder `directory`, its chat template replaced by the text of `chat_template_path`.
+
+    Only a local folder: a path that does not exist is an error here, never a hub id to download.
+    """
+    folder = Path(directory)
+    template = None
+    if chat_template_path is not None:  # checked first: it costs nothing, a tokenizer load costs seconds
+        if not Path(chat_template_path).is_file():
+            raise CheckFailed(f"chat template file not found: {chat_template_path}", EXIT_SETUP)
+        template = Path(chat_template_path).read_text(encoding="utf-8")
+    if not folder.is_dir():
+        raise CheckFailed(f"tokenizer folder not found: {folder}", EXIT_SETUP)
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise CheckFailed(f"{folder} is not a tokenizer folder: it has none of {', '.join(TOKENIZER_FILES)}",
+                          EXIT_SETUP)
+    from lib.tokenizer_loading import load_model_tokenizer
+
+    try:
+        tokenizer = load_model_tokenizer(str(folder))
+    except Exception as err:  # transformers raises many types (OSError, ValueError, KeyError …) for broken folders
+        raise CheckFailed(f"cannot load a tokenizer from {folder}: {type(err).__name__}: {err}", EXIT_SETUP) from err
+    if template is not None:
+        tokenizer.chat_template = template
+    if not getattr(tokenizer, "chat_template", None):
+        raise CheckFailed(f"{folder} has no chat template; pass one with --chat-template FILE.jinja", EXIT_SETUP)
+    return tokenizer
+
+
+def read_conversations(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, row) for each non-blank line, lazily; a line that is not a conversation stops with FILE:LINE.
+
+    A row without `id` gets its line number, so every output line and error can be traced back to the file.
+    """
+    from lib.reasoning_data import iter_jsonl
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckFailed(f"conversations file not found: {path}", EXIT_SETUP)
+    try:
+        for line, row in iter_jsonl(path):
+            if isinstance(row, str):  # iter_jsonl's reason for a line that is not a JSON object
+                raise CheckFailed(f"{path}:{line}: {row}")
+            problem = conversation_problem(row)
+            if problem:
+                raise CheckFailed(f"{path}:{line}: {problem}")
+            yield line, {**row, "id": line if row.get("id") is None else row["id"]}
+    except UnicodeDecodeError as err:
+        raise CheckFailed(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
+
+
+def conversation_problem(row: dict) -> str:
+    """Why `row` is not ``{"messages": [{"role": str, "content": str}, ...]}``, or "" when it is."""
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "no 'messages' list (expected {\"id\": ..., \"messages\": [{\"role\": ..., \"content\": ...}]})"
+    for i, message in enumerate(messages):
+        if not (isinstance(message, dict) and isinstance(message.get("role"), str)
+                and isinstance(message.get("content"), str)):
+            return f"message {i} is not a {{\"role\": str, \"content\": str}} object"
+    return ""
+
+
+def mask_summary(row_id, example, tokenizer) -> dict:
+    """The output line for one masked conversation: sizes and exactly what the loss trains."""
+    summary = {"id": row_id, "n_tokens": len(example.input_ids), "n_trained": example.n_trained,
+               "trained_text": trained_text(example, tokenizer)}
+    if example.untrained_turns:
+        summary["untrained_turns"] = example.untrained_turns
+    return summary
+
+
+def check_conversations(rows: Iterable[tuple[int, dict]], tokenizer, assistant_turns: str = "all",
+                        template_kwargs: dict | None = None, source: str = "conversations") -> Iterator[dict]:
+    """Mask each `(line, row)` and yield its summary; the first refusal stops with ``SOURCE:LINE: reason``.
+
+    A refusal is a `MaskingError`, or the template itself failing on the row (`raise_exception`, e.g. Mistral's
+    "roles must alternate"). A template that does not compile stops as a set-up error: no row can pass it.
+    """
+    from jinja2 import TemplateError, TemplateSyntaxError
+
+    for line, row in rows:
+        try:
+            example = build_masked_example(row["messages"], tokenizer, template_kwargs, assistant_turns,
+                                           str(row["id"]))
+        except MaskingError as err:
+            raise CheckFailed(f"{source}:{line}: {err}") from err
+        except TemplateSyntaxError as err:
+            raise CheckFailed(f"the chat template does not compile: {err.message} (template line {err.lineno})",
+                              EXIT_SETUP) from err
+        except TemplateError as err:
+            raise CheckFailed(f"{source}:{line}: sample {row['id']}: the chat template refused it: {err}") from err
+        yield mask_summary(row["id"], example, tokenizer)
+
+
+def run_mask_check(tokenizer_dir: str, conversations: str, chat_template: str | None = None,
+                   last_turn_only: bool = False, template_kwargs: str | None = None, out=None, err=None) -> int:
+    """`python -m lib mask check`: print one JSON line per conversation; return the exit code (see module doc)."""
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        kwargs = parse_template_kwargs(template_kwargs)
+        if not Path(conversations).is_file():  # before the tokenizer load, which costs seconds
+            raise CheckFailed(f"conversations file not found: {conversations}", EXIT_SETUP)
+        tokenizer = load_checked_tokenizer(tokenizer_dir, chat_template)
+        rows = read_conversations(conversations)
+        turns = "last" if last_turn_only else "all"
+        for summary in check_conversations(rows, tokenizer, turns, kwargs, source=str(conversations)):
+            out.write(json.dumps(summary, ensure_ascii=False) + "\n")
+    except CheckFailed as failure:
+        out.flush()  # the results before the failing line come out first
+        prefix = "error: " if failure.exit_code == EXIT_SETUP else ""
+        err.write(f"{prefix}{failure}\n")
+        return failure.exit_code
+    return 0
