@@ -103,7 +103,9 @@ def assistant_char_ranges(tokenizer, messages: list[dict], template_kwargs: dict
                 continue
         end = start + len(messages[index]["content"])
         eot = _end_of_turn_at(text, end, end_tokens, tokenizer, index, sample_id)
-        ranges.append((start - _separator_length(text[:start], generation_prompt), end + len(eot)))
+        # never before the end of the prompt: a prompt that opens the reply (`<think>\n`) keeps those tokens masked
+        first = start - _separator_length(text[:start], generation_prompt)
+        ranges.append((max(first, len(prompt)) if index == last else first, end + len(eot)))
     return Layout(text, ranges, untrained)
 
 
@@ -148,6 +150,9 @@ def _training_text(tokenizer, messages: list[dict], last: int, kwargs: dict,
         found = full.find(content, len(prompt))
         start = found if found >= 0 and not full[len(prompt):found].strip() else None
     if start is None:
+        opened = _reply_opened_by_prompt(tokenizer, messages, last, kwargs, prompt)
+        if opened is not None:
+            return opened
         raise MaskingError(
             f"sample {sample_id}: assistant turn {last} does not appear verbatim after its generation prompt (the "
             "template rewrites the reply being trained, e.g. reformats <think>); clean the content, or pass a "
@@ -164,6 +169,30 @@ def _training_text(tokenizer, messages: list[dict], last: int, kwargs: dict,
     # prompt): keep what inference sends, then the template's separator, the reply and its end-of-turn token.
     separator = _trailing_whitespace(full[:start])[len(_trailing_whitespace(prompt)):]
     return prompt + separator + full[start:], prompt, len(prompt) + len(separator)
+
+
+def _reply_opened_by_prompt(tokenizer, messages: list[dict], last: int, kwargs: dict,
+                            prompt: str) -> tuple[str, str, int] | None:
+    """The training text for templates whose generation prompt opens the reply and whose render rewrites it.
+
+    DeepSeek-R1-Distill's template ends the generation prompt with `<think>\n` and deletes `<think>…</think>` from
+    every rendered reply, the last one included, so no render holds the reasoning. What inference produces is the
+    prompt, then the rest of the reply, then the end-of-turn token the template writes after a reply (read from a
+    render with the reply swapped for a marker). None unless the prompt ends with a visible start of the reply and
+    the reply ends the render.
+    """
+    content = messages[last]["content"]
+    overlap = next((k for k in range(min(len(content), 64), 0, -1) if prompt.endswith(content[:k])), 0)
+    if not content[:overlap].strip() or last != len(messages) - 1:
+        return None
+    probe = render(tokenizer, [*messages[:last], {**messages[last], "content": SENTINEL}], False, kwargs)
+    if probe.count(SENTINEL) != 1:
+        return None
+    after = probe[probe.index(SENTINEL) + len(SENTINEL):]
+    eot = next((tok for tok in _end_of_turn_candidates(tokenizer) if after.startswith(tok)), None)
+    if eot is None or after[len(eot):].strip():
+        return None
+    return prompt + content[overlap:] + after, prompt, len(prompt) - overlap
 
 
 def _locate_reply(tokenizer, messages: list[dict], index: int, add_generation_prompt: bool, kwargs: dict,

@@ -542,3 +542,51 @@ def test_property_qwen3_all_turns_trains_the_last_reply_and_lists_the_rewritten_
         history = [i for i, m in enumerate(messages[:-1]) if m["role"] == "assistant"]
         assert [t["turn"] for t in example.untrained_turns] == history  # every earlier reply loses its <think>
     prop()
+
+
+# --- DeepSeek-R1-Distill: the generation prompt opens the reply, every render deletes the reasoning ----------
+
+@pytest.fixture(scope="module")
+def r1_distill():
+    """Qwen2.5's tokenizer with R1-Distill's template (the copy TRL ships) and its three special tokens, as
+    DeepSeek-R1-Distill-Qwen's tokenizer has them."""
+    from pathlib import Path
+
+    import trl
+
+    from lib.tokenizer_loading import load_fixture_tokenizer
+
+    tok = load_fixture_tokenizer("qwen2_5")  # a fresh copy: the session-cached one must stay unmodified
+    tok.add_special_tokens({"additional_special_tokens": ["<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>"]})
+    tok.add_tokens(["<think>", "</think>"])  # added, not special: as in R1-Distill-Qwen's tokenizer
+    tok.chat_template = (Path(trl.__file__).parent / "chat_templates" / "deepseek_r1_distill.jinja").read_text()
+    return tok
+
+
+def test_r1_distill_trains_what_follows_the_prompts_think_and_lists_rewritten_history(r1_distill):
+    tok = r1_distill
+    full = render(tok, MULTI, False, {})
+    assert "Double 4: 8." not in full  # the template deletes the reasoning of every reply, the last one too
+    prompt = render(tok, MULTI[:-1], True, {})
+    assert prompt.endswith("<｜Assistant｜><think>\n")  # ... and opens the reply itself at inference
+    example = build_masked_example(MULTI, tok)
+    assert example.text == prompt + A2.removeprefix("<think>\n") + "<｜end▁of▁sentence｜>"
+    assert trained_text(example, tok) == A2.removeprefix("<think>\n") + "<｜end▁of▁sentence｜>"
+    assert [t["turn"] for t in example.untrained_turns] == [1]
+    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    assert example.input_ids[:len(prompt_ids)] == prompt_ids
+    assert all(lab == IGNORE_INDEX for lab in example.labels[:len(prompt_ids)])
+    assert all(lab != IGNORE_INDEX for lab in example.labels[len(prompt_ids):])
+
+
+def test_property_r1_distill_last_reply_is_exactly_what_the_model_generates(r1_distill):
+    # Narrowed like ChatML above: thinking that is empty or starts with whitespace puts a newline right after the
+    # prompt's "<think>\n"; BPE merges the two into one token, which is trained (no reply character is lost).
+    @_PROPERTY
+    @given(conversations(content=st.builds(assistant_text, _TEXT.map(lambda t: t.lstrip() or "x"), _ANSWER)))
+    def prop(messages):
+        example = build_masked_example(messages, r1_distill)
+        expected = messages[-1]["content"].removeprefix("<think>\n") + "<｜end▁of▁sentence｜>"
+        assert trained_chars(example) == expected
+        assert trained_text(example, r1_distill) == expected
+    prop()
