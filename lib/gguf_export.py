@@ -15,7 +15,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from lib.paths import cache_dir
+from lib.paths import cache_dir, publish_dir
 
 _CONVERTER_MEMBERS = ("vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/conversion/",
                       "vendor/llama.cpp/gguf-py/")
@@ -40,15 +40,17 @@ def llama_cpp_sources(version: str | None = None) -> Path:
     sdist = cache_dir() / f"llama_cpp_python-{version}.tar.gz"
     if not sdist.is_file():
         _download_sdist(version, sdist.parent)
-    tmp = target.with_name(target.name + ".tmp")
-    with tarfile.open(sdist) as archive:
-        prefix = f"llama_cpp_python-{version}/"
-        members = [m for m in archive.getmembers()
-                   if any(m.name.startswith(prefix + want) for want in _CONVERTER_MEMBERS)]
-        for member in members:
-            member.name = member.name[len(prefix + "vendor/llama.cpp/"):]
-        archive.extractall(tmp, members=members, filter="data")
-    tmp.rename(target)
+
+    def fill(folder: Path) -> None:
+        with tarfile.open(sdist) as archive:
+            prefix = f"llama_cpp_python-{version}/"
+            members = [m for m in archive.getmembers()
+                       if any(m.name.startswith(prefix + want) for want in _CONVERTER_MEMBERS)]
+            for member in members:
+                member.name = member.name[len(prefix + "vendor/llama.cpp/"):]
+            archive.extractall(folder, members=members, filter="data")
+
+    publish_dir(target, fill, "convert_hf_to_gguf.py")
     return target
 
 

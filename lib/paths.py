@@ -5,6 +5,9 @@ Usage: ``from lib.paths import run_dir; run_dir("smollm2_135m")``
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -34,3 +37,23 @@ def project_path(path: str | Path) -> Path:
     """A params path made absolute: relative paths are relative to the project root."""
     path = Path(path)
     return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def publish_dir(target: Path, fill: Callable[[Path], None], marker: str) -> Path:
+    """Create cache folder `target` atomically: `fill` writes into a private temporary folder beside it, which is
+    then renamed. Processes racing for the same folder (the dry-run matrix runs recipes side by side) each build
+    their own copy; the first rename wins and the others drop theirs. `marker` is a file only a complete folder has.
+    """
+    if (target / marker).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        fill(tmp)
+        tmp.rename(target)
+    except OSError:
+        if not (target / marker).is_file():  # not a lost race: a real failure
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

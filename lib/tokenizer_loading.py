@@ -9,7 +9,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from lib.paths import FIXTURES_DIR, cache_dir
+from lib.paths import FIXTURES_DIR, cache_dir, publish_dir
 
 TOKENIZER_FIXTURES = FIXTURES_DIR / "tokenizers"
 
@@ -29,13 +29,12 @@ def fixture_dir(name: str) -> Path:
                                 f"{', '.join(fixture_names())}")
     packed = (source / "tokenizer.json.gz").read_bytes()
     target = cache_dir() / "tokenizers" / f"{name}-{hashlib.sha256(packed).hexdigest()[:12]}"
-    if not (target / "tokenizer.json").is_file():
-        tmp = target.with_suffix(".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        (tmp / "tokenizer.json").write_bytes(gzip.decompress(packed))
-        shutil.copy(source / "tokenizer_config.json", tmp / "tokenizer_config.json")
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+
+    def fill(folder: Path) -> None:
+        (folder / "tokenizer.json").write_bytes(gzip.decompress(packed))
+        shutil.copy(source / "tokenizer_config.json", folder / "tokenizer_config.json")
+
+    publish_dir(target, fill, "tokenizer.json")
     return target
 
 

@@ -28,3 +28,42 @@ def test_hub_ids_pass_through_unchanged():
 def test_local_hf_folder_is_used_as_is(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     assert resolve_base_model(str(tmp_path)) == str(tmp_path)
+
+
+def test_cache_folders_are_published_atomically_even_when_processes_race(tmp_path):
+    # Two recipes of the dry-run matrix once decompressed the same tokenizer at once: one rename failed.
+    import threading
+
+    from lib.paths import publish_dir
+
+    target, barrier, errors = tmp_path / "tok", threading.Barrier(4), []
+
+    def fill(folder):
+        barrier.wait()  # every racer has its own half-built folder before anyone renames
+        (folder / "tokenizer.json").write_text("{}")
+
+    def racer():
+        try:
+            assert publish_dir(target, fill, "tokenizer.json") == target
+        except Exception as err:  # noqa: BLE001 - collected and asserted below
+            errors.append(err)
+
+    threads = [threading.Thread(target=racer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and (target / "tokenizer.json").read_text() == "{}"
+    assert [p.name for p in tmp_path.iterdir()] == ["tok"]  # the losers' copies are gone
+
+
+def test_a_failing_fill_leaves_no_folder_behind(tmp_path):
+    from lib.paths import publish_dir
+
+    def fill(folder):
+        (folder / "half").write_text("x")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        publish_dir(tmp_path / "tok", fill, "tokenizer.json")
+    assert list(tmp_path.iterdir()) == []
