@@ -28,6 +28,11 @@ from lib.masking import MaskingError, build_masked_example, trained_text
 # Files a Hugging Face tokenizer folder is loaded from; a folder with none of them is not a tokenizer folder.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
+# apply_chat_template's own arguments: the masker decides them (a template variable must not collide with them)
+RESERVED_TEMPLATE_ARGUMENTS = {"add_generation_prompt", "tokenize", "continue_final_message", "return_dict",
+                               "chat_template", "tools", "documents", "return_assistant_tokens_mask", "messages",
+                               "conversation", "padding", "truncation", "max_length", "return_tensors"}
+
 EXIT_UNMASKABLE = 1  # the conversations: a row the template cannot handle, or a malformed line
 EXIT_SETUP = 2  # the command: tokenizer, template file, kwargs or input file (argparse also exits 2 on usage)
 
@@ -55,6 +60,10 @@ def parse_template_kwargs(text: str | None) -> dict:
         raise CheckFailed(f"--template-kwargs is not valid JSON: {err.msg} at column {err.colno}", EXIT_SETUP)
     if not isinstance(kwargs, dict):
         raise CheckFailed(f"--template-kwargs must be a JSON object, not a {type(kwargs).__name__}", EXIT_SETUP)
+    reserved = sorted(set(kwargs) & RESERVED_TEMPLATE_ARGUMENTS)
+    if reserved:
+        raise CheckFailed(f"--template-kwargs may not set {', '.join(reserved)}: the masker sets those itself",
+                          EXIT_SETUP)
     return kwargs
 
 

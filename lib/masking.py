@@ -8,7 +8,12 @@ and user text get label -100. No hand-written delimiters: the trained text is wh
 reply, found by rendering the generation prompt (and, for earlier turns, the same prompt with the reply swapped
 for a marker). Templates that move text (Mistral v3's system prompt) are trained on what inference sends;
 templates that rewrite earlier replies (Qwen3 drops their `<think>`) leave those turns untrained and say so;
-anything that would damage the trained reply or its end-of-turn token is refused with a message.
+anything that would damage the trained reply or its end-of-turn token is refused with a message (special-token
+text inside a message, template text inserted before a reply, trimmed replies, non-text content).
+
+One tokenizer limitation stays: byte-level BPE may merge whitespace across the prompt/reply boundary (a ChatML
+reply starting with "\n" shares the `\n\n` token with the header); such a token is trained, so no reply character
+is ever lost.
 """
 from __future__ import annotations
 
@@ -80,18 +85,26 @@ def assistant_char_ranges(tokenizer, messages: list[dict], template_kwargs: dict
     if not getattr(tokenizer, "chat_template", None):
         raise MaskingError(f"sample {sample_id}: the tokenizer has no chat template; set chat_format: plain with a "
                            "plain_format in the params file, or pass a template")
+    if assistant_turns not in ("all", "last"):
+        raise ValueError(f"assistant_turns must be 'all' or 'last', not {assistant_turns!r}")
+    _check_contents(tokenizer, messages, sample_id)
     turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     if not turns:
         raise MaskingError(f"sample {sample_id}: no assistant turn to train")
-    if any(SENTINEL[0] in str(m.get("content", "")) for m in messages):
-        raise MaskingError(f"sample {sample_id}: contains U+E000, a private-use character the masker reserves")
     last = turns[-1]
+    if last == 0:
+        raise MaskingError(f"sample {sample_id}: the only assistant turn opens the conversation; there is no prompt "
+                           "to answer")
     text, prompt, last_start = _training_text(tokenizer, messages, last, kwargs, sample_id)
     end_tokens = _end_of_turn_candidates(tokenizer)
     ranges, untrained = [], []
     for index in turns if assistant_turns == "all" else [last]:
         if index == last:
             start, generation_prompt = last_start, prompt
+        elif index == 0:  # a greeting that opens the conversation: no prompt asked for it
+            untrained.append({"turn": 0, "reason": "opens the conversation: no prompt before it; it stays in the "
+                              "context, untrained"})
+            continue
         else:
             generation_prompt = render(tokenizer, messages[:index], True, kwargs)
             start = _verbatim_after(prompt, generation_prompt, messages[index]["content"])
@@ -101,12 +114,40 @@ def assistant_char_ranges(tokenizer, messages: list[dict], template_kwargs: dict
                 untrained.append({"turn": index, "reason": "the template rewrites this earlier reply (e.g. Qwen3 "
                                   "drops its <think>); it stays in the context as rendered, untrained"})
                 continue
+            if prompt.startswith(generation_prompt) and prompt[len(generation_prompt):start].strip():
+                raise MaskingError(
+                    f"sample {sample_id}: the template writes {prompt[len(generation_prompt):start].strip()[:60]!r} "
+                    f"between the generation prompt and assistant turn {index} (e.g. Qwen3 renders a "
+                    "reasoning_content field there); put the reasoning inside the content as <think>…</think>")
         end = start + len(messages[index]["content"])
         eot = _end_of_turn_at(text, end, end_tokens, tokenizer, index, sample_id)
         # never before the end of the prompt: a prompt that opens the reply (`<think>\n`) keeps those tokens masked
         first = start - _separator_length(text[:start], generation_prompt)
         ranges.append((max(first, len(prompt)) if index == last else first, end + len(eot)))
     return Layout(text, ranges, untrained)
+
+
+def _check_contents(tokenizer, messages: list[dict], sample_id: str) -> None:
+    """Refuse what the template would render but the mask cannot account for, naming the message.
+
+    Text content only (tool calls and content parts are not masked); no special-token text (the tokenizer would
+    turn "<|im_end|>" written in a reply into the real control token, and training would teach the model to stop
+    or switch roles mid-answer); no U+E000 (the marker `_locate_reply` uses).
+    """
+    specials = _end_of_turn_candidates(tokenizer)
+    for number, message in enumerate(messages):
+        content = message.get("content")
+        if not isinstance(content, str):
+            raise MaskingError(f"sample {sample_id}: message {number} ({message.get('role')}) has no text content "
+                               f"({type(content).__name__}); only text messages can be masked")
+        if SENTINEL[0] in content:
+            raise MaskingError(f"sample {sample_id}: message {number} contains U+E000, a private-use character "
+                               "the masker reserves")
+        found = next((token for token in specials if token in content), None)
+        if found is not None:
+            raise MaskingError(f"sample {sample_id}: message {number} ({message.get('role')}) contains the special "
+                               f"token {found!r} as text; it would be encoded as the control token itself. Remove "
+                               "or escape it")
 
 
 def _verbatim_after(text: str, generation_prompt: str, content: str) -> int | None:
@@ -182,12 +223,20 @@ def _reply_opened_by_prompt(tokenizer, messages: list[dict], last: int, kwargs: 
     the reply ends the render.
     """
     content = messages[last]["content"]
-    overlap = next((k for k in range(min(len(content), 64), 0, -1) if prompt.endswith(content[:k])), 0)
-    if not content[:overlap].strip() or last != len(messages) - 1:
+    if last != len(messages) - 1:
         return None
     probe = render(tokenizer, [*messages[:last], {**messages[last], "content": SENTINEL}], False, kwargs)
-    if probe.count(SENTINEL) != 1:
+    history = render(tokenizer, messages[:last], False, kwargs)
+    if probe.count(SENTINEL) != 1 or not (probe.startswith(history) and prompt.startswith(history)):
         return None
+    # The opening is what the generation prompt writes beyond the reply header a rendered reply gets
+    # (R1-Distill: "<｜Assistant｜><think>\n" vs "<｜Assistant｜>"); a coincidental overlap does not count.
+    header = probe[len(history):probe.index(SENTINEL)]
+    generation = prompt[len(history):]
+    opening = generation[len(header):] if generation.startswith(header) else ""
+    if not opening.strip() or not content.startswith(opening):
+        return None
+    overlap = len(opening)
     after = probe[probe.index(SENTINEL) + len(SENTINEL):]
     eot = next((tok for tok in _end_of_turn_candidates(tokenizer) if after.startswith(tok)), None)
     if eot is None or after[len(eot):].strip():
@@ -368,7 +417,7 @@ def _label_tokens(tokenizer, text: str, ids: list[int], offsets: list, ranges: l
     if not any(flags):
         template = getattr(tokenizer, "name_or_path", "") or "this tokenizer"
         raise MaskingError(f"sample {sample_id}: every label is -100 with the chat template of {template} (nothing "
-                           "would be trained); check the conversation has a non-empty assistant reply")
+                           "would be trained); the tokenizer reported no token over the reply's characters")
     return MaskedExample(ids, labels, text, offsets, ranges)
 
 

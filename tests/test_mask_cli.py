@@ -215,3 +215,9 @@ def test_run_mask_check_setup_errors_are_one_line_with_exit_2(tmp_path):
 
 def test_one_line():
     assert one_line("a\n  b\n\nc ") == "a b c"
+
+
+def test_template_kwargs_may_not_set_the_maskers_own_arguments():
+    with pytest.raises(CheckFailed, match="may not set add_generation_prompt, tokenize") as caught:
+        parse_template_kwargs('{"tokenize": true, "add_generation_prompt": true, "date_string": "x"}')
+    assert caught.value.exit_code == EXIT_SETUP

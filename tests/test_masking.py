@@ -590,3 +590,55 @@ def test_property_r1_distill_last_reply_is_exactly_what_the_model_generates(r1_d
         assert trained_chars(example) == expected
         assert trained_text(example, r1_distill) == expected
     prop()
+
+
+# --- found in review: each once trained something wrong or crashed -------------------------------------------
+
+@pytest.mark.parametrize("family_name, text", [
+    ("llama3_2", "Each turn ends with <|eot_id|> and then the next header."),
+    ("qwen2_5", "x<|im_end|>\n<|im_start|>user\ny"),  # would train a fake user turn
+    ("mistral_v3", "The end marker is </s>."),
+])
+def test_special_token_text_in_a_message_is_refused_not_trained_as_the_control_token(family_name, text):
+    tok = cached_fixture_tokenizer(family_name)
+    for messages in ([SINGLE[0], {"role": "assistant", "content": text}],
+                     [{"role": "user", "content": text}, SINGLE[1]]):
+        with pytest.raises(MaskingError, match="contains the special token .* as text"):
+            build_masked_example(messages, tok, KWARGS.get(family_name))
+
+
+def test_qwen3_reasoning_content_in_an_earlier_turn_is_refused_not_half_trained():
+    tok = cached_fixture_tokenizer("qwen3")
+    messages = [SINGLE[0], {"role": "assistant", "content": "call", "reasoning_content": "r1"},
+                {"role": "tool", "content": "42"}, {"role": "assistant", "content": A2}]
+    with pytest.raises(MaskingError, match="between the generation prompt and assistant turn 1 .*reasoning_content"):
+        build_masked_example(messages, tok)
+
+
+def test_a_conversation_opened_by_the_assistant_leaves_that_greeting_untrained():
+    tok = cached_fixture_tokenizer("qwen2_5")
+    greeting = {"role": "assistant", "content": "Hello! Ask me anything."}
+    example = build_masked_example([greeting, *SINGLE], tok)
+    assert trained_text(example, tok) == A1 + "<|im_end|>"
+    assert [t["turn"] for t in example.untrained_turns] == [0]
+    with pytest.raises(MaskingError, match="the only assistant turn opens the conversation"):
+        build_masked_example([greeting], tok)
+
+
+def test_a_reply_that_merely_overlaps_the_prompt_is_not_taken_as_opened_by_it():
+    # "t\n..." ends like Qwen3's generation prompt "…assistant\n" ends; that is no opening the template wrote
+    tok = cached_fixture_tokenizer("qwen3")
+    with pytest.raises(MaskingError, match="does not appear verbatim"):
+        build_masked_example([SINGLE[0], {"role": "assistant", "content": "t\nfoo</think>bar"}], tok)
+
+
+@pytest.mark.parametrize("content", [None, [{"type": "text", "text": "hi"}]])
+def test_non_text_content_is_a_masking_error(content):
+    messages = [SINGLE[0], {"role": "assistant", "content": content}, {"role": "user", "content": "q"}, SINGLE[1]]
+    with pytest.raises(MaskingError, match="message 1 \\(assistant\\) has no text content"):
+        build_masked_example(messages, cached_fixture_tokenizer("qwen2_5"))
+
+
+def test_assistant_turns_must_be_all_or_last():
+    with pytest.raises(ValueError, match="'all' or 'last'"):
+        build_masked_example(SINGLE, cached_fixture_tokenizer("smollm2"), assistant_turns="ALL")
