@@ -17,6 +17,7 @@ is ever lost.
 """
 from __future__ import annotations
 
+import functools
 import gc
 import html
 import re
@@ -105,6 +106,10 @@ def assistant_char_ranges(tokenizer, messages: list[dict], template_kwargs: dict
             untrained.append({"turn": 0, "reason": "opens the conversation: no prompt before it; it stays in the "
                               "context, untrained"})
             continue
+        elif _absent(messages[index]["content"], prompt):  # rewritten for sure, no render needed to tell
+            untrained.append({"turn": index, "reason": "the template rewrites this earlier reply (e.g. Qwen3 "
+                              "drops its <think>); it stays in the context as rendered, untrained"})
+            continue
         else:
             generation_prompt = render(tokenizer, messages[:index], True, kwargs)
             start = _verbatim_after(prompt, generation_prompt, messages[index]["content"])
@@ -134,7 +139,7 @@ def _check_contents(tokenizer, messages: list[dict], sample_id: str) -> None:
     turn "<|im_end|>" written in a reply into the real control token, and training would teach the model to stop
     or switch roles mid-answer); no U+E000 (the marker `_locate_reply` uses).
     """
-    specials = _end_of_turn_candidates(tokenizer)
+    special_text = _special_token_pattern(tuple(_end_of_turn_candidates(tokenizer)))
     for number, message in enumerate(messages):
         content = message.get("content")
         if not isinstance(content, str):
@@ -143,11 +148,23 @@ def _check_contents(tokenizer, messages: list[dict], sample_id: str) -> None:
         if SENTINEL[0] in content:
             raise MaskingError(f"sample {sample_id}: message {number} contains U+E000, a private-use character "
                                "the masker reserves")
-        found = next((token for token in specials if token in content), None)
+        found = special_text.search(content)
         if found is not None:
             raise MaskingError(f"sample {sample_id}: message {number} ({message.get('role')}) contains the special "
-                               f"token {found!r} as text; it would be encoded as the control token itself. Remove "
-                               "or escape it")
+                               f"token {found.group(0)!r} as text; it would be encoded as the control token itself. "
+                               "Remove or escape it")
+
+
+@functools.lru_cache(maxsize=16)
+def _special_token_pattern(specials: tuple[str, ...]) -> re.Pattern:
+    """One regex for all special tokens (longest first): one scan per message instead of one per token."""
+    return re.compile("|".join(map(re.escape, specials)) or r"(?!)")
+
+
+def _absent(content: str, prompt: str) -> bool:
+    """True when an earlier reply cannot be written verbatim in `prompt`: it is not even a substring, nor is its
+    stripped form (a template that only trims must still reach `_locate_reply`, which refuses trimmed replies)."""
+    return content not in prompt and content.strip() not in prompt
 
 
 def _verbatim_after(text: str, generation_prompt: str, content: str) -> int | None:
