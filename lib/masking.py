@@ -66,6 +66,9 @@ class Layout(NamedTuple):
     untrained_turns: list[dict]  # {"turn", "reason"} for selected turns the template does not show verbatim
 
 
+REWRITTEN_REPLY = ("the template rewrites this earlier reply (e.g. Qwen3 drops its <think>); it stays in the "
+                   "context as rendered, untrained")
+
 # A private-use marker put in place of one assistant reply to find where the template writes that reply.
 SENTINEL = "\ue000thinkdistill-reply\ue001"
 
@@ -88,7 +91,8 @@ def assistant_char_ranges(tokenizer, messages: list[dict], template_kwargs: dict
                            "plain_format in the params file, or pass a template")
     if assistant_turns not in ("all", "last"):
         raise ValueError(f"assistant_turns must be 'all' or 'last', not {assistant_turns!r}")
-    _check_contents(tokenizer, messages, sample_id)
+    end_tokens = _end_of_turn_candidates(tokenizer)
+    _check_contents(messages, end_tokens, sample_id)
     turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     if not turns:
         raise MaskingError(f"sample {sample_id}: no assistant turn to train")
@@ -96,8 +100,7 @@ def assistant_char_ranges(tokenizer, messages: list[dict], template_kwargs: dict
     if last == 0:
         raise MaskingError(f"sample {sample_id}: the only assistant turn opens the conversation; there is no prompt "
                            "to answer")
-    text, prompt, last_start = _training_text(tokenizer, messages, last, kwargs, sample_id)
-    end_tokens = _end_of_turn_candidates(tokenizer)
+    text, prompt, last_start = _training_text(tokenizer, messages, last, kwargs, end_tokens, sample_id)
     ranges, untrained = [], []
     for index in turns if assistant_turns == "all" else [last]:
         if index == last:
@@ -107,8 +110,7 @@ def assistant_char_ranges(tokenizer, messages: list[dict], template_kwargs: dict
                               "context, untrained"})
             continue
         elif _absent(messages[index]["content"], prompt):  # rewritten for sure, no render needed to tell
-            untrained.append({"turn": index, "reason": "the template rewrites this earlier reply (e.g. Qwen3 "
-                              "drops its <think>); it stays in the context as rendered, untrained"})
+            untrained.append({"turn": index, "reason": REWRITTEN_REPLY})
             continue
         else:
             generation_prompt = render(tokenizer, messages[:index], True, kwargs)
@@ -116,8 +118,7 @@ def assistant_char_ranges(tokenizer, messages: list[dict], template_kwargs: dict
             if start is None:  # not plainly there: ask the template with a marker (costs one more render)
                 start = _locate_reply(tokenizer, messages[:last], index, True, kwargs, prompt, sample_id)
             if start is None:
-                untrained.append({"turn": index, "reason": "the template rewrites this earlier reply (e.g. Qwen3 "
-                                  "drops its <think>); it stays in the context as rendered, untrained"})
+                untrained.append({"turn": index, "reason": REWRITTEN_REPLY})
                 continue
             if prompt.startswith(generation_prompt) and prompt[len(generation_prompt):start].strip():
                 raise MaskingError(
@@ -132,14 +133,14 @@ def assistant_char_ranges(tokenizer, messages: list[dict], template_kwargs: dict
     return Layout(text, ranges, untrained)
 
 
-def _check_contents(tokenizer, messages: list[dict], sample_id: str) -> None:
+def _check_contents(messages: list[dict], special_tokens: list[str], sample_id: str) -> None:
     """Refuse what the template would render but the mask cannot account for, naming the message.
 
     Text content only (tool calls and content parts are not masked); no special-token text (the tokenizer would
     turn "<|im_end|>" written in a reply into the real control token, and training would teach the model to stop
     or switch roles mid-answer); no U+E000 (the marker `_locate_reply` uses).
     """
-    special_text = _special_token_pattern(tuple(_end_of_turn_candidates(tokenizer)))
+    special_text = _special_token_pattern(tuple(special_tokens))
     for number, message in enumerate(messages):
         content = message.get("content")
         if not isinstance(content, str):
@@ -174,7 +175,14 @@ def _verbatim_after(text: str, generation_prompt: str, content: str) -> int | No
     match, and those cases go to the marker render (`_locate_reply`), which tells trimming from rewriting.
     Whether the template closed the reply is checked by the caller (end-of-turn token right after it).
     """
-    if not content or content != content.strip() or not text.startswith(generation_prompt):
+    if not content or content != content.strip():
+        return None
+    return _continues_with(text, generation_prompt, content)
+
+
+def _continues_with(text: str, generation_prompt: str, content: str) -> int | None:
+    """Where `content` starts when `text` is `generation_prompt`, then only whitespace, then `content`."""
+    if not text.startswith(generation_prompt):
         return None
     start = text.find(content, len(generation_prompt))
     return start if start >= 0 and not text[len(generation_prompt):start].strip() else None
@@ -193,7 +201,7 @@ def _separator_length(before_reply: str, generation_prompt: str) -> int:
     return max(0, len(_trailing_whitespace(before_reply)) - len(_trailing_whitespace(generation_prompt)))
 
 
-def _training_text(tokenizer, messages: list[dict], last: int, kwargs: dict,
+def _training_text(tokenizer, messages: list[dict], last: int, kwargs: dict, end_tokens: list[str],
                    sample_id: str) -> tuple[str, str, int]:
     """(text to train on, generation prompt of the last reply, where the last reply starts in the text)."""
     prompt = render(tokenizer, messages[:last], True, kwargs)
@@ -202,13 +210,12 @@ def _training_text(tokenizer, messages: list[dict], last: int, kwargs: dict,
     start = _verbatim_after(full, prompt, content)
     if start is None:
         start = _locate_reply(tokenizer, messages, last, False, kwargs, full, sample_id)
-    if start is None and full.startswith(prompt):
+    if start is None:
         # Templates that reformat the reply being generated (Qwen3 re-assembles <think> from the content) still
         # write a canonical reply verbatim right after the generation prompt.
-        found = full.find(content, len(prompt))
-        start = found if found >= 0 and not full[len(prompt):found].strip() else None
+        start = _continues_with(full, prompt, content)
     if start is None:
-        opened = _reply_opened_by_prompt(tokenizer, messages, last, kwargs, prompt)
+        opened = _reply_opened_by_prompt(tokenizer, messages, last, kwargs, prompt, end_tokens)
         if opened is not None:
             return opened
         raise MaskingError(
@@ -229,8 +236,8 @@ def _training_text(tokenizer, messages: list[dict], last: int, kwargs: dict,
     return prompt + separator + full[start:], prompt, len(prompt) + len(separator)
 
 
-def _reply_opened_by_prompt(tokenizer, messages: list[dict], last: int, kwargs: dict,
-                            prompt: str) -> tuple[str, str, int] | None:
+def _reply_opened_by_prompt(tokenizer, messages: list[dict], last: int, kwargs: dict, prompt: str,
+                            end_tokens: list[str]) -> tuple[str, str, int] | None:
     """The training text for templates whose generation prompt opens the reply and whose render rewrites it.
 
     DeepSeek-R1-Distill's template ends the generation prompt with `<think>\n` and deletes `<think>…</think>` from
@@ -255,7 +262,7 @@ def _reply_opened_by_prompt(tokenizer, messages: list[dict], last: int, kwargs: 
         return None
     overlap = len(opening)
     after = probe[probe.index(SENTINEL) + len(SENTINEL):]
-    eot = next((tok for tok in _end_of_turn_candidates(tokenizer) if after.startswith(tok)), None)
+    eot = _end_of_turn_token(after, 0, end_tokens)
     if eot is None or after[len(eot):].strip():
         return None
     return prompt + content[overlap:] + after, prompt, len(prompt) - overlap
@@ -286,7 +293,7 @@ def _locate_reply(tokenizer, messages: list[dict], index: int, add_generation_pr
 
 def _end_of_turn_at(text: str, end: int, end_tokens: list[str], tokenizer, index: int, sample_id: str) -> str:
     """The special token that closes the reply ending at `end`, or a MaskingError saying what follows instead."""
-    eot = next((tok for tok in end_tokens if text.startswith(tok, end)), None)
+    eot = _end_of_turn_token(text, end, end_tokens)
     if eot is not None:
         return eot
     marker = re.match(r"<[^<>\s]{1,40}>|\[[^\[\]\s]{1,40}\]", text[end:])
@@ -300,6 +307,11 @@ def _end_of_turn_at(text: str, end: int, end_tokens: list[str], tokenizer, index
         f"{len(end_tokens)} special tokens, e.g. {tokenizer.eos_token}; the template may have added text after "
         "the content, e.g. Qwen3's empty <think> block for an empty reply); the model would never learn to "
         f"stop.{hint}")
+
+
+def _end_of_turn_token(text: str, at: int, end_tokens: list[str]) -> str | None:
+    """The end-of-turn candidate `text` has at position `at` (longest first), or None."""
+    return next((token for token in end_tokens if text.startswith(token, at)), None)
 
 
 def _end_of_turn_candidates(tokenizer) -> list[str]:
@@ -336,10 +348,7 @@ def tokens_in_ranges(offsets: list[tuple[int, int]], ranges: list[tuple[int, int
 def build_masked_example(messages: list[dict], tokenizer, template_kwargs: dict | None = None,
                          assistant_turns: str = "all", sample_id: str = "?") -> MaskedExample:
     """Render with the chat template, tokenise once with offsets, and label only the assistant ranges."""
-    layout = assistant_char_ranges(tokenizer, messages, template_kwargs, assistant_turns, sample_id)
-    example = _mask_text(tokenizer, layout.text, layout.ranges, sample_id)
-    example.untrained_turns = layout.untrained_turns
-    return example
+    return build_masked_examples([messages], tokenizer, template_kwargs, assistant_turns, [sample_id])[0]
 
 
 def build_masked_examples(conversations: list[list[dict]], tokenizer, template_kwargs: dict | None = None,

@@ -28,20 +28,20 @@ def tokenizer_for(cfg: RunConfig):
 
 def mask_row(row: dict, tokenizer, cfg: RunConfig) -> MaskedExample:
     """One canonical row -> masked example, in the recipe's chat format."""
-    recipe = cfg.recipe
-    if recipe.chat_format == "plain":
-        user = next(m["content"] for m in row["messages"] if m["role"] == "user")
-        reply = row["messages"][-1]
-        return build_plain_example(user, reply["think"], reply["answer"], tokenizer, recipe.plain_format, row["id"])
-    messages = to_chat_messages(row, recipe.system_prompt)
-    return build_masked_example(messages, tokenizer, recipe.chat_template_kwargs, recipe.assistant_turns, row["id"])
+    return mask_all([row], tokenizer, cfg)[0]
 
 
-def _mask_all(rows: list[dict], tokenizer, cfg: RunConfig) -> list[MaskedExample]:
-    """`mask_row` for every row; chat-template rows go through the batched masker (one tokenizer call a batch)."""
+def mask_all(rows: list[dict], tokenizer, cfg: RunConfig) -> list[MaskedExample]:
+    """Canonical rows -> masked examples in the recipe's chat format (chat templates: one tokenizer call a batch)."""
     recipe = cfg.recipe
     if recipe.chat_format == "plain":
-        return [mask_row(row, tokenizer, cfg) for row in rows]
+        examples = []
+        for row in rows:
+            user = next(m["content"] for m in row["messages"] if m["role"] == "user")
+            reply = row["messages"][-1]
+            examples.append(build_plain_example(user, reply["think"], reply["answer"], tokenizer,
+                                                recipe.plain_format, row["id"]))
+        return examples
     conversations = [to_chat_messages(row, recipe.system_prompt) for row in rows]
     return build_masked_examples(conversations, tokenizer, recipe.chat_template_kwargs, recipe.assistant_turns,
                                  [row["id"] for row in rows])
@@ -63,7 +63,7 @@ def mask_rows(cfg: RunConfig, rows: list[dict], tokenizer) -> MaskedRows:
     """
     recipe = cfg.recipe
     kept, ids, dropped = [], [], []
-    for row, example in zip(rows, _mask_all(rows, tokenizer, cfg)):
+    for row, example in zip(rows, mask_all(rows, tokenizer, cfg)):
         if len(example.input_ids) > recipe.max_length:
             if recipe.overlong_policy == "raise":
                 raise MaskingError(
