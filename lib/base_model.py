@@ -48,18 +48,14 @@ def resolve_base_model(model_name_or_path: str) -> str:
 
 
 def _converted_from_gguf(gguf_path: Path) -> Path:
-    target = cache_dir() / "models" / f"{gguf_path.stem}-hf"
-    if (target / "model.safetensors").is_file():
-        return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
-    folder, name = str(gguf_path.parent), gguf_path.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name,
-                                                 quantization_config=GgufConfig(dequantize=True))
+    """The packaged GGUF dequantised once into a normal HF folder in the user cache (loading costs ~15 s)."""
 
     def fill(folder: Path) -> None:
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    return publish_dir(target, fill, "model.safetensors")
+        source, name = str(gguf_path.parent), gguf_path.name
+        AutoTokenizer.from_pretrained(source, gguf_file=name).save_pretrained(folder)
+        AutoModelForCausalLM.from_pretrained(source, gguf_file=name, quantization_config=GgufConfig(
+            dequantize=True)).save_pretrained(folder)
+
+    return publish_dir(cache_dir() / "models" / f"{gguf_path.stem}-hf", fill, "model.safetensors")
