@@ -99,13 +99,18 @@ def load_checked_tokenizer(directory: str | Path, chat_template_path: str | Path
 def read_conversations(path: str | Path) -> Iterator[tuple[int, dict]]:
     """(line number, row) for each non-blank line, lazily; a line that is not a conversation stops with FILE:LINE.
 
-    A row without `id` gets its line number, so every output line and error can be traced back to the file.
+    A row without `id` gets its line number, so every output line and error can be traced back to the file. A
+    missing file is reported at once (before a caller loads a tokenizer for seconds), not at the first row.
     """
-    from lib.reasoning_data import iter_jsonl
-
     path = Path(path)
     if not path.is_file():
         raise CheckFailed(f"conversations file not found: {path}", EXIT_SETUP)
+    return _conversation_rows(path)
+
+
+def _conversation_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    from lib.reasoning_data import iter_jsonl
+
     try:
         for line, row in iter_jsonl(path):
             if isinstance(row, str):  # iter_jsonl's reason for a line that is not a JSON object
@@ -168,10 +173,8 @@ def run_mask_check(tokenizer_dir: str, conversations: str, chat_template: str | 
     out, err = out or sys.stdout, err or sys.stderr
     try:
         kwargs = parse_template_kwargs(template_kwargs)
-        if not Path(conversations).is_file():  # before the tokenizer load, which costs seconds
-            raise CheckFailed(f"conversations file not found: {conversations}", EXIT_SETUP)
+        rows = read_conversations(conversations)  # a missing file fails here, before the slow tokenizer load
         tokenizer = load_checked_tokenizer(tokenizer_dir, chat_template)
-        rows = read_conversations(conversations)
         turns = "last" if last_turn_only else "all"
         for summary in check_conversations(rows, tokenizer, turns, kwargs, source=str(conversations)):
             out.write(json.dumps(summary, ensure_ascii=False) + "\n")
