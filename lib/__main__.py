@@ -1,4 +1,4 @@
-"""Command line: ``python -m lib {run,plan,recipes,mask} …`` (see README for examples)."""
+"""Command line: ``python -m lib {run,plan,recipes,mask,data} …`` (see README for examples)."""
 from __future__ import annotations
 
 import argparse
@@ -31,7 +31,26 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--chat-template", metavar="FILE.jinja", help="use this template instead of the tokenizer's")
     check.add_argument("--last-turn-only", action="store_true", help="train only the last assistant reply")
     check.add_argument("--template-kwargs", metavar="JSON", help='e.g. \'{"date_string": "26 Jul 2024"}\'')
+    data = sub.add_parser("data", help="audit reasoning-trace data").add_subparsers(dest="data_command", required=True)
+    data_check = data.add_parser(
+        "check", help="audit a data file in any supported schema and print one JSON object",
+        description="Reads PATH (JSONL[.gz], JSON, Parquet, CSV, or a dataset folder / hub name) and prints one JSON "
+                    "object: rows read, kept, rejected per reason (first line numbers), duplicates, contaminated, "
+                    "answer verification, token lengths and how many examples the recipe's max_length would cut. "
+                    "Exit 0 when the file could be read, 2 with a one-line reason when it could not.")
+    data_check.add_argument("path", help="file, dataset folder, or hub dataset name")
+    data_check.add_argument("--recipe", help="measure lengths with this recipe's tokenizer, template, max_length")
+    data_check.add_argument("--format", help="schema instead of auto-detection (see lib.data_schemas.SCHEMAS)")
+    data_check.add_argument("--split", default="train", help="split of a dataset folder / hub dataset")
+    data_check.add_argument("--config", help="config of a hub dataset")
+    data_check.add_argument("--no-verify", action="store_true", help="skip answer verification (math-verify)")
+    data_check.add_argument("--rejects", metavar="FILE.jsonl", help="also write every reject with its reason here")
     args = parser.parse_args(argv)
+
+    if args.command == "data":
+        from lib.data_check import main as data_check_main
+
+        return data_check_main(args)
 
     if args.command == "mask":  # before lib.params: the check needs no recipe
         from lib.mask_check import run_mask_check

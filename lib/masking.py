@@ -91,7 +91,7 @@ def assistant_char_ranges(tokenizer, messages: list[dict], template_kwargs: dict
                            "plain_format in the params file, or pass a template")
     if assistant_turns not in ("all", "last"):
         raise ValueError(f"assistant_turns must be 'all' or 'last', not {assistant_turns!r}")
-    end_tokens = _end_of_turn_candidates(tokenizer)
+    end_tokens = end_of_turn_tokens(tokenizer)
     _check_contents(messages, end_tokens, sample_id)
     turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     if not turns:
@@ -314,7 +314,7 @@ def _end_of_turn_token(text: str, at: int, end_tokens: list[str]) -> str | None:
     return next((token for token in end_tokens if text.startswith(token, at)), None)
 
 
-def _end_of_turn_candidates(tokenizer) -> list[str]:
+def end_of_turn_tokens(tokenizer) -> list[str]:
     """Special-token strings that may close a turn, longest first so `</s>` never shadows a longer one.
 
     Only tokens marked special: added *non-special* tokens such as Qwen3's `<think>` or `<tool_call>` open content,

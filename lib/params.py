@@ -52,7 +52,8 @@ class Recipe:
     lora_target_modules: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
     # --- Data ---
-    dataset_format: str = "gsm8k"  # gsm8k | messages | triplets (see lib.reasoning_data)
+    dataset_format: str = "auto"  # auto-detected, or a schema of lib.data_schemas (gsm8k, triplets, openr1_math …)
+    dataset_fields: dict = field(default_factory=dict)  # {schema field: source column}, e.g. {problem: prompt}
     dataset_path: str = "data/gsm8k/train.jsonl.gz"  # project-relative file, absolute file, or hub dataset name
     dataset_split: str = "train"
     dataset_config: str = ""  # hub datasets with several configs (e.g. "math")
@@ -61,7 +62,16 @@ class Recipe:
     train_rows: int = 0  # 0 = all rows; a cap keeps CPU runs short
     eval_rows: int = 50  # held-out prompts judged in 05_eval_edge
     system_prompt: str = ""  # empty: the template's own default
-    overlong_policy: str = "raise"  # raise | drop: what to do with an example longer than max_length
+    overlong_policy: str = "raise"  # raise | drop | fit: an example longer than max_length (never cut)
+    fit_percentile: float = 99.0  # fit: max_length = this percentile of the lengths (rounded up to 64)
+    verify_answers: bool = True  # reject a trace whose answer math-verify finds different from the reference
+    near_duplicate_threshold: float = 0.9  # estimated Jaccard of the whole example; 0 = exact duplicates only
+    decontaminate_against: list = field(default_factory=lambda: ["gsm8k_test", "math500", "aime24"])
+    decontamination_ngram: int = 8  # a training prompt sharing this many words in a row with one is removed
+    max_reject_fraction: float = 0.2  # stop the data stage if more bad rows than this (removals do not count)
+    # optional teacher stage of 01_data: {prompts, output, [prompts_format, rows]} + lib.teacher_generation's
+    # TeacherConfig fields (base_url or gguf_path, model, api_key_env, max_tokens, concurrency …); {} = off
+    teacher_generation: dict = field(default_factory=dict)
     assistant_turns: str = "all"  # all | last: which assistant turns are trained
 
     # --- Training ---
@@ -118,8 +128,7 @@ _REQUIRED = tuple(f.name for f in dataclasses.fields(Recipe)
                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
 _CHOICES = {
     "chat_format": ("template", "plain"),
-    "dataset_format": ("gsm8k", "messages", "triplets"),
-    "overlong_policy": ("raise", "drop"),
+    "overlong_policy": ("raise", "drop", "fit"),
     "assistant_turns": ("all", "last"),
     "torch_dtype": ("float32", "bfloat16", "float16"),
 }
@@ -170,6 +179,7 @@ def recipe_from_dict(raw: dict, source: str = "<dict>") -> Recipe:
         if key in values and values[key] not in allowed:
             raise ParamsError(f"{source}: {key}: {values[key]!r} is not one of {', '.join(allowed)}")
     recipe = Recipe(**values)
+    _check_data_keys(recipe, source)
     if recipe.eval_ablation_file and recipe.eval_ablation_file not in ["F16", *recipe.quant_types]:
         raise ParamsError(f"{source}: eval_ablation_file: {recipe.eval_ablation_file!r} is not an exported file; "
                           f"use one of F16, {', '.join(recipe.quant_types)}")
@@ -177,6 +187,35 @@ def recipe_from_dict(raw: dict, source: str = "<dict>") -> Recipe:
         raise ParamsError(f"{source}: chat_format: plain needs plain_format (a pattern with {{problem}} "
                           "{thinking} {solution})")
     return recipe
+
+
+def _check_data_keys(recipe: Recipe, source: str) -> None:
+    """Data keys whose valid values live in the data modules (schemas, evaluation sets)."""
+    from lib.data_filters import EVAL_SETS
+    from lib.data_schemas import check_schema
+
+    try:
+        check_schema(recipe.dataset_format, recipe.dataset_fields)
+    except ValueError as err:
+        raise ParamsError(f"{source}: dataset_format / dataset_fields: {err}") from err
+    unknown = [name for name in recipe.decontaminate_against if name not in EVAL_SETS]
+    if unknown:
+        raise ParamsError(f"{source}: decontaminate_against: unknown evaluation set(s) {unknown}; "
+                          f"known: {', '.join(EVAL_SETS)}")
+    if not 0 < recipe.fit_percentile <= 100:
+        raise ParamsError(f"{source}: fit_percentile: {recipe.fit_percentile} must be in (0, 100]")
+    if not 0 <= recipe.near_duplicate_threshold <= 1 or not 0 <= recipe.max_reject_fraction <= 1:
+        raise ParamsError(f"{source}: near_duplicate_threshold and max_reject_fraction are fractions in [0, 1]")
+    if recipe.decontamination_ngram < 1:
+        raise ParamsError(f"{source}: decontamination_ngram: must be >= 1")
+    if recipe.teacher_generation:
+        from lib.teacher_generation import TeacherConfigError
+        from lib.stage_data import teacher_settings
+
+        try:
+            teacher_settings(recipe.teacher_generation)
+        except (TeacherConfigError, TypeError, ValueError) as err:
+            raise ParamsError(f"{source}: teacher_generation: {err}") from err
 
 
 _YAML11_EXPONENT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")

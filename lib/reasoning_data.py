@@ -8,37 +8,49 @@ The canonical example (one place that defines it)::
      "messages": [{"role": "system", "content": "..."},            # optional
                   {"role": "user", "content": "question"},
                   {"role": "assistant", "think": "step by step ...", "answer": "The answer is 72."}],
-     "answer": "72",           # reference final answer when the source has one
+     "answer": "72",           # reference final answer when the source has one, else None
      "source": "gsm8k", "domain": "math"}
 
-Rows that cannot become that form are never dropped silently: they come back as `Reject(line, id, reason)`
+Chat sources may hold several user/assistant turns; the last turn is always an assistant turn after a user turn.
+Reading sources is `lib.data_sources`; the schemas that become this form are `lib.data_schemas`.
+
+Rows that cannot become that form are never dropped silently: they come back as `Reject(line, id, reason, detail)`
 so the notebook can print counts per reason.
 """
 from __future__ import annotations
 
 import gzip
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from lib.data_sources import NOT_AN_OBJECT, SourceError, iter_records, jsonl_lines, parse_json_object
+
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-_CALCULATOR_NOTE = re.compile(r"<<[^<>]*>>")  # GSM8K's "<<48/2=24>>" annotations for its calculator tool
-_THINK_BLOCK = re.compile(r"^\s*<think>(.*?)</think>(.*)$", re.DOTALL)
+
+# Names that moved to lib.data_schemas, still importable from here (lazily: data_schemas imports this module).
+_MOVED_TO_DATA_SCHEMAS = {"DataFormatError": "DataFormatError", "from_gsm8k": "from_gsm8k",
+                          "from_triplet": "from_triplet", "from_messages": "from_messages", "CONVERTERS": "SCHEMAS"}
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_DATA_SCHEMAS:
+        import lib.data_schemas
+
+        return getattr(lib.data_schemas, _MOVED_TO_DATA_SCHEMAS[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
 class Reject:
-    """A source row that could not be used, and why (line is 1-based in the source file)."""
+    """A source row that could not be used: `line` (1-based row number in the source), `id`, a stable `reason`
+    to count, and a `detail` saying where and what."""
 
     line: int
     id: str
     reason: str
-
-
-class DataFormatError(ValueError):
-    """A row does not match its declared format; the message is the reject reason."""
+    detail: str = ""
 
 
 def open_text(path: Path):
@@ -47,38 +59,26 @@ def open_text(path: Path):
 
 
 def iter_jsonl(path: Path):
-    """Yield (line_number, parsed_object_or_error_string) for each non-blank line."""
-    with open_text(path) as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                yield line_no, f"malformed JSON: {err.msg} at column {err.colno}"
-                continue
-            yield line_no, obj if isinstance(obj, dict) else f"not a JSON object but a {type(obj).__name__}"
+    """Yield (line_number, parsed_object_or_error_string) for each non-blank line of a JSONL(.gz) file.
+
+    Kept for `lib.mask_check`, which stops at the first bad line: errors are one string (the wording it prints),
+    and a line that is not UTF-8 raises UnicodeDecodeError. `lib.data_sources.iter_records` rejects such lines
+    one by one instead.
+    """
+    for line_no, _, raw in jsonl_lines(Path(path)):
+        obj = parse_json_object(raw.decode("utf-8"))
+        yield line_no, _error_text(obj) if isinstance(obj, SourceError) else obj
+
+
+def _error_text(error: SourceError) -> str:
+    """"malformed JSON: <msg> at column N", "not a JSON object but a list": the one-string form of an error."""
+    return f"{error.reason} but {error.detail}" if error.reason == NOT_AN_OBJECT else str(error)
 
 
 def iter_source(path_or_name: str, split: str = "train", config: str = ""):
-    """Yield (row_number, object) from a local JSONL(.gz) file, or from a Hugging Face dataset by name.
-
-    Hub names go through `datasets.load_dataset` (streaming, so large sets never sit in memory); row
-    numbers then count from 1 like file lines.
-    """
-    from lib.paths import project_path
-
-    local = project_path(path_or_name)
-    if local.exists():
-        yield from iter_jsonl(local)
-        return
-    if str(path_or_name).startswith((".", "/")) or str(path_or_name).endswith((".jsonl", ".gz", ".json")):
-        raise FileNotFoundError(f"dataset file not found: {local}")
-    import datasets  # only hub sources need it; importing it costs seconds
-
-    for row_no, row in enumerate(datasets.load_dataset(path_or_name, config or None, split=split,
-                                                                     streaming=True), start=1):
-        yield row_no, dict(row)
+    """Yield (row_number, object or error string) from any source `lib.data_sources.iter_records` reads."""
+    for row_no, obj in iter_records(path_or_name, split, config):
+        yield row_no, _error_text(obj) if isinstance(obj, SourceError) else obj
 
 
 def assistant_text(think: str, answer: str) -> str:
@@ -86,150 +86,27 @@ def assistant_text(think: str, answer: str) -> str:
     return f"{THINK_OPEN}\n{think.strip()}\n{THINK_CLOSE}\n\n{answer.strip()}"
 
 
-def from_gsm8k(row: dict, row_id: str) -> dict:
-    """GSM8K `{question, answer: "rationale ... #### N"}` -> canonical; the rationale becomes the think.
-
-    Calculator notes are removed so the model reasons in plain text, not in a tool syntax it cannot run.
-    """
-    question, answer = _required_str(row, "question"), _required_str(row, "answer")
-    if "####" not in answer:
-        raise DataFormatError("gsm8k answer has no '#### N' final answer")
-    rationale, final = answer.rsplit("####", 1)
-    rationale, final = _CALCULATOR_NOTE.sub("", rationale).strip(), final.strip().replace(",", "")
-    if not rationale or not final:
-        raise DataFormatError("gsm8k row with empty rationale or empty final answer")
-    return {
-        "id": row_id,
-        "messages": [{"role": "user", "content": question.strip()},
-                     {"role": "assistant", "think": rationale, "answer": f"The answer is {final}."}],
-        "answer": final, "source": "gsm8k", "domain": "math",
-    }
-
-
-def from_triplet(row: dict, row_id: str) -> dict:
-    """`{problem, thinking, solution}` (cold-start SFT sets) -> canonical."""
-    problem, thinking, solution = (_required_str(row, k) for k in ("problem", "thinking", "solution"))
-    if not thinking.strip():
-        raise DataFormatError("empty thinking")
-    if not solution.strip():
-        raise DataFormatError("empty solution")
-    return {
-        "id": row_id,
-        "messages": [{"role": "user", "content": problem.strip()},
-                     {"role": "assistant", "think": thinking.strip(), "answer": solution.strip()}],
-        "answer": row.get("answer"), "source": row.get("source", "triplets"), "domain": row.get("domain", "math"),
-    }
-
-
-def from_messages(row: dict, row_id: str) -> dict:
-    """Chat `messages` -> canonical. The assistant's reasoning comes from `<think>…</think>` inside a string
-    content, a `reasoning_content` field, or typed content parts (`{"type": "reasoning"|"text", "value"}`)."""
-    messages = row.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise DataFormatError("missing or empty 'messages' list")
-    out = []
-    for turn in messages:
-        if not isinstance(turn, dict):
-            raise DataFormatError(f"a message is a {type(turn).__name__}, not an object")
-        role = turn.get("role")
-        if role not in ("system", "user", "assistant"):
-            raise DataFormatError(f"unsupported role {role!r} (tool turns are not trained yet)")
-        if role == "assistant":
-            out.append({"role": "assistant", **_split_assistant(turn)})
-        else:
-            out.append({"role": role, "content": _plain_content(turn)})
-    if out[-1]["role"] != "assistant":
-        raise DataFormatError("conversation does not end with an assistant turn")
-    if len(out) < 2 or out[-2]["role"] != "user":
-        raise DataFormatError("the final assistant turn does not follow a user turn")
-    return {"id": row_id, "messages": out, "answer": row.get("answer"),
-            "source": row.get("source", "messages"), "domain": row.get("domain", "general")}
-
-
-def _split_assistant(turn: dict) -> dict:
-    content = turn.get("content")
-    if isinstance(content, list):
-        _check_parts(content, "assistant")
-        kinds = Counter(part.get("type") for part in content)
-        unknown = set(kinds) - {"reasoning", "text"}
-        if unknown:
-            raise DataFormatError(f"assistant content part of type {sorted(unknown)[0]!r} is not supported")
-        if kinds["reasoning"] != 1:
-            raise DataFormatError(f"assistant turn has {kinds['reasoning']} reasoning parts, expected 1")
-        think = next(p["value"] for p in content if p["type"] == "reasoning")
-        answer = "".join(p["value"] for p in content if p["type"] == "text")
-    elif isinstance(turn.get("reasoning_content"), str):
-        think, answer = turn["reasoning_content"], content if isinstance(content, str) else ""
-    elif isinstance(content, str):
-        if content.count(THINK_OPEN) != 1 or content.count(THINK_CLOSE) != 1:
-            raise DataFormatError("assistant content needs exactly one <think>…</think> block")
-        match = _THINK_BLOCK.match(content)
-        if not match:
-            raise DataFormatError("assistant content must start with its <think>…</think> block")
-        think, answer = match.group(1), match.group(2)
-    else:
-        raise DataFormatError("assistant turn without string or list content")
-    if not think.strip():
-        raise DataFormatError("empty think")
-    if not answer.strip():
-        raise DataFormatError("empty answer after </think>")
-    if any(tag in text for tag in (THINK_OPEN, THINK_CLOSE) for text in (think, answer)):
-        raise DataFormatError("assistant turn has a <think> or </think> tag inside its reasoning or answer")
-    return {"think": think.strip(), "answer": answer.strip()}
-
-
-def _plain_content(turn: dict) -> str:
-    content = turn.get("content")
-    if isinstance(content, list):
-        _check_parts(content, turn.get("role"))
-        if any(part.get("type") != "text" for part in content):
-            raise DataFormatError(f"{turn.get('role')} turn has non-text content parts")
-        return "".join(part["value"] for part in content)
-    if not isinstance(content, str):
-        raise DataFormatError(f"{turn.get('role')} turn content is not a string")
-    return content
-
-
-def _check_parts(parts: list, role) -> None:
-    """Typed content parts must be objects; reasoning/text parts need a string `value`."""
-    for part in parts:
-        if not isinstance(part, dict):
-            raise DataFormatError(f"{role} content part is a {type(part).__name__}, not an object")
-        if part.get("type") in ("reasoning", "text") and not isinstance(part.get("value"), str):
-            raise DataFormatError(f"{role} content part of type {part.get('type')!r} without a string 'value'")
-
-
-def _required_str(row: dict, key: str) -> str:
-    value = row.get(key)
-    if not isinstance(value, str):
-        raise DataFormatError(f"missing or non-string field {key!r}")
-    return value
-
-
-CONVERTERS = {"gsm8k": from_gsm8k, "triplets": from_triplet, "messages": from_messages}
-
-
 def read_reasoning_rows(path: str | Path, dataset_format: str, limit: int = 0, id_prefix: str = "",
-                        split: str = "train", config: str = "") -> tuple[list, list]:
-    """Read a local JSONL(.gz) file or hub dataset in `dataset_format`; return (canonical rows, rejects).
+                        split: str = "train", config: str = "", field_mapping: dict | None = None) -> tuple[list, list]:
+    """Read any source `lib.data_sources` reads, in `dataset_format` (a `lib.data_schemas` schema or "auto");
+    return (canonical rows, rejects).
 
     `limit` > 0 stops after that many *kept* rows. Every row read is either kept or rejected with a reason.
+    Row ids default to `<file name before its first dot>-<row number>`.
     """
-    if dataset_format not in CONVERTERS:
-        raise ValueError(f"unknown dataset_format {dataset_format!r}; expected one of {', '.join(CONVERTERS)}")
-    convert, prefix = CONVERTERS[dataset_format], id_prefix or Path(path).name.split(".")[0]
+    from lib.data_schemas import check_schema, convert_rows  # data_schemas imports this module
+
+    check_schema(dataset_format, field_mapping)
+    prefix = id_prefix or Path(path).name.split(".")[0]
     rows, rejects = [], []
-    for line_no, obj in iter_source(str(path), split, config):
-        row_id = f"{prefix}-{line_no:06d}"
-        if isinstance(obj, str):
-            rejects.append(Reject(line_no, row_id, obj))
+    for _, item in convert_rows(iter_records(str(path), split, config), dataset_format, field_mapping, prefix):
+        if isinstance(item, Reject):
+            rejects.append(item)
             continue
-        try:
-            rows.append(convert(obj, str(obj.get("id", row_id))))
-        except DataFormatError as err:
-            rejects.append(Reject(line_no, row_id, str(err)))
+        rows.extend(example for example in item if not isinstance(example, Reject))
+        rejects.extend(example for example in item if isinstance(example, Reject))
         if limit and len(rows) >= limit:
-            break
+            return rows[:limit], rejects
     return rows, rejects
 
 

@@ -28,12 +28,11 @@ def tokenizer_for(cfg: RunConfig):
 
 def mask_row(row: dict, tokenizer, cfg: RunConfig) -> MaskedExample:
     """One canonical row -> masked example, in the recipe's chat format."""
-    return mask_all([row], tokenizer, cfg)[0]
+    return mask_all([row], tokenizer, cfg.recipe)[0]
 
 
-def mask_all(rows: list[dict], tokenizer, cfg: RunConfig) -> list[MaskedExample]:
+def mask_all(rows: list[dict], tokenizer, recipe) -> list[MaskedExample]:
     """Canonical rows -> masked examples in the recipe's chat format (chat templates: one tokenizer call a batch)."""
-    recipe = cfg.recipe
     if recipe.chat_format == "plain":
         examples = []
         for row in rows:
@@ -63,7 +62,7 @@ def mask_rows(cfg: RunConfig, rows: list[dict], tokenizer) -> MaskedRows:
     """
     recipe = cfg.recipe
     kept, ids, dropped = [], [], []
-    for row, example in zip(rows, mask_all(rows, tokenizer, cfg)):
+    for row, example in zip(rows, mask_all(rows, tokenizer, recipe)):
         if len(example.input_ids) > recipe.max_length:
             if recipe.overlong_policy == "raise":
                 raise MaskingError(

@@ -32,12 +32,12 @@ from IPython.display import HTML, JSON, Image, display
 
 from lib.masking import colored_html, trained_text
 from lib.run_config import make_run_config, write_manifest
-from lib.stage_data import load_splits
+from lib.stage_data import load_splits, with_data_length
 from lib.stage_masking import (
     STAGE, example_browser, mask_histograms, mask_rows, tokenizer_for, trained_fraction_table, turn_type_examples,
 )
 
-cfg = make_run_config(model, dry_run, run_dir)
+cfg = with_data_length(make_run_config(model, dry_run, run_dir))  # max_length as stage 01 chose it
 train, heldout = load_splits(cfg)
 tokenizer = tokenizer_for(cfg)
 print(type(tokenizer).__name__, "vocab", len(tokenizer), "eos", tokenizer.eos_token)

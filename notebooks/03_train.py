@@ -34,11 +34,11 @@ from IPython.display import JSON, display
 
 from lib.plan import memory_plan
 from lib.run_config import make_run_config
-from lib.stage_data import load_splits
+from lib.stage_data import load_splits, with_data_length
 from lib.stage_masking import mask_rows, tokenizer_for
 from lib.stage_train import loss_curve, run_training
 
-cfg = make_run_config(model, dry_run, run_dir)
+cfg = with_data_length(make_run_config(model, dry_run, run_dir))  # max_length as stage 01 chose it
 train, _ = load_splits(cfg)
 masked = mask_rows(cfg, train, tokenizer_for(cfg))
 print(f"{len(masked.examples)} masked examples, {masked.stats['trained_tokens']} trained tokens")

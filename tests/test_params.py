@@ -42,11 +42,12 @@ def _write(tmp_path, name: str, text: str):
 def test_minimal_dict_gives_documented_defaults():
     recipe = _recipe()
     assert recipe.name == "tiny" and recipe.tokenizer_fixture == "smollm2"
-    assert recipe.chat_format == "template" and recipe.dataset_format == "gsm8k"
+    assert recipe.chat_format == "template" and recipe.dataset_format == "auto" and recipe.verify_answers
     assert recipe.lora_r == 16 and recipe.lora_alpha == 32
     assert recipe.lora_target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
     assert recipe.quant_types == ["Q4_K_M"]
     assert recipe.overlong_policy == "raise" and recipe.assistant_turns == "all"
+    assert recipe.decontaminate_against == ["gsm8k_test", "math500", "aime24"] and recipe.teacher_generation == {}
     assert recipe.chat_template_kwargs == {}
 
 
@@ -120,7 +121,6 @@ def test_wrong_type_names_the_key_and_the_expected_type(key, value, expected, go
 
 @pytest.mark.parametrize("key, bad", [
     ("chat_format", "chatml"),
-    ("dataset_format", "csv"),
     ("overlong_policy", "truncate"),
     ("assistant_turns", "first"),
     ("torch_dtype", "fp16"),
@@ -132,9 +132,30 @@ def test_value_outside_choices_lists_the_allowed_values(key, bad):
 
 
 def test_every_choice_is_accepted():
-    for fmt in ("gsm8k", "messages", "triplets"):
+    from lib.data_schemas import SCHEMA_CHOICES
+
+    for fmt in SCHEMA_CHOICES:
         assert _recipe(dataset_format=fmt).dataset_format == fmt
+    assert _recipe(overlong_policy="fit").overlong_policy == "fit"
     assert _recipe(torch_dtype="bfloat16", overlong_policy="drop", assistant_turns="last").assistant_turns == "last"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"dataset_format": "sharegtp"}, "dataset_format / dataset_fields: unknown dataset_format 'sharegtp'"),
+    ({"dataset_fields": {"problem": "q"}}, "a field mapping needs a named dataset_format"),
+    ({"dataset_format": "triplets", "dataset_fields": {"problm": "q"}}, "unknown field(s) 'problm'"),
+    ({"decontaminate_against": ["mmlu"]}, "decontaminate_against: unknown evaluation set(s) ['mmlu']"),
+    ({"fit_percentile": 0.0}, "fit_percentile: 0.0 must be in (0, 100]"),
+    ({"near_duplicate_threshold": 1.5}, "near_duplicate_threshold and max_reject_fraction are fractions"),
+    ({"decontamination_ngram": 0}, "decontamination_ngram: must be >= 1"),
+    ({"teacher_generation": {"prompts": "p.jsonl"}}, "teacher_generation: missing output"),
+    ({"teacher_generation": {"prompts": "p", "output": "o", "model": "m", "base_url": "ftp://x"}},
+     "teacher_generation: TeacherConfig.base_url"),
+])
+def test_data_keys_are_checked_against_the_data_modules(overrides, message):
+    with pytest.raises(ParamsError) as err:
+        _recipe(**overrides)
+    assert message in str(err.value)
 
 
 def test_plain_chat_format_needs_a_plain_format():

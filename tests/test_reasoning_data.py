@@ -182,8 +182,10 @@ def test_malformed_rows_are_rejected_with_line_numbers_and_reasons(tmp_path):
     assert [line for line, _, _ in got] == [2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
     assert all(rid == f"mini-{line:06d}" for line, rid, _ in got)
     reasons = dict((line, reason) for line, _, reason in got)
-    assert reasons[2].startswith("malformed JSON: ") and "at column" in reasons[2]
-    assert reasons[4] == "not a JSON object but a list"
+    details = {r.line: r.detail for r in rejects}
+    # source-level reasons are categories; where and what is in the detail (the column where the cut line ends)
+    assert (reasons[2], details[2]) == ("malformed JSON", "Expecting value at column 15")
+    assert (reasons[4], details[4]) == ("not a JSON object", "a list")
     assert reasons[5] == "missing or empty 'messages' list"
     assert reasons[6] == "empty think"
     assert reasons[7] == "assistant content needs exactly one <think>…</think> block"

@@ -1,0 +1,247 @@
+"""Filters between reading traces and training on them: answer verification, duplicates, decontamination.
+
+Usage::
+
+    answers_match("72", "… so she has $\\boxed{72}$ left.")          # True (math-verify)
+    seen = DuplicateFilter(near_threshold=0.9); seen.check(row)      # None, "exact duplicate" or "near duplicate"
+    guard = Decontaminator.from_eval_sets(["gsm8k_test", "math500", "aime24"], ngram=8)
+    guard.check(row)                                       # None or ("math500:42", "the shared eight words")
+
+Each filter looks at one canonical row at a time and keeps only small per-row state (hashes, sketches), so a
+source of any size streams through in bounded memory.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from lib.paths import project_path
+
+# --- answer verification ------------------------------------------------------------------------------------
+
+_ALREADY_LATEX = ("$", "\\boxed", "\\(", "\\[")
+_WORD_ANSWER = re.compile(r"^[A-Za-z][A-Za-z '\-]*$")  # a reference in words: matched as a whole word, any case
+
+
+def answers_match(reference: str, answer_text: str) -> bool:
+    """Whether `answer_text` states the `reference` answer, judged by math-verify (sympy equivalence).
+
+    The reference is a bare answer ("72", "3\\sqrt{13}", "(3, \\frac{\\pi}{2})"); wrapped in `$…$` it is read as
+    LaTeX, which bare strings are not (math-verify reads a bare "3\\sqrt{13}" as 3). The answer text is a model's
+    reply; math-verify extracts its last boxed / stated answer. A reference in words ("no", "Evelyn") is looked for
+    as a whole word of the reply, ignoring case (math-verify would compare letters as algebra symbols). math-verify guards each call with signal.alarm,
+    which only the main thread may use: in other threads the timeout is off (callers bound time themselves).
+    """
+    if not reference.strip() or not answer_text.strip():
+        return False
+    if _WORD_ANSWER.match(reference.strip()):  # "no", "Evelyn", "C": math-verify would read letters as symbols
+        return re.search(rf"(?<![\w]){re.escape(reference.strip())}(?![\w])", answer_text, re.IGNORECASE) is not None
+    from math_verify import parse, verify
+
+    gold_text = reference if reference.lstrip().startswith(_ALREADY_LATEX) else f"${reference}$"
+    timeouts = {} if threading.current_thread() is threading.main_thread() else {"parsing_timeout": None}
+    gold, predicted = parse(gold_text, **timeouts), parse(answer_text, **timeouts)
+    if not gold or not predicted:
+        return False
+    return verify(gold, predicted, **({} if not timeouts else {"timeout_seconds": None}))
+
+
+# --- text normalisation -------------------------------------------------------------------------------------
+
+_NON_WORD = re.compile(r"[^0-9a-z]+")
+
+
+def normalized(text: str) -> str:
+    """Lower-case, whitespace collapsed: two texts equal under this are the same text to a reader."""
+    return " ".join(text.lower().split())
+
+
+def words(text: str) -> list[str]:
+    """Lower-case alphanumeric words: punctuation, LaTeX markup and spacing do not hide an overlap."""
+    return _NON_WORD.sub(" ", text.lower()).split()
+
+
+def row_text(row: dict) -> str:
+    """Every prompt and reply of a canonical row in order: what makes two examples the same example."""
+    parts = []
+    for turn in row["messages"]:
+        parts += [turn["think"], turn["answer"]] if turn["role"] == "assistant" else [turn["content"]]
+    return "\n".join(parts)
+
+
+def user_prompts(row: dict) -> str:
+    """All user turns of a canonical row: what an evaluation set could have leaked into."""
+    return "\n".join(turn["content"] for turn in row["messages"] if turn["role"] == "user")
+
+
+# --- duplicates ---------------------------------------------------------------------------------------------
+
+_SHINGLE_CHARS = 9  # character shingles: robust to re-spacing and small edits, vectorisable (no per-word calls)
+_BINS, _BANDS = 64, 8  # one-permutation MinHash: 64 bins; LSH with 8 bands of 8 bins
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def shingle_hashes(text: str) -> np.ndarray:
+    """Stable 64-bit hashes of every `_SHINGLE_CHARS`-character window of the normalised text (no Python hash(),
+    whose per-process salt would change which rows count as duplicates from one run to the next)."""
+    data = np.frombuffer(normalized(text).encode("utf-8"), dtype=np.uint8).astype(np.uint64)
+    if data.size < _SHINGLE_CHARS:
+        data = np.concatenate([data, np.zeros(_SHINGLE_CHARS - data.size, dtype=np.uint64)])
+    n = data.size - _SHINGLE_CHARS + 1
+    h = np.zeros(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for offset in range(_SHINGLE_CHARS):  # polynomial hash, wrapping mod 2**64
+            h = h * np.uint64(1099511628211) + data[offset:offset + n]
+        # a final mix so the top bits (which pick the bin) depend on every character
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+    return np.unique(h)
+
+
+def minhash_sketch(text: str) -> np.ndarray:
+    """One-permutation MinHash: the smallest shingle hash in each of `_BINS` equal slices of the hash space.
+
+    Empty slices hold `_EMPTY`. One sort per text, so long reasoning traces cost O(n log n), not O(n x perms).
+    """
+    hashes = shingle_hashes(text)  # sorted by np.unique
+    width = np.uint64(2 ** 64 // _BINS)
+    starts = np.arange(_BINS, dtype=np.uint64) * width
+    first = np.searchsorted(hashes, starts)
+    sketch = np.full(_BINS, _EMPTY, dtype=np.uint64)
+    inside = first < hashes.size
+    candidates = hashes[np.minimum(first, hashes.size - 1)]
+    in_bin = inside & ((candidates - starts) < width)
+    sketch[in_bin] = candidates[in_bin]
+    return sketch
+
+
+def sketch_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Jaccard estimate of two sketches: equal non-empty bins over bins non-empty in either."""
+    used = (a != _EMPTY) | (b != _EMPTY)
+    if not used.any():
+        return 1.0
+    return float(((a == b) & used).sum() / used.sum())
+
+
+@dataclass
+class DuplicateFilter:
+    """Remembers the rows it kept; `check` says whether a new row repeats one of them.
+
+    Exact: the same prompts, reasoning and answer up to case and spacing. Near: estimated Jaccard similarity of
+    9-character shingles >= `near_threshold` (0 turns it off). Two traces for the same problem with different
+    reasoning are *not* duplicates (OpenR1 keeps several correct generations per problem on purpose).
+    """
+
+    near_threshold: float = 0.9
+
+    def __post_init__(self):
+        self._exact: dict[bytes, str] = {}
+        self._bands: list[dict[bytes, int]] = [{} for _ in range(_BANDS)]
+        self._sketches: list[np.ndarray] = []
+        self._ids: list[str] = []
+
+    def check(self, row: dict) -> tuple[str, str] | None:
+        """None if the row is new (it is then remembered), else (reason, id of the earlier row)."""
+        text = row_text(row)
+        digest = hashlib.blake2b(normalized(text).encode("utf-8"), digest_size=16).digest()
+        if digest in self._exact:
+            return "exact duplicate", self._exact[digest]
+        sketch = minhash_sketch(text) if self.near_threshold > 0 else None
+        if sketch is not None:
+            match = self._near_match(sketch)
+            if match is not None:
+                return "near duplicate", self._ids[match]
+        self._exact[digest] = str(row["id"])
+        if sketch is not None:
+            index = len(self._sketches)
+            self._sketches.append(sketch.astype(np.uint64))
+            self._ids.append(str(row["id"]))
+            for band, key in enumerate(self._band_keys(sketch)):
+                self._bands[band].setdefault(key, index)
+        return None
+
+    def _band_keys(self, sketch: np.ndarray) -> list[bytes]:
+        rows = _BINS // _BANDS
+        return [sketch[band * rows:(band + 1) * rows].tobytes() for band in range(_BANDS)]
+
+    def _near_match(self, sketch: np.ndarray) -> int | None:
+        candidates = {self._bands[band].get(key) for band, key in enumerate(self._band_keys(sketch))} - {None}
+        for index in sorted(candidates):
+            if sketch_similarity(sketch, self._sketches[index]) >= self.near_threshold:
+                return index
+        return None
+
+
+# --- decontamination ----------------------------------------------------------------------------------------
+
+# The evaluation sets shipped in data/ (sources and licences in data/README.md): the prompt field of each.
+EVAL_SETS = {
+    "gsm8k_test": ("data/gsm8k/test.jsonl.gz", "question"),
+    "math500": ("data/eval/math500.jsonl.gz", "problem"),
+    "aime24": ("data/eval/aime24.jsonl.gz", "problem"),
+}
+
+
+def ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
+    """Word n-grams; a text shorter than n words is its own single n-gram (so a short problem still matches)."""
+    if len(tokens) < n:
+        return {tuple(tokens)} if tokens else set()
+    return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
+
+
+_SHORTEST_WINDOW = 4  # a short problem of 4+ words is looked for inside longer prompts; shorter ones only whole
+
+
+class Decontaminator:
+    """Flags a training row whose user prompt shares a word n-gram with an evaluation problem.
+
+    n = 8 by default, as open-r1's decontamination of its reasoning sets does: long enough that common phrases
+    ("how many apples does she have left") do not match, short enough that a problem copied with a changed
+    number or name still does. A problem shorter than n words ("Compute $\\dbinom{16}{5}$.") is one gram of its
+    own length, searched for inside longer prompts when it has at least 4 words, matched whole otherwise.
+    """
+
+    def __init__(self, problems: dict[str, list[str]], ngram: int = 8):
+        if ngram < 1:
+            raise ValueError(f"decontamination n-gram size must be >= 1, got {ngram}")
+        self.ngram = ngram
+        self.sizes = {name: len(texts) for name, texts in problems.items()}
+        self._owner: dict[tuple[str, ...], str] = {}
+        for name, texts in problems.items():
+            for number, text in enumerate(texts, start=1):
+                for gram in ngrams(words(text), ngram):
+                    self._owner.setdefault(gram, f"{name}:{number}")
+        self._window_lengths = sorted({len(gram) for gram in self._owner if len(gram) >= _SHORTEST_WINDOW})
+
+    @classmethod
+    def from_eval_sets(cls, names: list[str], ngram: int = 8) -> "Decontaminator":
+        """Build from the shipped evaluation sets named in `EVAL_SETS`."""
+        from lib.reasoning_data import read_jsonl
+
+        unknown = [name for name in names if name not in EVAL_SETS]
+        if unknown:
+            raise ValueError(f"unknown evaluation set(s) {unknown}; known: {', '.join(EVAL_SETS)}")
+        problems = {}
+        for name in names:
+            path, field = EVAL_SETS[name]
+            problems[name] = [row[field] for row in read_jsonl(project_path(path))]
+        return cls(problems, ngram)
+
+    def check(self, row: dict) -> tuple[str, str] | None:
+        """('<eval set>:<problem number>', the shared words) for the first evaluation problem the row's user
+        prompts overlap, else None."""
+        tokens = words(user_prompts(row))
+        if tuple(tokens) in self._owner:
+            return self._owner[tuple(tokens)], " ".join(tokens)
+        for length in self._window_lengths:
+            for i in range(len(tokens) - length + 1):
+                gram = tuple(tokens[i:i + length])
+                if gram in self._owner:
+                    return self._owner[gram], " ".join(gram)
+        return None

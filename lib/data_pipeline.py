@@ -1,0 +1,243 @@
+"""The data stage as one streaming pass: read → convert → verify → deduplicate → decontaminate → measure length.
+
+Usage::
+
+    policy = DataPolicy.from_recipe(recipe)
+    result = run_pipeline(iter_records(path), policy, mask_fn, end_tokens, limit=640)
+    result.report.as_dict()       # rows read, kept, rejects per reason (with line numbers), duplicates, ...
+    result.kept                   # canonical rows that fit the length policy, in source order
+
+Every row read ends in exactly one place: kept, or a `Reject` with a stable reason (counted) and a detail
+(where and what). Only small per-row state is held besides the kept rows (hashes, sketches, lengths), so a
+`data check` of any size runs in bounded memory with `keep_rows=False`.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from lib.data_filters import Decontaminator, DuplicateFilter, answers_match
+from lib.length_audit import LengthDecision, decide_max_length, incomplete_reply, length_summary, measure
+from lib.masking import MaskingError
+from lib.reasoning_data import Reject
+
+CHUNK = 256  # rows masked per batched tokenizer call
+SAMPLES_PER_REASON = 3  # rejects shown per reason in reports (all are in the rejects file)
+
+
+class TooManyRejects(ValueError):
+    """More rows were rejected than the recipe's `max_reject_fraction` allows; the message lists the reasons."""
+
+
+@dataclass(frozen=True)
+class DataPolicy:
+    """What the data stage does with rows, from the recipe's data keys (read in `from_recipe` only)."""
+
+    schema: str = "auto"
+    field_mapping: dict = field(default_factory=dict)
+    verify_answers: bool = True
+    near_duplicate_threshold: float = 0.9
+    decontaminate_against: tuple = ("gsm8k_test", "math500", "aime24")
+    decontamination_ngram: int = 8
+    max_length: int = 1024
+    overlong_policy: str = "raise"
+    fit_percentile: float = 99.0
+    max_reject_fraction: float = 0.2
+
+    @classmethod
+    def from_recipe(cls, recipe) -> "DataPolicy":
+        return cls(schema=recipe.dataset_format, field_mapping=dict(recipe.dataset_fields),
+                   verify_answers=recipe.verify_answers, near_duplicate_threshold=recipe.near_duplicate_threshold,
+                   decontaminate_against=tuple(recipe.decontaminate_against),
+                   decontamination_ngram=recipe.decontamination_ngram, max_length=recipe.max_length,
+                   overlong_policy=recipe.overlong_policy, fit_percentile=recipe.fit_percentile,
+                   max_reject_fraction=recipe.max_reject_fraction)
+
+
+@dataclass
+class DataReport:
+    """What happened to every row: the facts `data check` prints and 01_data shows."""
+
+    source: str = ""
+    schema: str = ""
+    rows_read: int = 0  # source rows (lines / records), including the ones that could not be parsed
+    examples: int = 0  # canonical examples converted from them (OpenR1 gives several per row)
+    kept: int = 0
+    rejected: Counter = field(default_factory=Counter)  # reason -> count (duplicates, contamination included)
+    samples: dict = field(default_factory=dict)  # reason -> first few {line, id, detail}
+    verification: Counter = field(default_factory=Counter)  # matched / mismatched / no reference / off
+    contaminated: Counter = field(default_factory=Counter)  # evaluation set -> rows removed
+    lengths: dict = field(default_factory=dict)
+    length_decision: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    stopped_at_limit: bool = False
+    unused_beyond_limit: int = 0  # examples measured but past `train_rows` (several from the last source row)
+
+    def add_reject(self, reject: Reject) -> None:
+        self.rejected[reject.reason] += 1
+        shown = self.samples.setdefault(reject.reason, [])
+        if len(shown) < SAMPLES_PER_REASON:
+            shown.append({"line": reject.line, "id": reject.id, "detail": reject.detail})
+
+    @property
+    def quality_rejects(self) -> int:
+        """Rejects for bad data (format, verification, template): duplicates and contamination are not faults."""
+        return sum(n for reason, n in self.rejected.items() if reason not in REMOVALS)
+
+    def as_dict(self) -> dict:
+        considered = max(1, self.quality_rejects + self.examples)
+        return {
+            "source": self.source, "schema": self.schema, "rows_read": self.rows_read, "examples": self.examples,
+            "kept": self.kept, "rejected": sum(self.rejected.values()),
+            "rejected_per_reason": dict(self.rejected.most_common()),
+            "reject_samples": self.samples,
+            "reject_fraction": round(self.quality_rejects / considered, 4),
+            "duplicates": {k: self.rejected[k] for k in ("exact duplicate", "near duplicate")},
+            "contaminated": dict(self.contaminated), "answer_verification": dict(self.verification),
+            "lengths": self.lengths, "length_policy": self.length_decision,
+            "stopped_at_limit": self.stopped_at_limit, "unused_beyond_limit": self.unused_beyond_limit,
+            "seconds": round(self.seconds, 2), "rows_per_s": round(self.rows_read / max(self.seconds, 1e-9), 1),
+        }
+
+
+CONTAMINATED, OVERLONG = "contaminated", "longer than max_length"
+REMOVALS = ("exact duplicate", "near duplicate", CONTAMINATED, OVERLONG)
+
+
+@dataclass
+class PipelineResult:
+    report: DataReport
+    kept: list[dict]
+    lengths: dict  # id -> tokens, for every example that reached the length audit
+    decision: LengthDecision | None
+
+
+def run_pipeline(converted, policy: DataPolicy, mask_fn, end_tokens: list[str], limit: int = 0,
+                 on_reject=None, keep_rows: bool = True, apply_length_policy: bool = True,
+                 source: str = "") -> PipelineResult:
+    """Stream `converted` — (line, [canonical rows] | Reject) pairs from `lib.data_schemas.convert_rows` —
+    through the filters and the length audit.
+
+    `mask_fn(rows) -> MaskedExamples` is the recipe's masker (one batched call per chunk; None: no length audit);
+    `end_tokens` its end-of-turn strings. `limit` > 0 stops once that many examples fit max_length (policy raise/drop) or were
+    measured (fit). `on_reject(reject)` sees every reject as it happens (e.g. to write the rejects file).
+    With `apply_length_policy` False nothing is dropped for length (a check reports what *would* be cut).
+    """
+    started = time.perf_counter()
+    report = DataReport(source=source, schema=policy.schema)
+    duplicates = DuplicateFilter(policy.near_duplicate_threshold)
+    guard = (Decontaminator.from_eval_sets(list(policy.decontaminate_against), policy.decontamination_ngram)
+             if policy.decontaminate_against else None)
+    measured: list[tuple[int, dict, int]] = []  # (line, row (only its id without keep_rows), tokens)
+    fitting = 0
+
+    def reject(line, row_id, reason, detail=""):
+        item = Reject(line, row_id, reason, detail)
+        report.add_reject(item)
+        if on_reject:
+            on_reject(item)
+
+    def audit(chunk):
+        nonlocal fitting
+        if mask_fn is None:  # no tokenizer: every row counts, none is measured
+            measured.extend((line, row if keep_rows else {"id": row["id"]}, 0) for line, row in chunk)
+            fitting += len(chunk)
+            return
+        for (line, row), result in zip(chunk, measure([row for _, row in chunk], mask_fn)):
+            if isinstance(result, MaskingError):
+                reject(line, row["id"], "chat template cannot mask", str(result))
+                continue
+            tokens = len(result.input_ids)
+            problem = incomplete_reply(result, row, end_tokens, max_length=max(tokens, 1))
+            if problem:  # a masker bug, not a data problem: stop loudly
+                raise MaskingError(f"{row['id']}: {problem}")
+            measured.append((line, row if keep_rows else {"id": row["id"]}, tokens))
+            fitting += policy.overlong_policy == "fit" or tokens <= policy.max_length
+
+    chunk: list[tuple[int, dict]] = []
+    for line, item in converted:
+        report.rows_read += 1
+        if isinstance(item, Reject):
+            report.add_reject(item)
+            if on_reject:
+                on_reject(item)
+            continue
+        for row in item:
+            if isinstance(row, Reject):  # one bad example of a row that gave good ones too (OpenR1 generations)
+                reject(row.line, row.id, row.reason, row.detail)
+                continue
+            report.examples += 1
+            reason = _verify(row, policy, report)
+            if reason:
+                reject(line, row["id"], *reason)
+                continue
+            duplicate = duplicates.check(row)
+            if duplicate:
+                reject(line, row["id"], duplicate[0], f"same as {duplicate[1]}")
+                continue
+            owner = guard.check(row) if guard else None
+            if owner:
+                report.contaminated[owner[0].split(":")[0]] += 1
+                reject(line, row["id"], CONTAMINATED, f"{owner[0]}: shares {owner[1]!r}")
+                continue
+            chunk.append((line, row))
+        if len(chunk) >= CHUNK or (limit and fitting + len(chunk) >= limit):  # never measure far past the limit
+            audit(chunk)
+            chunk = []
+        if limit and fitting >= limit:
+            report.stopped_at_limit = True
+            break
+    if chunk:
+        audit(chunk)
+
+    lengths = [tokens for _, _, tokens in measured]
+    report.lengths = length_summary(lengths, policy.max_length) if mask_fn is not None else {}
+    decision = None
+    kept = measured
+    if apply_length_policy and mask_fn is not None:
+        decision = decide_max_length(lengths, policy.max_length, policy.overlong_policy, policy.fit_percentile)
+        report.length_decision = decision.__dict__
+        kept = []
+        for line, row, tokens in measured:
+            if tokens > decision.max_length:
+                reject(line, row["id"], OVERLONG, f"{tokens} tokens > {decision.max_length}")
+            else:
+                kept.append((line, row, tokens))
+        if limit and len(kept) > limit:  # the last source row gave several examples (OpenR1): say so
+            report.unused_beyond_limit = len(kept) - limit
+            kept = kept[:limit]
+    report.kept = len(kept)
+    report.schema = getattr(converted, "schema", None) or policy.schema  # what auto-detection settled on
+    report.seconds = time.perf_counter() - started
+    return PipelineResult(report, [row for _, row, _ in kept] if keep_rows else [],
+                          {row["id"]: tokens for _, row, tokens in measured}, decision)
+
+
+def _verify(row: dict, policy: DataPolicy, report: DataReport) -> tuple[str, str] | None:
+    """Reject reason if the row's reply contradicts its reference answer (math-verify), else None."""
+    reference = row.get("answer")
+    if not policy.verify_answers:
+        report.verification["not checked (verify_answers: false)"] += 1
+        return None
+    if reference is None or not str(reference).strip():
+        report.verification["no reference answer"] += 1
+        return None
+    reply = row["messages"][-1]["answer"]
+    if answers_match(str(reference), reply):
+        report.verification["matches reference"] += 1
+        return None
+    report.verification["does not match reference"] += 1
+    return "answer does not match reference", f"reference {str(reference)[:80]!r}, reply ends {reply[-80:]!r}"
+
+
+def check_reject_fraction(report: DataReport, max_fraction: float, recipe_name: str = "") -> None:
+    """Raise TooManyRejects when bad rows exceed `max_fraction` of what was read (duplicates and contamination
+    are removals, not faults, and do not count)."""
+    facts = report.as_dict()
+    if facts["reject_fraction"] > max_fraction:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in report.rejected.most_common() if reason not in REMOVALS)
+        raise TooManyRejects(
+            f"{report.source}: {facts['reject_fraction']:.1%} of the examples were rejected (> max_reject_fraction "
+            f"{max_fraction:g} of {recipe_name or 'the recipe'}): {reasons}. See the rejects file for line numbers; "
+            "fix the source, pick the right dataset_format / dataset_fields, or raise max_reject_fraction")
