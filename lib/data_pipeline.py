@@ -129,8 +129,9 @@ def run_pipeline(converted, policy: DataPolicy, mask_fn, end_tokens: list[str], 
     duplicates = DuplicateFilter(policy.near_duplicate_threshold)
     guard = (Decontaminator.from_eval_sets(list(policy.decontaminate_against), policy.decontamination_ngram)
              if policy.decontaminate_against else None)
-    measured: list[tuple[int, dict, int]] = []  # (line, row (only its id without keep_rows), tokens)
+    measured: list[tuple[int, str, dict | None, int]] = []  # (line, id, row unless keep_rows is False, tokens)
     fitting = 0
+    overlong = [0]  # measured examples over max_length (policy raise stops at the first chunk holding one)
 
     def reject(line, row_id, reason, detail=""):
         item = Reject(line, row_id, reason, detail)
@@ -141,7 +142,7 @@ def run_pipeline(converted, policy: DataPolicy, mask_fn, end_tokens: list[str], 
     def audit(chunk):
         nonlocal fitting
         if mask_fn is None:  # no tokenizer: every row counts, none is measured
-            measured.extend((line, row if keep_rows else {"id": row["id"]}, 0) for line, row in chunk)
+            measured.extend((line, row["id"], row if keep_rows else None, 0) for line, row in chunk)
             fitting += len(chunk)
             return
         for (line, row), result in zip(chunk, measure([row for _, row in chunk], mask_fn)):
@@ -152,8 +153,9 @@ def run_pipeline(converted, policy: DataPolicy, mask_fn, end_tokens: list[str], 
             problem = incomplete_reply(result, row, end_tokens, max_length=max(tokens, 1))
             if problem:  # a masker bug, not a data problem: stop loudly
                 raise MaskingError(f"{row['id']}: {problem}")
-            measured.append((line, row if keep_rows else {"id": row["id"]}, tokens))
+            measured.append((line, row["id"], row if keep_rows else None, tokens))
             fitting += policy.overlong_policy == "fit" or tokens <= policy.max_length
+            overlong[0] += tokens > policy.max_length
 
     chunk: list[tuple[int, dict]] = []
     for line, item in converted:
@@ -188,10 +190,12 @@ def run_pipeline(converted, policy: DataPolicy, mask_fn, end_tokens: list[str], 
         if limit and fitting >= limit:
             report.stopped_at_limit = True
             break
+        if apply_length_policy and policy.overlong_policy == "raise" and overlong[0]:
+            break  # the run will stop anyway: no need to read a large source to the end first
     if chunk:
         audit(chunk)
 
-    lengths = [tokens for _, _, tokens in measured]
+    lengths = [tokens for *_, tokens in measured]
     report.lengths = length_summary(lengths, policy.max_length) if mask_fn is not None else {}
     decision = None
     kept = measured
@@ -199,19 +203,19 @@ def run_pipeline(converted, policy: DataPolicy, mask_fn, end_tokens: list[str], 
         decision = decide_max_length(lengths, policy.max_length, policy.overlong_policy, policy.fit_percentile)
         report.length_decision = decision.__dict__
         kept = []
-        for line, row, tokens in measured:
+        for line, row_id, row, tokens in measured:
             if tokens > decision.max_length:
-                reject(line, row["id"], OVERLONG, f"{tokens} tokens > {decision.max_length}")
+                reject(line, row_id, OVERLONG, f"{tokens} tokens > {decision.max_length}")
             else:
-                kept.append((line, row, tokens))
+                kept.append((line, row_id, row, tokens))
         if limit and len(kept) > limit:  # the last source row gave several examples (OpenR1): say so
             report.unused_beyond_limit = len(kept) - limit
             kept = kept[:limit]
     report.kept = len(kept)
     report.schema = getattr(converted, "schema", None) or policy.schema  # what auto-detection settled on
     report.seconds = time.perf_counter() - started
-    return PipelineResult(report, [row for _, row, _ in kept] if keep_rows else [],
-                          {row["id"]: tokens for _, row, tokens in measured}, decision)
+    return PipelineResult(report, [row for _, _, row, _ in kept] if keep_rows else [],
+                          {row_id: tokens for _, row_id, _, tokens in measured}, decision)
 
 
 def _verify(row: dict, policy: DataPolicy, report: DataReport) -> tuple[str, str] | None:

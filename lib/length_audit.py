@@ -121,7 +121,7 @@ def decide_max_length(lengths, recipe_max_length: int, policy: str, percentile: 
     over = int((values > recipe_max_length).sum())
     if policy == "raise" and over:
         raise OverlongError(
-            f"{over} of {values.size} examples are longer than max_length {recipe_max_length} "
+            f"{over} of {values.size} examples measured are longer than max_length {recipe_max_length} "
             f"({recipe_name or 'recipe'}; longest {int(values.max())} tokens). Truncating would cut their </think>, "
             "answer and end-of-turn token. Raise max_length, or set overlong_policy: drop (skip and count them) or "
             "fit (choose max_length from a percentile)")

@@ -32,8 +32,10 @@ def render_markdown(recipe: str, report: dict) -> str:
                   f"({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())})", ""]
     data = stages.get("01_data", {})
     if data:
-        lines += [f"Data: {data['train_rows']} training rows, {data['heldout_rows']} held-out prompts; "
-                  f"rejects: {data['train_rejects'] or 'none'}", ""]
+        audit = data["train_audit"]
+        lines += [f"Data: {data['train_rows']} training rows ({audit['schema']}, {audit['rows_read']} rows read), "
+                  f"{data['heldout_rows']} held-out prompts, max_length {data['max_length']}; rejected or removed: "
+                  f"{audit['rejected_per_reason'] or 'none'}", ""]
     mask = stages.get("02_masking", {})
     if mask:
         lines += [f"Masks: {mask['trained_fraction']:.1%} of tokens trained, {mask['all_masked']} fully masked, "

@@ -146,3 +146,13 @@ def test_shipped_eval_sets_load_and_a_gsm8k_test_question_is_caught():
     assert guard.check(row(question))[0] == "gsm8k_test:1"
     with pytest.raises(ValueError, match="unknown evaluation set"):
         Decontaminator.from_eval_sets(["mmlu"])
+
+
+def test_near_duplicates_are_found_across_sketch_blocks():
+    """Sketches are stored in blocks of 4,096 rows: a copy of a row in a later block is still found."""
+    rng = random.Random(1)
+    seen = DuplicateFilter(near_threshold=0.8)
+    texts = [" ".join(f"w{rng.randrange(10_000)}" for _ in range(40)) for _ in range(4_200)]
+    assert all(seen.check(row(text, rid=f"r{i}")) is None for i, text in enumerate(texts))
+    assert seen.check(row(texts[4_150] + " !", rid="copy")) == ("near duplicate", "r4150")
+    assert seen.check(row(texts[7] + " ?", rid="copy2")) == ("near duplicate", "r7")

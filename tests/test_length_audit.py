@@ -25,7 +25,7 @@ def test_length_summary_counts_what_max_length_would_cut():
 
 
 def test_raise_names_the_count_and_both_ways_out():
-    with pytest.raises(OverlongError, match=r"1 of 3 examples are longer than max_length 250 \(r; longest 300"):
+    with pytest.raises(OverlongError, match=r"1 of 3 examples measured are longer than max_length 250 \(r; longest 300"):
         decide_max_length([100, 200, 300], 250, "raise", recipe_name="r")
     assert decide_max_length([100, 200], 250, "raise").over == 0
 
@@ -125,3 +125,19 @@ def test_histogram_is_written(tmp_path):
     decision = decide_max_length([10, 20, 30, 200], 100, "fit", percentile=75)
     path = length_histogram([10, 20, 30, 200], decision, tmp_path / "lengths.png", "t")
     assert path.stat().st_size > 1000
+
+
+def test_policy_raise_stops_reading_at_the_first_overlong_chunk(smollm2):
+    recipe = with_overrides(load_recipe("smollm2_135m"), max_length=100, overlong_policy="raise")
+    rows = gsm8k_rows(600)
+    read = []
+
+    def stream():
+        for i, r in enumerate(rows, 1):
+            read.append(i)
+            yield i, [r]
+
+    with pytest.raises(OverlongError, match="examples measured are longer than max_length 100"):
+        run_pipeline(stream(), DataPolicy.from_recipe(recipe), lambda batch: mask_all(batch, smollm2, recipe),
+                     end_of_turn_tokens(smollm2))
+    assert len(read) < 300  # one chunk of 256 measured (plus the few removed before measuring), not all 600

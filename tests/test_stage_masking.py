@@ -22,7 +22,8 @@ def _masked(tmp_path, recipe="smollm2_135m", **overrides):
 
 
 def test_overlong_examples_are_refused_or_dropped_and_counted_never_cut(tmp_path):
-    cfg, rows, tok = _masked(tmp_path, max_length=100, overlong_policy="raise")
+    cfg, rows, tok = _masked(tmp_path)  # rows that fit the recipe's 512; 02 is then asked for 100 (its safety net)
+    cfg = dataclasses.replace(cfg, recipe=with_overrides(cfg.recipe, max_length=100, overlong_policy="raise"))
     with pytest.raises(MaskingError, match=r"tokens > max_length 100 .*overlong_policy: drop"):
         mask_rows(cfg, rows, tok)
     cfg = dataclasses.replace(cfg, recipe=with_overrides(cfg.recipe, overlong_policy="drop"))
