@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from lib.answers import answers_match, extract_final_answer, split_think
-from lib.reasoning_data import THINK_CLOSE, THINK_OPEN
+from lib.reasoning_data import THINK_OPEN
 
 
 def score_output(text: str, reference: str | None) -> dict:

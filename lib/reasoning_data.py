@@ -29,19 +29,6 @@ from lib.data_sources import NOT_AN_OBJECT, SourceError, iter_records, jsonl_lin
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
-# Names that moved to lib.data_schemas, still importable from here (lazily: data_schemas imports this module).
-_MOVED_TO_DATA_SCHEMAS = {"DataFormatError": "DataFormatError", "from_gsm8k": "from_gsm8k",
-                          "from_triplet": "from_triplet", "from_messages": "from_messages", "CONVERTERS": "SCHEMAS"}
-
-
-def __getattr__(name: str):
-    if name in _MOVED_TO_DATA_SCHEMAS:
-        import lib.data_schemas
-
-        return getattr(lib.data_schemas, _MOVED_TO_DATA_SCHEMAS[name])
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @dataclass(frozen=True)
 class Reject:
     """A source row that could not be used: `line` (1-based row number in the source), `id`, a stable `reason`
@@ -73,12 +60,6 @@ def iter_jsonl(path: Path):
 def _error_text(error: SourceError) -> str:
     """"malformed JSON: <msg> at column N", "not a JSON object but a list": the one-string form of an error."""
     return f"{error.reason} but {error.detail}" if error.reason == NOT_AN_OBJECT else str(error)
-
-
-def iter_source(path_or_name: str, split: str = "train", config: str = ""):
-    """Yield (row_number, object or error string) from any source `lib.data_sources.iter_records` reads."""
-    for row_no, obj in iter_records(path_or_name, split, config):
-        yield row_no, _error_text(obj) if isinstance(obj, SourceError) else obj
 
 
 def assistant_text(think: str, answer: str) -> str:

@@ -411,15 +411,6 @@ def test_read_reasoning_rows_auto_and_limit_counts_examples_not_source_rows():
     assert ids == ["limo-000001", "limo-000002"]
 
 
-def test_moved_names_are_still_importable_from_reasoning_data():
-    from lib import reasoning_data
-
-    assert reasoning_data.DataFormatError is DataFormatError
-    assert reasoning_data.from_gsm8k is data_schemas.from_gsm8k and reasoning_data.CONVERTERS is SCHEMAS
-    with pytest.raises(AttributeError):
-        reasoning_data.no_such_name  # noqa: B018
-
-
 # --- property: whatever a converter produces is a well-formed trained reply ---------------------------------------
 
 _PIECES = st.sampled_from(["<think>", "</think>", "<|begin_of_thought|>", "<|end_of_thought|>",

@@ -11,7 +11,7 @@ from lib import data_sources
 from lib.data_sources import (CSV_FIELD_COUNT, INVALID_UTF8, MALFORMED_JSON, NOT_AN_OBJECT, SourceError,
                               decode_csv_cell, iter_records, jsonl_records, parse_json_object)
 from lib.paths import PROJECT_ROOT
-from lib.reasoning_data import iter_jsonl, iter_source
+from lib.reasoning_data import iter_jsonl
 
 FIXTURES = PROJECT_ROOT / "tests" / "fixtures" / "data"
 
@@ -69,7 +69,6 @@ def test_iter_jsonl_keeps_its_contract_for_mask_check(tmp_path):
     binary.write_bytes(b'{"a": "\xff"}\n')
     with pytest.raises(UnicodeDecodeError):  # mask_check reports a non-UTF-8 file as a whole
         list(iter_jsonl(binary))
-    assert list(iter_source(str(path))) == [(1, {"a": 1}), (2, "not a JSON object but a list")]
 
 
 # --- JSON -----------------------------------------------------------------------------------------------------
