@@ -4,8 +4,8 @@ Usage::
 
     answers_match("72", "… so she has $\\boxed{72}$ left.")          # True (math-verify)
     seen = DuplicateFilter(near_threshold=0.9); seen.check(row)      # None, "exact duplicate" or "near duplicate"
-    guard = Decontaminator.from_eval_sets(["gsm8k_test", "math500", "aime24"], ngram=8)
-    guard.check(row)                                       # None or ("math500:42", "the shared eight words")
+    guard = Decontaminator.from_eval_sets(["gsm8k_test", "math500", "aime24"], ngram=8, min_overlap=0.2)
+    guard.check(row)                                       # None or ("math500:42", "12 of its 18 8-grams (67 %)…")
 
 Each filter looks at one canonical row at a time and keeps only small per-row state (hashes, sketches), so a
 source of any size streams through in bounded memory.
@@ -232,28 +232,37 @@ _SHORTEST_WINDOW = 4  # a short problem of 4+ words is looked for inside longer 
 
 
 class Decontaminator:
-    """Flags a training row whose user prompt shares a word n-gram with an evaluation problem.
+    """Flags a training row whose user prompt covers enough of an evaluation problem's word n-grams.
 
-    n = 8 by default, as open-r1's decontamination of its reasoning sets does: long enough that common phrases
-    ("how many apples does she have left") do not match, short enough that a problem copied with a changed
-    number or name still does. A problem shorter than n words ("Compute $\\dbinom{16}{5}$.") is one gram of its
-    own length, searched for inside longer prompts when it has at least 4 words, matched whole otherwise.
+    n = 8 by default, as open-r1's decontamination of its reasoning sets does. open-r1 flags a prompt sharing any
+    one 8-gram; on word problems that removes stock phrases ("how much money will she have left over", "what is
+    the sum of the ages of": 80 of the 94 GSM8K-train rows it flags against GSM8K test share one or two 8-grams,
+    under 10 % of the test problem). So a row is contaminated when the 8-grams it shares with one evaluation
+    problem are at least `min_overlap` of that problem's 8-grams (0.2 by default: a test problem copied with other
+    names and numbers shares 24-67 %; `min_overlap: 0` is open-r1's any-8-gram rule). A problem shorter than n
+    words ("Compute $\\dbinom{16}{5}$.") is one gram of its own length, searched for inside longer prompts when it
+    has at least 4 words, matched whole otherwise: found, it is covered entirely.
     """
 
-    def __init__(self, problems: dict[str, list[str]], ngram: int = 8):
+    def __init__(self, problems: dict[str, list[str]], ngram: int = 8, min_overlap: float = 0.2):
         if ngram < 1:
             raise ValueError(f"decontamination n-gram size must be >= 1, got {ngram}")
-        self.ngram = ngram
+        self.ngram, self.min_overlap = ngram, min_overlap
         self.sizes = {name: len(texts) for name, texts in problems.items()}
-        self._owner: dict[tuple[str, ...], str] = {}
+        self._names: list[str] = []  # owner index -> "<eval set>:<problem number>"
+        self._grams_per_owner: list[int] = []
+        self._owner: dict[tuple[str, ...], int] = {}  # gram -> first problem holding it
         for name, texts in problems.items():
             for number, text in enumerate(texts, start=1):
-                for gram in ngrams(words(text), ngram):
-                    self._owner.setdefault(gram, f"{name}:{number}")
+                grams = ngrams(words(text), ngram)
+                self._names.append(f"{name}:{number}")
+                self._grams_per_owner.append(max(1, len(grams)))
+                for gram in grams:
+                    self._owner.setdefault(gram, len(self._names) - 1)
         self._window_lengths = sorted({len(gram) for gram in self._owner if len(gram) >= _SHORTEST_WINDOW})
 
     @classmethod
-    def from_eval_sets(cls, names: list[str], ngram: int = 8) -> "Decontaminator":
+    def from_eval_sets(cls, names: list[str], ngram: int = 8, min_overlap: float = 0.2) -> "Decontaminator":
         """Build from the shipped evaluation sets named in `EVAL_SETS`."""
         from lib.reasoning_data import read_jsonl
 
@@ -264,17 +273,27 @@ class Decontaminator:
         for name in names:
             path, field = EVAL_SETS[name]
             problems[name] = [row[field] for row in read_jsonl(project_path(path))]
-        return cls(problems, ngram)
+        return cls(problems, ngram, min_overlap)
 
     def check(self, row: dict) -> tuple[str, str] | None:
-        """('<eval set>:<problem number>', the shared words) for the first evaluation problem the row's user
-        prompts overlap, else None."""
+        """('<eval set>:<problem number>', what is shared) for the evaluation problem the row's user prompts cover
+        most, if that reaches `min_overlap`, else None."""
         tokens = words(user_prompts(row))
         if tuple(tokens) in self._owner:
-            return self._owner[tuple(tokens)], " ".join(tokens)
+            return self._names[self._owner[tuple(tokens)]], f"the whole problem: {' '.join(tokens)!r}"
+        shared: dict[int, set] = {}
         for length in self._window_lengths:
             for i in range(len(tokens) - length + 1):
                 gram = tuple(tokens[i:i + length])
-                if gram in self._owner:
-                    return self._owner[gram], " ".join(gram)
-        return None
+                owner = self._owner.get(gram)
+                if owner is not None:
+                    shared.setdefault(owner, set()).add(gram)
+        if not shared:
+            return None
+        owner, grams = max(shared.items(), key=lambda item: len(item[1]) / self._grams_per_owner[item[0]])
+        coverage = len(grams) / self._grams_per_owner[owner]
+        if coverage < self.min_overlap or (self.min_overlap == 0 and not grams):
+            return None
+        example = " ".join(min(grams))
+        return self._names[owner], (f"{len(grams)} of its {self._grams_per_owner[owner]} {self.ngram}-grams "
+                                    f"({coverage:.0%}), e.g. {example!r}")

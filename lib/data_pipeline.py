@@ -40,6 +40,7 @@ class DataPolicy:
     near_duplicate_threshold: float = 0.9
     decontaminate_against: tuple = ("gsm8k_test", "math500", "aime24")
     decontamination_ngram: int = 8
+    decontamination_min_overlap: float = 0.2
     max_length: int = 1024
     overlong_policy: str = "raise"
     fit_percentile: float = 99.0
@@ -50,7 +51,8 @@ class DataPolicy:
         return cls(schema=recipe.dataset_format, field_mapping=dict(recipe.dataset_fields),
                    verify_answers=recipe.verify_answers, near_duplicate_threshold=recipe.near_duplicate_threshold,
                    decontaminate_against=tuple(recipe.decontaminate_against),
-                   decontamination_ngram=recipe.decontamination_ngram, max_length=recipe.max_length,
+                   decontamination_ngram=recipe.decontamination_ngram,
+                   decontamination_min_overlap=recipe.decontamination_min_overlap, max_length=recipe.max_length,
                    overlong_policy=recipe.overlong_policy, fit_percentile=recipe.fit_percentile,
                    max_reject_fraction=recipe.max_reject_fraction)
 
@@ -127,7 +129,8 @@ def run_pipeline(converted, policy: DataPolicy, mask_fn, end_tokens: list[str], 
     started = time.perf_counter()
     report = DataReport(source=source, schema=policy.schema)
     duplicates = DuplicateFilter(policy.near_duplicate_threshold)
-    guard = (Decontaminator.from_eval_sets(list(policy.decontaminate_against), policy.decontamination_ngram)
+    guard = (Decontaminator.from_eval_sets(list(policy.decontaminate_against), policy.decontamination_ngram,
+                                           policy.decontamination_min_overlap)
              if policy.decontaminate_against else None)
     measured: list[tuple[int, str, dict | None, int]] = []  # (line, id, row unless keep_rows is False, tokens)
     fitting = 0
@@ -181,7 +184,7 @@ def run_pipeline(converted, policy: DataPolicy, mask_fn, end_tokens: list[str], 
             owner = guard.check(row) if guard else None
             if owner:
                 report.contaminated[owner[0].split(":")[0]] += 1
-                reject(line, row["id"], CONTAMINATED, f"{owner[0]}: shares {owner[1]!r}")
+                reject(line, row["id"], CONTAMINATED, f"{owner[0]}: {owner[1]}")
                 continue
             chunk.append((line, row))
         if len(chunk) >= CHUNK or (limit and fitting + len(chunk) >= limit):  # never measure far past the limit

@@ -26,7 +26,6 @@ Where rows come from a dataset with a per-row source column, the canonical `sour
 from __future__ import annotations
 
 import dataclasses
-
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator

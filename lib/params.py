@@ -67,7 +67,8 @@ class Recipe:
     verify_answers: bool = True  # reject a trace whose answer math-verify finds different from the reference
     near_duplicate_threshold: float = 0.9  # estimated Jaccard of the whole example; 0 = exact duplicates only
     decontaminate_against: list = field(default_factory=lambda: ["gsm8k_test", "math500", "aime24"])
-    decontamination_ngram: int = 8  # a training prompt sharing this many words in a row with one is removed
+    decontamination_ngram: int = 8  # word n-grams compared with each evaluation problem
+    decontamination_min_overlap: float = 0.2  # share of a problem's n-grams a prompt must hold (0: any one n-gram)
     max_reject_fraction: float = 0.2  # stop the data stage if more bad rows than this (removals do not count)
     # optional teacher stage of 01_data: {prompts, output, [prompts_format, rows]} + lib.teacher_generation's
     # TeacherConfig fields (base_url or gguf_path, model, api_key_env, max_tokens, concurrency …); {} = off
@@ -204,8 +205,9 @@ def _check_data_keys(recipe: Recipe, source: str) -> None:
                           f"known: {', '.join(EVAL_SETS)}")
     if not 0 < recipe.fit_percentile <= 100:
         raise ParamsError(f"{source}: fit_percentile: {recipe.fit_percentile} must be in (0, 100]")
-    if not 0 <= recipe.near_duplicate_threshold <= 1 or not 0 <= recipe.max_reject_fraction <= 1:
-        raise ParamsError(f"{source}: near_duplicate_threshold and max_reject_fraction are fractions in [0, 1]")
+    fractions = ("near_duplicate_threshold", "max_reject_fraction", "decontamination_min_overlap")
+    if not all(0 <= getattr(recipe, key) <= 1 for key in fractions):
+        raise ParamsError(f"{source}: {', '.join(fractions)} are fractions in [0, 1]")
     if recipe.decontamination_ngram < 1:
         raise ParamsError(f"{source}: decontamination_ngram: must be >= 1")
     if recipe.teacher_generation:

@@ -53,9 +53,10 @@ display(teacher_traces(cfg))
 # `lib.data_pipeline` streams the source once. The schema is detected from the first row (GSM8K, triplets,
 # OpenR1-Math, ShareGPT, OpenThoughts, s1K, LIMO, R1-Distill-SFT, chat messages — `lib.data_schemas`) unless
 # the recipe names one. Answers are compared with the reference by `math-verify`; duplicates are exact (case and
-# spacing aside) or near (estimated Jaccard ≥ `near_duplicate_threshold`); a prompt sharing
-# `decontamination_ngram` words in a row with GSM8K test, MATH-500 or AIME24 is removed. Held-out prompts are a
-# seeded sample of the GSM8K **test** split, so they never reach training.
+# spacing aside) or near (estimated Jaccard ≥ `near_duplicate_threshold`); a prompt covering at least
+# `decontamination_min_overlap` of the word `decontamination_ngram`-grams of a GSM8K-test, MATH-500 or AIME24
+# problem is removed (a shared stock phrase is not enough). Held-out prompts are a seeded sample of the GSM8K
+# **test** split, so they never reach training.
 
 # %%
 splits = build_splits(cfg)

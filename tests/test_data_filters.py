@@ -113,20 +113,29 @@ EVAL = {"math500": ["Compute $\\dbinom{16}{5}$.", "Simplify 2.",
         "gsm8k_test": ["Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning."]}
 
 
-def test_a_prompt_sharing_eight_words_with_an_eval_problem_is_contaminated():
+def test_a_prompt_covering_enough_of_an_eval_problem_is_contaminated():
     guard = Decontaminator(EVAL, ngram=8)
     copied = row("Solve: if x + y = 10 and x - y = 2, what is the value of x? Show work.")
     owner, shared = guard.check(copied)
-    assert owner == "math500:3" and len(shared.split()) == 8
+    assert owner == "math500:3" and shared.startswith("7 of its 12 8-grams (58%), e.g.")
     renamed = row("Mary's ducks lay 16 eggs per day. She eats three for breakfast every morning. How many left?")
     assert guard.check(renamed)[0] == "gsm8k_test:1"
+
+
+def test_a_stock_phrase_is_not_contamination_unless_min_overlap_is_zero():
+    problems = {"gsm8k_test": ["Sam buys 4 pens and 3 pads for school this week. Each pen costs $2 and each pad "
+                               "costs $5 at the shop. How much money will she have left over if she had $40?"]}
+    prompt = row("Ann earns $12 a day for 6 days. How much money will she have left over after paying $30 rent?")
+    assert Decontaminator(problems, ngram=8).check(prompt) is None  # 1 of 30 8-grams: a stock phrase
+    owner, shared = Decontaminator(problems, ngram=8, min_overlap=0).check(prompt)  # open-r1's any-8-gram rule
+    assert owner == "gsm8k_test:1" and "how much money will she have left over" in shared
 
 
 def test_short_eval_problems_match_inside_longer_prompts_from_four_words_and_whole_below():
     guard = Decontaminator(EVAL, ngram=8)
     assert guard.check(row("Please compute $\\binom{16}{5}$ … no wait, compute $\\dbinom{16}{5}$ quickly"))[0] \
         == "math500:1"
-    assert guard.check(row("Simplify 2.")) == ("math500:2", "simplify 2")
+    assert guard.check(row("Simplify 2.")) == ("math500:2", "the whole problem: 'simplify 2'")
     assert guard.check(row("Simplify 2 x + 3 x for me.")) is None  # two words are too common to search inside
 
 

@@ -146,7 +146,9 @@ def test_every_choice_is_accepted():
     ({"dataset_format": "triplets", "dataset_fields": {"problm": "q"}}, "unknown field(s) 'problm'"),
     ({"decontaminate_against": ["mmlu"]}, "decontaminate_against: unknown evaluation set(s) ['mmlu']"),
     ({"fit_percentile": 0.0}, "fit_percentile: 0.0 must be in (0, 100]"),
-    ({"near_duplicate_threshold": 1.5}, "near_duplicate_threshold and max_reject_fraction are fractions"),
+    ({"near_duplicate_threshold": 1.5}, "near_duplicate_threshold, max_reject_fraction, "
+                                        "decontamination_min_overlap are fractions"),
+    ({"decontamination_min_overlap": -0.1}, "are fractions in [0, 1]"),
     ({"decontamination_ngram": 0}, "decontamination_ngram: must be >= 1"),
     ({"teacher_generation": {"prompts": "p.jsonl"}}, "teacher_generation: missing output"),
     ({"teacher_generation": {"prompts": "p", "output": "o", "model": "m", "base_url": "ftp://x"}},
