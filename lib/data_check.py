@@ -15,6 +15,7 @@ import json
 import sys
 
 from lib.data_pipeline import DataPolicy, run_pipeline
+from lib.reasoning_data import source_id_prefix
 
 
 def data_check(path: str, recipe_name: str = "", dataset_format: str = "", split: str = "train",
@@ -45,7 +46,7 @@ def data_check(path: str, recipe_name: str = "", dataset_format: str = "", split
             rejects_file.write(json.dumps(reject.__dict__, ensure_ascii=False) + "\n")
 
         records = iter_records(path, split, config)
-        converted = convert_rows(records, policy.schema, policy.field_mapping)
+        converted = convert_rows(records, policy.schema, policy.field_mapping, source_id_prefix(path))
         result = run_pipeline(converted, policy, mask_fn, end_tokens, on_reject=keep_reject if rejects_file else None,
                               keep_rows=False, apply_length_policy=False, source=path)
     finally:

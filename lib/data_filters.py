@@ -33,8 +33,9 @@ def answers_match(reference: str, answer_text: str) -> bool:
     The reference is a bare answer ("72", "3\\sqrt{13}", "(3, \\frac{\\pi}{2})"); wrapped in `$…$` it is read as
     LaTeX, which bare strings are not (math-verify reads a bare "3\\sqrt{13}" as 3). The answer text is a model's
     reply; math-verify extracts its last boxed / stated answer. A reference in words ("no", "Evelyn") is looked for
-    as a whole word of the reply, ignoring case (math-verify would compare letters as algebra symbols). math-verify guards each call with signal.alarm,
-    which only the main thread may use: in other threads the timeout is off (callers bound time themselves).
+    as a whole word of the reply, ignoring case (math-verify would compare letters as algebra symbols).
+    math-verify guards each call with signal.alarm, which only the main thread may use: in other threads the
+    timeout is off (callers bound time themselves).
     """
     if not reference.strip() or not answer_text.strip():
         return False

@@ -1,4 +1,4 @@
-"""The data stage as one streaming pass: read → convert → verify → deduplicate → decontaminate → measure length.
+"""The data stage in one streaming pass: read → convert → verify → deduplicate → decontaminate → measure.
 
 Usage::
 
@@ -122,8 +122,9 @@ def run_pipeline(converted, policy: DataPolicy, mask_fn, end_tokens: list[str], 
     through the filters and the length audit.
 
     `mask_fn(rows) -> MaskedExamples` is the recipe's masker (one batched call per chunk; None: no length audit);
-    `end_tokens` its end-of-turn strings. `limit` > 0 stops once that many examples fit max_length (policy raise/drop) or were
-    measured (fit). `on_reject(reject)` sees every reject as it happens (e.g. to write the rejects file).
+    `end_tokens` its end-of-turn strings. `limit` > 0 stops once that many examples fit max_length (policy
+    raise/drop) or were measured (fit). `on_reject(reject)` sees every reject as it happens (e.g. to write the
+    rejects file).
     With `apply_length_policy` False nothing is dropped for length (a check reports what *would* be cut).
     """
     started = time.perf_counter()

@@ -67,6 +67,11 @@ def assistant_text(think: str, answer: str) -> str:
     return f"{THINK_OPEN}\n{think.strip()}\n{THINK_CLOSE}\n\n{answer.strip()}"
 
 
+def source_id_prefix(path_or_name: str | Path) -> str:
+    """Ids of rows without their own: `<file or dataset name before its first dot>-<row number>` (train-000017)."""
+    return Path(str(path_or_name)).name.split(".")[0]
+
+
 def read_reasoning_rows(path: str | Path, dataset_format: str, limit: int = 0, id_prefix: str = "",
                         split: str = "train", config: str = "", field_mapping: dict | None = None) -> tuple[list, list]:
     """Read any source `lib.data_sources` reads, in `dataset_format` (a `lib.data_schemas` schema or "auto");
@@ -78,7 +83,7 @@ def read_reasoning_rows(path: str | Path, dataset_format: str, limit: int = 0, i
     from lib.data_schemas import check_schema, convert_rows  # data_schemas imports this module
 
     check_schema(dataset_format, field_mapping)
-    prefix = id_prefix or Path(path).name.split(".")[0]
+    prefix = id_prefix or source_id_prefix(path)
     rows, rejects = [], []
     for _, item in convert_rows(iter_records(str(path), split, config), dataset_format, field_mapping, prefix):
         if isinstance(item, Reject):

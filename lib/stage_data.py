@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lib.data_pipeline import DataPolicy, PipelineResult, check_reject_fraction, run_pipeline
 from lib.reasoning_data import (Reject, overlap_report, prompt_key, read_jsonl, read_reasoning_rows, reject_counts,
-                                 write_jsonl)
+                                 source_id_prefix, write_jsonl)
 from lib.run_config import RunConfig, read_manifest, write_manifest
 
 STAGE = "01_data"
@@ -61,9 +61,10 @@ def build_splits(cfg: RunConfig, tokenizer=None) -> Splits:
     policy = DataPolicy.from_recipe(recipe)
     train_rejects: list[Reject] = []
     records = iter_records(cfg.train_source, recipe.dataset_split, recipe.dataset_config)
-    converted = convert_rows(records, policy.schema, policy.field_mapping, id_prefix=_id_prefix(cfg.train_source))
-    audit = run_pipeline(converted, policy, lambda rows: mask_all(rows, tokenizer, recipe), end_of_turn_tokens(tokenizer),
-                         limit=cfg.train_rows, on_reject=train_rejects.append, source=cfg.train_source)
+    converted = convert_rows(records, policy.schema, policy.field_mapping, source_id_prefix(cfg.train_source))
+    audit = run_pipeline(converted, policy, lambda rows: mask_all(rows, tokenizer, recipe),
+                         end_of_turn_tokens(tokenizer), limit=cfg.train_rows, on_reject=train_rejects.append,
+                         source=cfg.train_source)
     check_reject_fraction(audit.report, recipe.max_reject_fraction, recipe.name)
     pool, heldout_rejects = read_reasoning_rows(cfg.eval_source, "gsm8k")
     heldout = random.Random(recipe.seed).sample(pool, k=min(cfg.eval_rows, len(pool)))
@@ -76,10 +77,6 @@ def build_splits(cfg: RunConfig, tokenizer=None) -> Splits:
         raise ValueError(f"{cfg.train_source}: no usable training rows "
                          f"({dict(audit.report.rejected.most_common())})")
     return Splits(train, heldout, audit, heldout_rejects, train_rejects, overlap, memory_cost(recipe, audit))
-
-
-def _id_prefix(source: str) -> str:
-    return Path(source).name.split(".")[0]
 
 
 def memory_cost(recipe, audit: PipelineResult) -> dict:
@@ -122,7 +119,11 @@ def with_data_length(cfg: RunConfig) -> RunConfig:
     """`cfg` with the max_length stage 01 chose for this run (the recipe's own unless `overlong_policy: fit`)."""
     from lib.params import with_overrides
 
-    chosen = read_manifest(cfg, STAGE)["facts"]["max_length"]
+    facts = read_manifest(cfg, STAGE)["facts"]
+    if "max_length" not in facts:
+        raise ValueError(f"{cfg.run_dir / STAGE}: written by an older 01_data without a length audit; run "
+                         f"01_data again (python -m lib run {cfg.recipe.name} --stages 01)")
+    chosen = facts["max_length"]
     if chosen == cfg.recipe.max_length:
         return cfg
     return dataclasses.replace(cfg, recipe=with_overrides(cfg.recipe, max_length=chosen))

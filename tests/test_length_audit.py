@@ -25,7 +25,8 @@ def test_length_summary_counts_what_max_length_would_cut():
 
 
 def test_raise_names_the_count_and_both_ways_out():
-    with pytest.raises(OverlongError, match=r"1 of 3 examples measured are longer than max_length 250 \(r; longest 300"):
+    with pytest.raises(OverlongError, match=r"1 of 3 examples measured are longer than max_length 250 \(r; "
+                                            r"longest 300"):
         decide_max_length([100, 200, 300], 250, "raise", recipe_name="r")
     assert decide_max_length([100, 200], 250, "raise").over == 0
 

@@ -54,6 +54,12 @@ def test_fit_policy_chooses_max_length_and_later_stages_read_it_back(tmp_path):
     assert set(facts["memory_at_max_length"]["total_gib"]) == {"recipe max_length 512",
                                                                f"fitted max_length {facts['max_length']}"}
     assert with_data_length(fit).recipe.max_length == facts["max_length"]
+    manifest = tmp_path / "01_data" / "manifest.json"
+    old = json.loads(manifest.read_text())
+    del old["facts"]["max_length"]
+    manifest.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="older 01_data without a length audit; run 01_data again"):
+        with_data_length(fit)
     assert (tmp_path / "01_data" / "lengths.png").stat().st_size > 1000
 
 
