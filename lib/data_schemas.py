@@ -228,8 +228,8 @@ def from_triplet(row: dict, row_id: str) -> list[dict]:
         raise DataFormatError("empty solution")
     prompt = _user(problem, "problem")
     reply = assistant_turn(thinking, solution, "thinking", "solution")
-    return [canonical_example(row_id, [prompt, reply], row.get("answer"), row.get("source", "triplets"),
-                              row.get("domain", "math"))]
+    return [canonical_example(row_id, [prompt, reply], _reference_answer(row.get("answer")),
+                              row.get("source", "triplets"), row.get("domain", "math"))]
 
 
 def from_messages(row: dict, row_id: str) -> list[dict]:
@@ -238,8 +238,8 @@ def from_messages(row: dict, row_id: str) -> list[dict]:
     messages = row.get("messages")
     if not isinstance(messages, list) or not messages:
         raise DataFormatError("missing or empty 'messages' list")
-    return [canonical_example(row_id, _conversation(messages), row.get("answer"), row.get("source", "messages"),
-                              row.get("domain", "general"))]
+    return [canonical_example(row_id, _conversation(messages), _reference_answer(row.get("answer")),
+                              row.get("source", "messages"), row.get("domain", "general"))]
 
 
 def from_sharegpt(row: dict, row_id: str) -> list[dict]:
