@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from lib.data_filters import Decontaminator, DuplicateFilter, answers_match
+from lib.data_schemas import GRADED_OUT, NO_CORRECT_GENERATION
 from lib.length_audit import LengthDecision, decide_max_length, incomplete_reply, length_summary, measure
 from lib.masking import MaskingError
 from lib.reasoning_data import Reject
@@ -84,7 +85,7 @@ class DataReport:
 
     @property
     def quality_rejects(self) -> int:
-        """Rejects for bad data (format, verification, template): duplicates and contamination are not faults."""
+        """Rejects for bad data (format, verification, template): `REMOVALS` are not faults."""
         return sum(n for reason, n in self.rejected.items() if reason not in REMOVALS)
 
     def as_dict(self) -> dict:
@@ -104,7 +105,9 @@ class DataReport:
 
 
 CONTAMINATED, OVERLONG = "contaminated", "longer than max_length"
-REMOVALS = ("exact duplicate", "near duplicate", CONTAMINATED, OVERLONG)
+# removed on purpose, reported but not counted against max_reject_fraction: the source's own grading (OpenR1),
+# duplicates, evaluation-set overlap, length
+REMOVALS = (GRADED_OUT, NO_CORRECT_GENERATION, "exact duplicate", "near duplicate", CONTAMINATED, OVERLONG)
 
 
 @dataclass
@@ -240,8 +243,8 @@ def _verify(row: dict, policy: DataPolicy, report: DataReport) -> tuple[str, str
 
 
 def check_reject_fraction(report: DataReport, max_fraction: float, recipe_name: str = "") -> None:
-    """Raise TooManyRejects when bad rows exceed `max_fraction` of what was read (duplicates and contamination
-    are removals, not faults, and do not count)."""
+    """Raise TooManyRejects when bad rows exceed `max_fraction` of what was read (`REMOVALS` — duplicates,
+    contamination, length, the source's own grading — are not faults and do not count)."""
     facts = report.as_dict()
     if facts["reject_fraction"] > max_fraction:
         reasons = ", ".join(f"{reason}: {n}" for reason, n in report.rejected.most_common() if reason not in REMOVALS)

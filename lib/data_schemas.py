@@ -60,6 +60,7 @@ UNCLOSED_SOLUTION = f"unclosed {BEGIN_SOLUTION}"
 NOT_ONE_THOUGHT_SOLUTION = "assistant content needs exactly one thought block and one solution block"
 THOUGHT_SOLUTION_LAYOUT = "assistant content must be a thought block followed by a solution block"
 NO_CORRECT_GENERATION = "no correct complete generation"
+GRADED_OUT = "generation graded incorrect or incomplete by the source"
 UNEQUAL_LISTS = "OpenR1 list fields of unequal lengths"
 UNKNOWN_SCHEMA = "no known schema fits the row's keys"
 SCHEMA_MISMATCH = "row of another schema than the source's"
@@ -278,9 +279,10 @@ def from_openr1_math(row: dict, row_id: str) -> list[dict]:
     Correct: Math-Verify or the Llama judge says so (`correctness_math_verify[k]` or `correctness_llama[k]` is
     True), as the dataset card counts a correct generation. Complete: `is_reasoning_complete[k]` is True and the
     generation stopped by itself (`finish_reasons[k]` is "stop" or unknown). Ids are `<uuid>-g<k>`, k the 0-based
-    index in `generations`. A correct, complete generation that is not one `<think>` block plus an answer comes
-    back as a `Reject` beside the good ones (counted, never skipped unseen); if nothing is left the row is rejected
-    with that generation's reason, or NO_CORRECT_GENERATION.
+    index in `generations`. Every other generation of a row that gave good ones comes back as a `Reject` beside
+    them, so all are counted: GRADED_OUT for the ones the dataset grades wrong or unfinished, the format reason for
+    a correct, complete one that is not one `<think>` block plus an answer. If nothing is usable the row is
+    rejected with that format reason, or NO_CORRECT_GENERATION.
     """
     prompt = _user(_required_str(row, "problem"), "problem")
     generations = _required_list(row, "generations")
@@ -294,6 +296,7 @@ def from_openr1_math(row: dict, row_id: str) -> list[dict]:
     examples, skipped, first_error = [], [], None
     for k, text in enumerate(generations):
         if not _usable_generation(flags, k):
+            skipped.append(Reject(0, f"{base_id}-g{k}", GRADED_OUT, _grading(flags, k)))
             continue
         try:
             if not isinstance(text, str):
@@ -310,6 +313,11 @@ def from_openr1_math(row: dict, row_id: str) -> list[dict]:
     if first_error:
         raise first_error
     raise DataFormatError(NO_CORRECT_GENERATION, f"{len(generations)} generations, none both correct and complete")
+
+
+def _grading(flags: dict, k: int) -> str:
+    """What the dataset says of generation k (the detail of a GRADED_OUT reject)."""
+    return ", ".join(f"{key} {values[k]}" for key, values in flags.items())
 
 
 def _usable_generation(flags: dict, k: int) -> bool:

@@ -26,13 +26,14 @@ FIXTURES = PROJECT_ROOT / "tests" / "fixtures" / "data"
 def _convert(name: str, **kwargs):
     """(converted stream, {row number: [ids] or reason}) for a fixture file."""
     converted = convert_rows(iter_records(FIXTURES / name), **kwargs)
-    outcome = {n: item.reason if isinstance(item, Reject) else [r["id"] for r in item] for n, item in converted}
+    outcome = {n: item.reason if isinstance(item, Reject) else [r["id"] for r in item if isinstance(r, dict)]
+               for n, item in converted}
     return converted, outcome
 
 
 def _rows(name: str, **kwargs) -> list[dict]:
     return [row for _, item in convert_rows(iter_records(FIXTURES / name), **kwargs)
-            if not isinstance(item, Reject) for row in item]
+            if not isinstance(item, Reject) for row in item if isinstance(row, dict)]
 
 
 def _reply(example: dict) -> dict:
@@ -130,12 +131,25 @@ GEN = "<think>\n2 + 2 = 4.\n</think>\n\n\\boxed{4}"
     (_openr1([GEN, GEN], [True, True], [False, True], None, None), ["u-g1"]),
     (_openr1([GEN, GEN], [True, False], [True, True], [True, True], ["stop", "stop"]), ["u-g0"]),
     (_openr1([GEN, GEN], [True, True], [True, True], [True, True], ["length", None]), ["u-g1"]),
-    (_openr1([GEN, "<think>a</think>"], [True, True], [True, True]), ["u-g0", "u-g1"]),  # g1 a Reject (below)
+    (_openr1([GEN, "<think>a</think>"], [True, True], [True, True]), ["u-g0"]),  # g1: a Reject (empty answer)
     (_openr1([GEN], [True], [True], uuid=None), ["x-g0"]),
 ])
 def test_openr1_generation_filter(row, ids):
-    assert [example.id if isinstance(example, Reject) else example["id"]
-            for example in data_schemas.from_openr1_math(row, "x")] == ids
+    items = data_schemas.from_openr1_math(row, "x")
+    assert [item["id"] for item in items if isinstance(item, dict)] == ids
+    # every generation is accounted for: an example, or a Reject naming it
+    assert sorted(item["id"] if isinstance(item, dict) else item.id for item in items) == \
+        sorted(f"{items[0]['id'].rsplit('-g', 1)[0]}-g{k}" for k in range(len(row["generations"])))
+
+
+def test_openr1_generations_the_dataset_grades_out_are_counted_as_removals():
+    row = _openr1([GEN, GEN, GEN], [True, True, False], [True, False, True], [None, False, True],
+                  ["stop", "stop", "length"])
+    good, *graded = data_schemas.from_openr1_math(row, "x")
+    assert good["id"] == "u-g0"
+    assert [(r.id, r.reason) for r in graded] == [("u-g1", data_schemas.GRADED_OUT), ("u-g2", data_schemas.GRADED_OUT)]
+    assert graded[0].detail == ("is_reasoning_complete True, correctness_math_verify False, correctness_llama False, "
+                                "finish_reasons stop")
 
 
 def test_a_malformed_correct_generation_beside_good_ones_is_a_counted_reject_with_the_row_line():
@@ -404,7 +418,7 @@ def test_schema_fields_are_required_and_optional_fields_optional(schema):
 
 def test_read_reasoning_rows_auto_and_limit_counts_examples_not_source_rows():
     rows, rejects = read_reasoning_rows(FIXTURES / "openr1_math.parquet", "auto")
-    assert len(rows) == 4 and [r.line for r in rejects] == [2, 4, 6]
+    assert len(rows) == 4 and [r.line for r in rejects] == [2, 3, 4, 6]  # row 3: one generation graded out
     limited, _ = read_reasoning_rows(FIXTURES / "openr1_math.parquet", "openr1_math", limit=1)
     assert [r["id"] for r in limited] == [f"{UUID_A}-g0"]
     ids = [r["id"] for r in read_reasoning_rows(FIXTURES / "limo.json", "limo", id_prefix="limo")[0]]
