@@ -83,7 +83,8 @@ def main(args) -> int:
         report = data_check(args.path, args.recipe or "", args.format or "", args.split, args.config or "",
                             args.rejects or "", not args.no_verify)
     except (OSError, ValueError, ImportError) as err:
-        print(f"error: {args.path}: {err}".splitlines()[0], file=sys.stderr)
+        message = str(err) if str(args.path) in str(err) else f"{args.path}: {err}"
+        print(f"error: {message}".splitlines()[0], file=sys.stderr)
         return 2
     print(json.dumps(report, ensure_ascii=False, default=str))
     return 0

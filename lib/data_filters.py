@@ -24,7 +24,11 @@ from lib.paths import project_path
 # --- answer verification ------------------------------------------------------------------------------------
 
 _ALREADY_LATEX = ("$", "\\boxed", "\\(", "\\[")
-_WORD_ANSWER = re.compile(r"^[A-Za-z][A-Za-z '\-]*$")  # a reference in words: matched as a whole word, any case
+_WORD_ANSWER = re.compile(r"^[^\W\d_]+(?:[ '\-][^\W\d_]+)*$")  # words in any script: "no", "José", "New York"
+_TEXT_WRAP = re.compile(r"^\\text\{(.*)\}$")
+_NUMBER_WITH_UNIT = re.compile(r"^(-?\d[\d,]*(?:\.\d+)?)\s+[^\W\d_]+(?:\s+[^\W\d_]+)*$")  # "18 dollars"
+_ANSWER_IS = re.compile(r"answer\s+is\b:?", re.IGNORECASE)
+_DASHES = str.maketrans({"\u2212": "-"})  # the Unicode minus sign
 
 
 def answers_match(reference: str, answer_text: str) -> bool:
@@ -32,15 +36,24 @@ def answers_match(reference: str, answer_text: str) -> bool:
 
     The reference is a bare answer ("72", "3\\sqrt{13}", "(3, \\frac{\\pi}{2})"); wrapped in `$…$` it is read as
     LaTeX, which bare strings are not (math-verify reads a bare "3\\sqrt{13}" as 3). The answer text is a model's
-    reply; math-verify extracts its last boxed / stated answer. A reference in words ("no", "Evelyn") is looked for
-    as a whole word of the reply, ignoring case (math-verify would compare letters as algebra symbols).
+    reply; math-verify extracts its last boxed / stated answer. A number with a unit ("18 dollars") is compared as
+    the number. A reference in words ("no", "Evelyn", "\\text{B}") is compared with the reply's *final* answer —
+    its last `\\boxed{}`, else what follows its last "answer is", else the whole reply — as a whole word, ignoring
+    case (math-verify would compare letters as algebra symbols). The Unicode minus counts as "-".
     math-verify guards each call with signal.alarm, which only the main thread may use: in other threads the
     timeout is off (callers bound time themselves).
     """
-    if not reference.strip() or not answer_text.strip():
+    reference, answer_text = reference.translate(_DASHES).strip(), answer_text.translate(_DASHES)
+    if not reference or not answer_text.strip():
         return False
-    if _WORD_ANSWER.match(reference.strip()):  # "no", "Evelyn", "C": math-verify would read letters as symbols
-        return re.search(rf"(?<![\w]){re.escape(reference.strip())}(?![\w])", answer_text, re.IGNORECASE) is not None
+    wrapped = _TEXT_WRAP.match(reference)
+    words_only = wrapped.group(1).strip() if wrapped else reference
+    if _WORD_ANSWER.match(words_only):
+        pattern = rf"(?<!\w){re.escape(words_only)}(?!\w)"
+        return re.search(pattern, final_answer_text(answer_text), re.IGNORECASE) is not None
+    with_unit = _NUMBER_WITH_UNIT.match(reference)
+    if with_unit:
+        reference = with_unit.group(1)
     from math_verify import parse, verify
 
     gold_text = reference if reference.lstrip().startswith(_ALREADY_LATEX) else f"${reference}$"
@@ -49,6 +62,18 @@ def answers_match(reference: str, answer_text: str) -> bool:
     if not gold or not predicted:
         return False
     return verify(gold, predicted, **({} if not timeouts else {"timeout_seconds": None}))
+
+
+def final_answer_text(reply: str) -> str:
+    """The part of a reply that states its final answer: the last `\\boxed{}`, else the text after the last
+    "answer is", else the whole reply."""
+    from lib.data_schemas import last_boxed
+
+    boxed = last_boxed(reply)
+    if boxed is not None:
+        return boxed
+    stated = list(_ANSWER_IS.finditer(reply))
+    return reply[stated[-1].end():] if stated else reply
 
 
 # --- text normalisation -------------------------------------------------------------------------------------
@@ -252,15 +277,21 @@ class Decontaminator:
         self.sizes = {name: len(texts) for name, texts in problems.items()}
         self._names: list[str] = []  # owner index -> "<eval set>:<problem number>"
         self._grams_per_owner: list[int] = []
-        self._owner: dict[tuple[str, ...], int] = {}  # gram -> first problem holding it
+        self._owners: dict[tuple[str, ...], tuple[int, ...]] = {}  # n-gram -> every problem holding it
+        self._short: dict[tuple[str, ...], int] = {}  # whole problems shorter than n words
         for name, texts in problems.items():
             for number, text in enumerate(texts, start=1):
-                grams = ngrams(words(text), ngram)
+                tokens, owner = words(text), len(self._names)
                 self._names.append(f"{name}:{number}")
-                self._grams_per_owner.append(max(1, len(grams)))
+                if len(tokens) < ngram:
+                    self._short.setdefault(tuple(tokens), owner)
+                    self._grams_per_owner.append(1)
+                    continue
+                grams = ngrams(tokens, ngram)
+                self._grams_per_owner.append(len(grams))
                 for gram in grams:
-                    self._owner.setdefault(gram, len(self._names) - 1)
-        self._window_lengths = sorted({len(gram) for gram in self._owner if len(gram) >= _SHORTEST_WINDOW})
+                    self._owners[gram] = self._owners.get(gram, ()) + (owner,)
+        self._short_lengths = sorted({len(gram) for gram in self._short if len(gram) >= _SHORTEST_WINDOW})
 
     @classmethod
     def from_eval_sets(cls, names: list[str], ngram: int = 8, min_overlap: float = 0.2) -> "Decontaminator":
@@ -280,21 +311,23 @@ class Decontaminator:
         """('<eval set>:<problem number>', what is shared) for the evaluation problem the row's user prompts cover
         most, if that reaches `min_overlap`, else None."""
         tokens = words(user_prompts(row))
-        if tuple(tokens) in self._owner:
-            return self._names[self._owner[tuple(tokens)]], f"the whole problem: {' '.join(tokens)!r}"
-        shared: dict[int, set] = {}
-        for length in self._window_lengths:
+        if tuple(tokens) in self._short:
+            return self._names[self._short[tuple(tokens)]], f"the whole problem: {' '.join(tokens)!r}"
+        for length in self._short_lengths:  # a short problem inside a longer prompt
             for i in range(len(tokens) - length + 1):
-                gram = tuple(tokens[i:i + length])
-                owner = self._owner.get(gram)
+                owner = self._short.get(tuple(tokens[i:i + length]))
                 if owner is not None:
-                    shared.setdefault(owner, set()).add(gram)
+                    return self._names[owner], f"the whole problem: {' '.join(tokens[i:i + length])!r}"
+        shared: dict[int, set] = {}
+        for i in range(len(tokens) - self.ngram + 1):
+            gram = tuple(tokens[i:i + self.ngram])
+            for owner in self._owners.get(gram, ()):
+                shared.setdefault(owner, set()).add(gram)
         if not shared:
             return None
         owner, grams = max(shared.items(), key=lambda item: len(item[1]) / self._grams_per_owner[item[0]])
         coverage = len(grams) / self._grams_per_owner[owner]
-        if coverage < self.min_overlap or (self.min_overlap == 0 and not grams):
+        if coverage < self.min_overlap:
             return None
-        example = " ".join(min(grams))
         return self._names[owner], (f"{len(grams)} of its {self._grams_per_owner[owner]} {self.ngram}-grams "
-                                    f"({coverage:.0%}), e.g. {example!r}")
+                                    f"({coverage:.0%}), e.g. {' '.join(min(grams))!r}")

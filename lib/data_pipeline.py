@@ -138,6 +138,7 @@ def run_pipeline(converted, policy: DataPolicy, mask_fn, end_tokens: list[str], 
              if policy.decontaminate_against else None)
     measured: list[tuple[int, str, dict | None, int]] = []  # (line, id, row unless keep_rows is False, tokens)
     fitting = 0
+    ids_seen: dict[str, int] = {}  # id -> line it was first used on
     overlong = [0]  # measured examples over max_length (policy raise stops at the first chunk holding one)
 
     def reject(line, row_id, reason, detail=""):
@@ -177,6 +178,10 @@ def run_pipeline(converted, policy: DataPolicy, mask_fn, end_tokens: list[str], 
                 reject(row.line, row.id, row.reason, row.detail)
                 continue
             report.examples += 1
+            if row["id"] in ids_seen:  # two examples under one id would overwrite each other downstream
+                reject(line, row["id"], "duplicate id", f"first used on line {ids_seen[row['id']]}")
+                continue
+            ids_seen[row["id"]] = line
             reason = _verify(row, policy, report)
             if reason:
                 reject(line, row["id"], *reason)

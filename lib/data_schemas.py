@@ -78,8 +78,11 @@ class DataFormatError(ValueError):
 # --- shared pieces --------------------------------------------------------------------------------------------
 
 def canonical_example(row_id: str, messages: list[dict], answer, source: str, domain: str) -> dict:
-    """The canonical example (defined in `lib.reasoning_data`'s docstring), in its key order."""
-    return {"id": row_id, "messages": messages, "answer": answer, "source": source, "domain": domain}
+    """The canonical example (defined in `lib.reasoning_data`'s docstring), in its key order; a source or domain
+    that is not a non-empty string (null, a number in a sloppy export) becomes "unknown" / "general"."""
+    return {"id": row_id, "messages": messages, "answer": answer,
+            "source": source if isinstance(source, str) and source.strip() else "unknown",
+            "domain": domain if isinstance(domain, str) and domain.strip() else "general"}
 
 
 def assistant_turn(think: str, answer: str, think_field: str = "", answer_field: str = "") -> dict:
@@ -270,6 +273,8 @@ def _sharegpt_turn(turn) -> dict:
     if not isinstance(turn, dict):
         return turn  # refused by _conversation with the same reason as a chat message
     speaker = turn.get("from")
+    if not isinstance(speaker, str):
+        raise DataFormatError("ShareGPT turn without a string 'from'", f"from is a {type(speaker).__name__}")
     return {"role": _SHAREGPT_ROLES.get(speaker, speaker), "content": turn.get("value")}
 
 
@@ -400,11 +405,14 @@ def _conversation(turns: list) -> list[dict]:
             raise DataFormatError(f"a message is a {type(turn).__name__}, not an object")
         role = turn.get("role")
         if role not in ("system", "user", "assistant"):
-            raise DataFormatError(f"unsupported role {role!r} (tool turns are not trained yet)")
+            shown = repr(role) if isinstance(role, str) and len(role) <= 20 else f"of type {type(role).__name__}"
+            raise DataFormatError(f"unsupported role {shown} (tool turns are not trained yet)")
         if role == "assistant":
             out.append(_split_assistant(turn))
         else:
             out.append({"role": role, "content": _plain_content(turn)})
+            if role == "user" and not out[-1]["content"].strip():
+                raise DataFormatError(EMPTY_PROMPT, f"user turn {len(out)}")
     if out[-1]["role"] != "assistant":
         raise DataFormatError("conversation does not end with an assistant turn")
     if len(out) < 2 or out[-2]["role"] != "user":
@@ -416,7 +424,7 @@ def _split_assistant(turn: dict) -> dict:
     content = turn.get("content")
     if isinstance(content, list):
         _check_parts(content, "assistant")
-        kinds = Counter(part.get("type") for part in content)
+        kinds = Counter(part["type"] for part in content)
         unknown = set(kinds) - {"reasoning", "text"}
         if unknown:
             raise DataFormatError(f"assistant content part of type {sorted(unknown)[0]!r} is not supported")
@@ -450,6 +458,9 @@ def _check_parts(parts: list, role) -> None:
     for part in parts:
         if not isinstance(part, dict):
             raise DataFormatError(f"{role} content part is a {type(part).__name__}, not an object")
+        if not isinstance(part.get("type"), str):
+            raise DataFormatError(f"{role} content part without a string 'type'",
+                                  f"type is a {type(part.get('type')).__name__}")
         if part.get("type") in ("reasoning", "text") and not isinstance(part.get("value"), str):
             raise DataFormatError(f"{role} content part of type {part.get('type')!r} without a string 'value'")
 
@@ -547,8 +558,9 @@ class ConvertedRows:
     """Iterator of (row number, [canonical examples] | Reject), exactly one item per source row (the list may
     also hold Rejects for single examples of a row that gave good ones too, e.g. one malformed OpenR1 generation).
 
-    With schema "auto" the schema is detected on the first row that any schema fits and then fixed for the whole
-    source (`self.schema` says which): a later row of another layout is a reject, never a silent switch.
+    With schema "auto" the schema is detected row by row until a row converts, then fixed for the whole source
+    (`self.schema` says which): a later row of another layout is a reject, never a silent switch, and a broken
+    first row cannot set the schema for the rest.
     """
 
     def __init__(self, records: Iterable[tuple[int, dict | SourceError]], schema: str = AUTO,
@@ -572,9 +584,11 @@ class ConvertedRows:
             try:
                 row = apply_field_mapping(record, mapping) if mapping else record
                 row_id = row_id if row.get("id") in (None, "") else str(row["id"])
-                self.schema = self.schema or detect_schema(row)
+                schema = self.schema or detect_schema(row)
+                items = convert_row(row, schema, row_id)
+                self.schema = schema  # fixed by the first row that converts, not by a broken first row
                 yield row_no, [dataclasses.replace(item, line=row_no) if isinstance(item, Reject) else item
-                               for item in convert_row(row, self.schema, row_id)]
+                               for item in items]
             except DataFormatError as err:
                 yield row_no, Reject(row_no, row_id, err.reason, err.detail)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,12 +92,25 @@ def jsonl_lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
     Offsets count from the start of the file (of the decompressed stream for .gz).
     """
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    offset = 0
+    offset, line_no = 0, 0
     with opener(path, "rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            start, offset = offset, offset + len(raw)
-            if raw.strip():
-                yield line_no, start, raw.rstrip(b"\r\n")
+        try:
+            for line_no, raw in enumerate(handle, start=1):
+                start, offset = offset, offset + len(raw)
+                if line_no == 1 and raw.startswith(_BOM):  # editors on Windows write one; json.loads refuses it
+                    raw, start = raw[len(_BOM):], start + len(_BOM)
+                if raw.strip():
+                    yield line_no, start, raw.rstrip(b"\r\n")
+        except (EOFError, zlib.error, gzip.BadGzipFile) as err:  # rows read so far stay; the file is named as cut
+            raise TruncatedSource(f"{path}: compressed stream ends early after line {line_no} ({err}); the rows "
+                                  "before it were read. Re-download or re-compress the file") from err
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+class TruncatedSource(OSError):
+    """A compressed file that ends mid-stream (a cut download): raised after its readable rows were yielded."""
 
 
 def decode_line(raw: bytes, offset: int) -> str | SourceError:
@@ -117,6 +131,8 @@ def parse_json_object(text: str) -> dict | SourceError:
         obj = json.loads(text)
     except json.JSONDecodeError as err:  # msg "Unterminated string starting at" already ends in "at"
         return SourceError(MALFORMED_JSON, f"{err.msg.removesuffix(' at')} at column {err.colno}")
+    except (RecursionError, ValueError) as err:  # nesting deeper than Python's stack; an int over 4,300 digits
+        return SourceError(MALFORMED_JSON, f"{type(err).__name__}: {str(err)[:80]}")
     return obj if isinstance(obj, dict) else SourceError(NOT_AN_OBJECT, f"a {type(obj).__name__}")
 
 
@@ -137,8 +153,8 @@ def json_records(path: Path) -> Iterator[tuple[int, dict | SourceError]]:
     """
     raw = path.read_bytes()
     try:
-        document = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        document = json.loads(raw.decode("utf-8-sig"))  # -sig: a leading byte-order mark is not content
+    except (ValueError, RecursionError) as err:  # bad UTF-8 or JSON, an int over 4,300 digits, deep nesting
         if _is_json_lines(raw):
             yield from jsonl_records(path)
             return
@@ -160,7 +176,9 @@ def _is_json_lines(raw: bytes) -> bool:
 def _decode_error_position(err: Exception) -> str:
     if isinstance(err, json.JSONDecodeError):
         return f"{err.msg} at line {err.lineno} column {err.colno}"
-    return f"{INVALID_UTF8}: {err.reason} at byte {err.start}"
+    if isinstance(err, UnicodeDecodeError):
+        return f"{INVALID_UTF8}: {err.reason} at byte {err.start}"
+    return f"{type(err).__name__}: {str(err)[:80]}"
 
 
 def _json_rows(path: Path, document) -> list:
@@ -246,7 +264,7 @@ def decode_csv_cell(cell: str):
         return cell
     try:
         value = json.loads(stripped)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError, ValueError):
         return cell
     return value if isinstance(value, (list, dict)) else cell
 

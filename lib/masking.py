@@ -404,6 +404,8 @@ def build_plain_example(problem: str, thinking: str, solution: str, tokenizer, p
     """Base models without a template: `plain_format` + EOS; the response (from `<think>`) and EOS are trained."""
     if not tokenizer.eos_token:
         raise MaskingError("the tokenizer has no eos_token; a base model needs one to learn to stop")
+    _check_contents([{"role": "user", "content": problem}, {"role": "assistant", "content": thinking},
+                     {"role": "assistant", "content": solution}], end_of_turn_tokens(tokenizer), sample_id)
     prompt = plain_prompt(plain_format, problem)
     bos = tokenizer.bos_token if _adds_bos(tokenizer) else ""
     text = bos + plain_format.format(problem=problem, thinking=thinking, solution=solution) + tokenizer.eos_token

@@ -36,7 +36,11 @@ def mask_all(rows: list[dict], tokenizer, recipe) -> list[MaskedExample]:
     if recipe.chat_format == "plain":
         examples = []
         for row in rows:
-            user = next(m["content"] for m in row["messages"] if m["role"] == "user")
+            roles = [m["role"] for m in row["messages"]]
+            if roles != ["user", "assistant"]:  # the pattern has one problem and one reply, nothing else
+                raise MaskingError(f"sample {row['id']}: plain_format takes one user turn and one reply; this row "
+                                   f"has {' -> '.join(roles)} (use a chat template, or single-turn data)")
+            user = row["messages"][0]["content"]
             reply = row["messages"][-1]
             examples.append(build_plain_example(user, reply["think"], reply["answer"], tokenizer,
                                                 recipe.plain_format, row["id"]))

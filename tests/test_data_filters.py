@@ -25,6 +25,12 @@ def row(prompt: str, think: str = "Let me add the numbers.", answer: str = "The 
     ("\\boxed{14/3}", "$\\frac{14}{3}$"),
     ("no", "No. 91 = 7 × 13, so it is composite."),
     ("Evelyn", "So the winner is evelyn."),
+    ("18 dollars", "\\boxed{18}"),  # a unit in the reference: compared as the number
+    ("18 dollars", "She has 18 dollars left."),
+    ("\\text{Evelyn}", "The answer is Evelyn."),
+    ("José", "The answer is José."),
+    ("-3", "The answer is \u22123."),  # Unicode minus
+    ("A", "The answer is A."),
 ])
 def test_equivalent_answers_match(reference, reply):
     assert answers_match(reference, reply)
@@ -37,6 +43,9 @@ def test_equivalent_answers_match(reference, reply):
     ("", "The answer is 72."),
     ("3\\sqrt{13}", "$\\boxed{3}$"),  # a bare '3\sqrt{13}' read as plain text would be 3: the reference is LaTeX
     ("no", "Nothing is left over: 91 is prime? Not quite."),  # "no" only as a whole word
+    ("A", "Let me think. This is a trap. \\boxed{D}"),  # a word answer is looked for in the final answer only
+    ("B", "B is wrong, so \\boxed{A}"),
+    ("Evelyn", "Not Evelyn; the answer is Maria."),
 ])
 def test_different_or_missing_answers_do_not_match(reference, reply):
     assert not answers_match(reference, reply)
@@ -165,3 +174,16 @@ def test_near_duplicates_are_found_across_sketch_blocks():
     assert all(seen.check(row(text, rid=f"r{i}")) is None for i, text in enumerate(texts))
     assert seen.check(row(texts[4_150] + " !", rid="copy")) == ("near duplicate", "r4150")
     assert seen.check(row(texts[7] + " ?", rid="copy2")) == ("near duplicate", "r7")
+
+
+def test_an_eight_word_stock_phrase_prompt_is_not_a_whole_problem():
+    guard = Decontaminator.from_eval_sets(["gsm8k_test"])
+    assert guard.check(row("How much money will she have left over?")) is None
+
+
+def test_an_n_gram_shared_by_two_problems_counts_for_both():
+    shared = "the farmer has seven cows and nine sheep in the barn"
+    problems = {"gsm8k_test": [f"{shared} today.", f"Yesterday {shared} and two goats, how many animals?"]}
+    guard = Decontaminator(problems, ngram=8, min_overlap=0.5)
+    owner, _ = guard.check(row(f"Yesterday {shared} and two goats, how many animals in total?"))
+    assert owner == "gsm8k_test:2"  # its grams were not all credited to problem 1

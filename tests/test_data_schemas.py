@@ -495,3 +495,40 @@ def test_every_converted_row_renders_exactly_one_think_block_per_assistant_turn(
             if message["role"] == "assistant":
                 assert message["content"].count(THINK_OPEN) == 1 and message["content"].count(THINK_CLOSE) == 1
                 assert message["content"].startswith(THINK_OPEN)
+
+
+# --- found in review ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("row, reason", [
+    ({"messages": [{"role": "user", "content": "q"},
+                   {"role": "assistant", "content": [{"type": ["reasoning"], "value": "t"},
+                                                     {"type": "text", "value": "a"}]}]},
+     "assistant content part without a string 'type'"),
+    ({"messages": [{"role": "user", "content": "q"},
+                   {"role": "assistant", "content": [{"value": "t"}, {"type": "image", "value": "a"}]}]},
+     "assistant content part without a string 'type'"),
+    ({"conversations": [{"from": {"name": "human"}, "value": "q"}, {"from": "gpt", "value": "<think>t</think>a"}]},
+     "ShareGPT turn without a string 'from'"),
+    ({"messages": [{"role": "user", "content": "  "}, {"role": "assistant", "content": "<think>t</think>a"}]},
+     EMPTY_PROMPT),
+    ({"messages": [{"role": {"x": 1}, "content": "q"}, {"role": "assistant", "content": "<think>t</think>a"}]},
+     "unsupported role of type dict (tool turns are not trained yet)"),
+])
+def test_odd_types_are_rejects_with_a_stable_reason_not_crashes(row, reason):
+    [(_, item)] = list(convert_rows([(1, row)]))
+    assert isinstance(item, Reject) and item.reason == reason
+
+
+def test_a_broken_first_row_does_not_fix_the_schema_for_the_file():
+    limo = {"question": "What is 1+1?", "solution": "1 and 1 make 2.", "answer": "2"}
+    records = [(1, {"question": "What is 1+1?", "answer": "2"}), (2, limo), (3, limo | {"question": "And 2+2?"})]
+    converted = convert_rows(records)
+    items = [item for _, item in converted]
+    assert isinstance(items[0], Reject) and converted.schema == "limo"
+    assert all(isinstance(item, list) for item in items[1:])
+
+
+def test_source_and_domain_that_are_not_text_get_defaults():
+    row = {"problem": "q", "thinking": "t", "solution": "s", "source": None, "domain": 5}
+    [example] = data_schemas.from_triplet(row, "x")
+    assert (example["source"], example["domain"]) == ("unknown", "general")

@@ -221,3 +221,41 @@ def test_relative_paths_are_relative_to_the_project_root():
 def test_gzip_fixture_is_the_jsonl_fixture():
     with gzip.open(FIXTURES / "gsm8k.jsonl.gz", "rb") as packed:
         assert packed.read() == (FIXTURES / "gsm8k.jsonl").read_bytes()
+
+
+# --- found in review: inputs that used to crash the whole source ------------------------------------------------
+
+def test_deep_nesting_and_huge_integers_are_rejects_of_their_line(tmp_path):
+    good = json.dumps({"question": "q", "answer": "a #### 1"})
+    path = tmp_path / "odd.jsonl"
+    path.write_text("\n".join(['{"a": ' + "[" * 100_000 + "]" * 100_000 + "}",
+                               '{"answer": ' + "9" * 5000 + "}", good]) + "\n")
+    records = _records(path)
+    assert [r.reason if isinstance(r, SourceError) else "ok" for _, r in records] == [MALFORMED_JSON,
+                                                                                      MALFORMED_JSON, "ok"]
+    assert records[0][1].detail.startswith("RecursionError") and records[1][1].detail.startswith("ValueError")
+    document = tmp_path / "big.json"
+    document.write_text('[{"answer": ' + "9" * 5000 + "}]")
+    with pytest.raises(ValueError, match="not a JSON document"):
+        _records(document)
+
+
+def test_a_byte_order_mark_is_not_content(tmp_path):
+    row = {"question": "What is 2+3?", "answer": "5 #### 5"}
+    lines = tmp_path / "bom.jsonl"
+    lines.write_bytes(b"\xef\xbb\xbf" + json.dumps(row).encode() + b"\n")
+    document = tmp_path / "bom.json"
+    document.write_bytes(b"\xef\xbb\xbf" + json.dumps([row]).encode())
+    assert _records(lines) == [(1, row)] and _records(document) == [(1, row)]
+
+
+def test_a_cut_gzip_stream_raises_after_the_rows_it_could_read(tmp_path):
+    rows = "".join(json.dumps({"question": f"q{i}", "answer": f"{i} #### {i}"}) + "\n" for i in range(2000))
+    packed = gzip.compress(rows.encode())
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(packed[:len(packed) // 2])
+    seen = []
+    with pytest.raises(data_sources.TruncatedSource, match="compressed stream ends early after line"):
+        for item in iter_records(path):
+            seen.append(item)
+    assert seen and seen[0] == (1, {"question": "q0", "answer": "0 #### 0"})

@@ -142,3 +142,28 @@ def test_policy_raise_stops_reading_at_the_first_overlong_chunk(smollm2):
         run_pipeline(stream(), DataPolicy.from_recipe(recipe), lambda batch: mask_all(batch, smollm2, recipe),
                      end_of_turn_tokens(smollm2))
     assert len(read) < 300  # one chunk of 256 measured (plus the few removed before measuring), not all 600
+
+
+def test_plain_format_refuses_multi_turn_rows_and_special_token_text():
+    """A base-model pattern has one problem and one reply: anything else would train a reply on the wrong prompt."""
+    tokenizer = load_fixture_tokenizer("mistral_v3")
+    recipe = with_overrides(load_recipe("nanbeige4_3b_coldstart"), max_length=4096)
+    good = gsm8k_rows(1)[0]
+    multi = {**good, "id": "multi", "messages": [{"role": "system", "content": "SYS"}, *good["messages"]]}
+    with pytest.raises(MaskingError, match="plain_format takes one user turn and one reply; this row has system"):
+        mask_all([multi], tokenizer, recipe)
+    eos_inside = {**good, "id": "eos", "messages": [good["messages"][0], {**good["messages"][1],
+                                                                         "answer": "ans </s> more"}]}
+    with pytest.raises(MaskingError, match="contains the special token '</s>' as text"):
+        mask_all([eos_inside], tokenizer, recipe)
+    assert mask_all([good], tokenizer, recipe)[0].n_trained > 0
+
+
+def test_a_second_example_under_the_same_id_is_rejected(smollm2):
+    recipe = load_recipe("smollm2_135m")
+    first, second = gsm8k_rows(2)
+    stream = [(1, [first]), (2, [{**second, "id": first["id"]}])]
+    result = run_pipeline(iter(stream), DataPolicy.from_recipe(recipe),
+                          lambda batch: mask_all(batch, smollm2, recipe), end_of_turn_tokens(smollm2))
+    assert result.report.kept == 1
+    assert result.report.samples["duplicate id"] == [{"line": 2, "id": first["id"], "detail": "first used on line 1"}]
