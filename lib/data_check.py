@@ -36,9 +36,8 @@ def data_check(path: str, recipe_name: str = "", dataset_format: str = "", split
     # filters, and its field mapping only when the check names the recipe's own format
     schema = dataset_format or "auto"
     policy = dataclasses.replace(policy, schema=schema,
-                                 field_mapping=policy.field_mapping if policy.schema == schema else {})
-    if not verify_answers:
-        policy = dataclasses.replace(policy, verify_answers=False)
+                                 field_mapping=policy.field_mapping if policy.schema == schema else {},
+                                 verify_answers=policy.verify_answers and verify_answers)
     mask_fn, end_tokens = _length_audit_tools(recipe)
     rejects_file = open(rejects_path, "w", encoding="utf-8") if rejects_path else None
     try:

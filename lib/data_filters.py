@@ -2,7 +2,7 @@
 
 Usage::
 
-    answers_match("72", "… so she has $\\boxed{72}$ left.")          # True (math-verify)
+    reply_matches_reference("72", "… so she has $\\boxed{72}$ left.")          # True (math-verify)
     seen = DuplicateFilter(near_threshold=0.9); seen.check(row)      # None, "exact duplicate" or "near duplicate"
     guard = Decontaminator.from_eval_sets(["gsm8k_test", "math500", "aime24"], ngram=8, min_overlap=0.2)
     guard.check(row)                                       # None or ("math500:42", "12 of its 18 8-grams (67 %)…")
@@ -31,8 +31,11 @@ _ANSWER_IS = re.compile(r"answer\s+is\b:?", re.IGNORECASE)
 _DASHES = str.maketrans({"\u2212": "-"})  # the Unicode minus sign
 
 
-def answers_match(reference: str, answer_text: str) -> bool:
+def reply_matches_reference(reference: str, answer_text: str) -> bool:
     """Whether `answer_text` states the `reference` answer, judged by math-verify (sympy equivalence).
+
+    (Not `lib.answers.answers_match`, the evaluation's exact numeric match of a model output's last number: data
+    verification must accept `\\frac12` for 0.5 and `\\boxed{}` answers; the evaluation metric stays as it was.)
 
     The reference is a bare answer ("72", "3\\sqrt{13}", "(3, \\frac{\\pi}{2})"); wrapped in `$…$` it is read as
     LaTeX, which bare strings are not (math-verify reads a bare "3\\sqrt{13}" as 3). The answer text is a model's
@@ -108,14 +111,17 @@ def user_prompts(row: dict) -> str:
 
 _SHINGLE_CHARS = 9  # character shingles: robust to re-spacing and small edits, vectorisable (no per-word calls)
 _BINS, _BANDS = 64, 8  # one-permutation MinHash: 64 bins; LSH with 8 bands of 8 bins
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def shingle_hashes(text: str) -> np.ndarray:
     """Stable 64-bit hashes of every `_SHINGLE_CHARS`-character window of the normalised text (no Python hash(),
     whose per-process salt would change which rows count as duplicates from one run to the next)."""
-    data = np.frombuffer(normalized(text).encode("utf-8"), dtype=np.uint8).astype(np.uint64)
+    return _shingle_hashes_of(normalized(text))
+
+
+def _shingle_hashes_of(normal_text: str) -> np.ndarray:
+    data = np.frombuffer(normal_text.encode("utf-8"), dtype=np.uint8).astype(np.uint64)
     if data.size < _SHINGLE_CHARS:
         data = np.concatenate([data, np.zeros(_SHINGLE_CHARS - data.size, dtype=np.uint64)])
     n = data.size - _SHINGLE_CHARS + 1
@@ -135,7 +141,11 @@ def minhash_sketch(text: str) -> np.ndarray:
 
     Empty slices hold `_EMPTY`. One sort per text, so long reasoning traces cost O(n log n), not O(n x perms).
     """
-    hashes = shingle_hashes(text)  # sorted by np.unique
+    return _sketch_of(normalized(text))
+
+
+def _sketch_of(normal_text: str) -> np.ndarray:
+    hashes = _shingle_hashes_of(normal_text)  # sorted by np.unique
     width = np.uint64(2 ** 64 // _BINS)
     starts = np.arange(_BINS, dtype=np.uint64) * width
     first = np.searchsorted(hashes, starts)
@@ -175,25 +185,25 @@ class DuplicateFilter:
 
     def check(self, row: dict) -> tuple[str, str] | None:
         """None if the row is new (it is then remembered), else (reason, id of the earlier row)."""
-        text = row_text(row)
-        digest = hashlib.blake2b(normalized(text).encode("utf-8"), digest_size=16).digest()
+        text = normalized(row_text(row))  # once: the digest and the sketch both read the normalised text
+        digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
         if digest in self._exact:
             return "exact duplicate", self._exact[digest]
-        sketch = minhash_sketch(text) if self.near_threshold > 0 else None
-        if sketch is not None:
-            match = self._near_match(sketch)
+        if self.near_threshold > 0:
+            sketch = _sketch_of(text)
+            keys = _band_keys(sketch)
+            match = self._near_match(sketch, keys)
             if match is not None:
                 return "near duplicate", self._ids[match]
-        self._exact[digest] = str(row["id"])
-        if sketch is not None:
             index = self._sketches.append(sketch)
             self._ids.append(str(row["id"]))
-            for band, key in enumerate(_band_keys(sketch)):
+            for band, key in enumerate(keys):
                 self._bands[band].setdefault(key, index)
+        self._exact[digest] = str(row["id"])
         return None
 
-    def _near_match(self, sketch: np.ndarray) -> int | None:
-        candidates = {self._bands[band].get(key) for band, key in enumerate(_band_keys(sketch))} - {None}
+    def _near_match(self, sketch: np.ndarray, keys: list[int]) -> int | None:
+        candidates = {self._bands[band].get(key) for band, key in enumerate(keys)} - {None}
         compact = top_bits(sketch)
         for index in sorted(candidates):
             if sketch_similarity(compact, self._sketches.get(index)) >= self.near_threshold:

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from lib.data_filters import Decontaminator, DuplicateFilter, answers_match
+from lib.data_filters import Decontaminator, DuplicateFilter, reply_matches_reference
 from lib.data_schemas import GRADED_OUT, NO_CORRECT_GENERATION
 from lib.length_audit import LengthDecision, decide_max_length, incomplete_reply, length_summary, measure
 from lib.masking import MaskingError
@@ -88,14 +88,18 @@ class DataReport:
         """Rejects for bad data (format, verification, template): `REMOVALS` are not faults."""
         return sum(n for reason, n in self.rejected.items() if reason not in REMOVALS)
 
+    @property
+    def reject_fraction(self) -> float:
+        """Bad rows over everything considered (bad rows + converted examples), what max_reject_fraction bounds."""
+        return round(self.quality_rejects / max(1, self.quality_rejects + self.examples), 4)
+
     def as_dict(self) -> dict:
-        considered = max(1, self.quality_rejects + self.examples)
         return {
             "source": self.source, "schema": self.schema, "rows_read": self.rows_read, "examples": self.examples,
             "kept": self.kept, "rejected": sum(self.rejected.values()),
             "rejected_per_reason": dict(self.rejected.most_common()),
             "reject_samples": self.samples,
-            "reject_fraction": round(self.quality_rejects / considered, 4),
+            "reject_fraction": self.reject_fraction,
             "duplicates": {k: self.rejected[k] for k in ("exact duplicate", "near duplicate")},
             "contaminated": dict(self.contaminated), "answer_verification": dict(self.verification),
             "lengths": self.lengths, "length_policy": self.length_decision,
@@ -139,16 +143,18 @@ def run_pipeline(converted, policy: DataPolicy, mask_fn, end_tokens: list[str], 
     measured: list[tuple[int, str, dict | None, int]] = []  # (line, id, row unless keep_rows is False, tokens)
     fitting = 0
     ids_seen: dict[str, int] = {}  # id -> line it was first used on
-    overlong = [0]  # measured examples over max_length (policy raise stops at the first chunk holding one)
+    overlong = 0  # measured examples over max_length (policy raise stops at the first chunk holding one)
 
-    def reject(line, row_id, reason, detail=""):
-        item = Reject(line, row_id, reason, detail)
+    def record(item: Reject):
         report.add_reject(item)
         if on_reject:
             on_reject(item)
 
+    def reject(line, row_id, reason, detail=""):
+        record(Reject(line, row_id, reason, detail))
+
     def audit(chunk):
-        nonlocal fitting
+        nonlocal fitting, overlong
         if mask_fn is None:  # no tokenizer: every row counts, none is measured
             measured.extend((line, row["id"], row if keep_rows else None, 0) for line, row in chunk)
             fitting += len(chunk)
@@ -158,24 +164,22 @@ def run_pipeline(converted, policy: DataPolicy, mask_fn, end_tokens: list[str], 
                 reject(line, row["id"], "chat template cannot mask", str(result))
                 continue
             tokens = len(result.input_ids)
-            problem = incomplete_reply(result, row, end_tokens, max_length=max(tokens, 1))
+            problem = incomplete_reply(result, row, end_tokens)  # length is the policy's business, below
             if problem:  # a masker bug, not a data problem: stop loudly
                 raise MaskingError(f"{row['id']}: {problem}")
             measured.append((line, row["id"], row if keep_rows else None, tokens))
             fitting += policy.overlong_policy == "fit" or tokens <= policy.max_length
-            overlong[0] += tokens > policy.max_length
+            overlong += tokens > policy.max_length
 
     chunk: list[tuple[int, dict]] = []
     for line, item in converted:
         report.rows_read += 1
         if isinstance(item, Reject):
-            report.add_reject(item)
-            if on_reject:
-                on_reject(item)
+            record(item)
             continue
         for row in item:
             if isinstance(row, Reject):  # one bad example of a row that gave good ones too (OpenR1 generations)
-                reject(row.line, row.id, row.reason, row.detail)
+                record(row)
                 continue
             report.examples += 1
             if row["id"] in ids_seen:  # two examples under one id would overwrite each other downstream
@@ -202,7 +206,7 @@ def run_pipeline(converted, policy: DataPolicy, mask_fn, end_tokens: list[str], 
         if limit and fitting >= limit:
             report.stopped_at_limit = True
             break
-        if apply_length_policy and policy.overlong_policy == "raise" and overlong[0]:
+        if apply_length_policy and policy.overlong_policy == "raise" and overlong:
             break  # the run will stop anyway: no need to read a large source to the end first
     if chunk:
         audit(chunk)
@@ -240,7 +244,7 @@ def _verify(row: dict, policy: DataPolicy, report: DataReport) -> tuple[str, str
         report.verification["no reference answer"] += 1
         return None
     reply = row["messages"][-1]["answer"]
-    if answers_match(str(reference), reply):
+    if reply_matches_reference(str(reference), reply):
         report.verification["matches reference"] += 1
         return None
     report.verification["does not match reference"] += 1
@@ -250,10 +254,9 @@ def _verify(row: dict, policy: DataPolicy, report: DataReport) -> tuple[str, str
 def check_reject_fraction(report: DataReport, max_fraction: float, recipe_name: str = "") -> None:
     """Raise TooManyRejects when bad rows exceed `max_fraction` of what was read (`REMOVALS` — duplicates,
     contamination, length, the source's own grading — are not faults and do not count)."""
-    facts = report.as_dict()
-    if facts["reject_fraction"] > max_fraction:
+    if report.reject_fraction > max_fraction:
         reasons = ", ".join(f"{reason}: {n}" for reason, n in report.rejected.most_common() if reason not in REMOVALS)
         raise TooManyRejects(
-            f"{report.source}: {facts['reject_fraction']:.1%} of the examples were rejected (> max_reject_fraction "
+            f"{report.source}: {report.reject_fraction:.1%} of the examples were rejected (> max_reject_fraction "
             f"{max_fraction:g} of {recipe_name or 'the recipe'}): {reasons}. See the rejects file for line numbers; "
             "fix the source, pick the right dataset_format / dataset_fields, or raise max_reject_fraction")

@@ -264,7 +264,7 @@ def decode_csv_cell(cell: str):
         return cell
     try:
         value = json.loads(stripped)
-    except (json.JSONDecodeError, RecursionError, ValueError):
+    except (ValueError, RecursionError):  # not JSON (JSONDecodeError is a ValueError), too deep, too long an int
         return cell
     return value if isinstance(value, (list, dict)) else cell
 

@@ -42,13 +42,14 @@ def measure(rows: list[dict], mask_fn) -> list[MaskedExample | MaskingError]:
         return results
 
 
-def incomplete_reply(example: MaskedExample, row: dict, end_tokens: list[str], max_length: int) -> str | None:
+def incomplete_reply(example: MaskedExample, row: dict, end_tokens: list[str],
+                     max_length: int | None = None) -> str | None:
     """Why the last reply of `example` is not wholly trained, or None when it is.
 
     The guarantee behind every kept example: its `</think>`, its answer and its end-of-turn token are inside the
-    trained tokens, and the example fits `max_length` (so the trainer never cuts it).
+    trained tokens, and the example fits `max_length` when one is given (so the trainer never cuts it).
     """
-    if len(example.input_ids) > max_length:
+    if max_length is not None and len(example.input_ids) > max_length:
         return f"{len(example.input_ids)} tokens > max_length {max_length}"
     if not example.trained_char_ranges:
         return "no trained range"

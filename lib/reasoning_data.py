@@ -29,6 +29,7 @@ from lib.data_sources import NOT_AN_OBJECT, SourceError, iter_records, jsonl_lin
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
+
 @dataclass(frozen=True)
 class Reject:
     """A source row that could not be used: `line` (1-based row number in the source), `id`, a stable `reason`

@@ -200,12 +200,12 @@ def teacher_traces(cfg: RunConfig):
     if cfg.dry_run:
         return JSON({"teacher": settings.teacher.served_model, "prompts": settings.prompts,
                      "output": settings.output, "status": "validated; no request is sent in a dry-run"})
-    from lib.data_filters import answers_match
+    from lib.data_filters import reply_matches_reference
     from lib.paths import project_path
     from lib.teacher_generation import generate_traces, kept_canonical_rows, trace_reject_counts
 
     prompts, rejects = read_reasoning_rows(settings.prompts, settings.prompts_format, limit=settings.rows)
-    report = generate_traces(prompts, settings.teacher, project_path(settings.output), answers_match)
+    report = generate_traces(prompts, settings.teacher, project_path(settings.output), reply_matches_reference)
     kept = kept_canonical_rows(project_path(settings.output))
     write_jsonl(settings.kept_path, [_as_chat_messages(row) for row in kept])
     return JSON({"summary": report.summary(), "prompt_rejects": reject_counts(rejects), "kept_total": len(kept),

@@ -1,7 +1,7 @@
 """Optional data stage: reasoning traces from a teacher model, generated resumably and judged on arrival.
 
 Usage: ``report = generate_traces(rows, TeacherConfig(base_url="http://127.0.0.1:8000/v1", model="r1"),
-"runs/x/teacher.jsonl", verify=answers_match)`` then ``kept_canonical_rows("runs/x/teacher.jsonl")``.
+"runs/x/teacher.jsonl", verify=reply_matches_reference)`` then ``kept_canonical_rows("runs/x/teacher.jsonl")``.
 
 The teacher is any OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp's server, Ollama: POST
 ``{base_url}/chat/completions``) or a local GGUF run in-process by llama-cpp-python (``gguf_path``).

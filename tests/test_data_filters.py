@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from lib.data_filters import (
-    Decontaminator, DuplicateFilter, answers_match, minhash_sketch, ngrams, sketch_similarity, words,
+    Decontaminator, DuplicateFilter, reply_matches_reference, minhash_sketch, ngrams, sketch_similarity, words,
 )
 
 
@@ -33,7 +33,7 @@ def row(prompt: str, think: str = "Let me add the numbers.", answer: str = "The 
     ("A", "The answer is A."),
 ])
 def test_equivalent_answers_match(reference, reply):
-    assert answers_match(reference, reply)
+    assert reply_matches_reference(reference, reply)
 
 
 @pytest.mark.parametrize("reference, reply", [
@@ -48,13 +48,13 @@ def test_equivalent_answers_match(reference, reply):
     ("Evelyn", "Not Evelyn; the answer is Maria."),
 ])
 def test_different_or_missing_answers_do_not_match(reference, reply):
-    assert not answers_match(reference, reply)
+    assert not reply_matches_reference(reference, reply)
 
 
 def test_answers_match_works_off_the_main_thread():
     """math-verify's signal-based timeout only works in the main thread; the teacher stage verifies in workers."""
     results = []
-    worker = threading.Thread(target=lambda: results.append(answers_match("72", "The answer is 72.")))
+    worker = threading.Thread(target=lambda: results.append(reply_matches_reference("72", "The answer is 72.")))
     worker.start()
     worker.join()
     assert results == [True]
