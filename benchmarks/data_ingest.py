@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `lib` when run as a plain script
 
-from lib.reasoning_data import read_reasoning_rows  # noqa: E402
+from lib.data.rows import read_reasoning_rows  # noqa: E402
 
 NAMES = "Ava Ben Cai Dana Eli Fay Gus Hana Ivo Jin Kai Lea Milo Nia Omar Pia Quin Rosa Sami Tara".split()
 FAULTS = 0.02  # share of faulty rows (split evenly over the five kinds)
@@ -75,7 +75,7 @@ def _vary(text: str, shift: int, name: str) -> str:
 def run_check(path: Path, recipe: str, verify: bool) -> dict:
     """`python -m lib data check` in a fresh process (its own peak RSS), timed from outside too."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    code = ("import json; from lib.data_check import data_check; from lib.edge_eval import peak_rss_mib\n"
+    code = ("import json; from lib.data.check import data_check; from lib.evaluate.llama_runs import peak_rss_mib\n"
             f"report = data_check({str(path)!r}, {recipe!r}, verify_answers={verify})\n"
             "report['peak_rss_mib'] = peak_rss_mib(); print(json.dumps(report))")
     started = time.perf_counter()

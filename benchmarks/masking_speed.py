@@ -1,4 +1,4 @@
-"""Masking speed: `lib.masking` against TRL's own `assistant_only_loss` tokenisation, same machine, same tokenizer.
+"""Masking speed: `lib.masking.templates` against TRL's own `assistant_only_loss` tokenisation, same machine, same tokenizer.
 
 Usage: ``HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/masking_speed.py [--family qwen2_5] [--out FILE.json]``
 
@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `lib` when run as a plain script
 
-from lib.masking import build_masked_example, build_masked_examples  # noqa: E402
-from lib.reasoning_data import assistant_text  # noqa: E402
+from lib.masking.templates import build_masked_example, build_masked_examples  # noqa: E402
+from lib.think import assistant_text  # noqa: E402
 
 WORDS = ("the of and to in is that for it as with was on be at by this had not are but from or have an they which "
          "one you were all we when there can more if out so what up about into than them only other new some could "
@@ -108,7 +108,7 @@ def trl_training_template(tokenizer) -> tuple[str | None, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--family", default="qwen2_5", help="tokenizer fixture (lib.tokenizer_loading)")
+    parser.add_argument("--family", default="qwen2_5", help="tokenizer fixture (lib.models)")
     parser.add_argument("--conversations", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=5)
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     import trl
 
     from lib.paths import project_path
-    from lib.tokenizer_loading import load_fixture_tokenizer
+    from lib.models import load_fixture_tokenizer
 
     tokenizer = load_fixture_tokenizer(args.family)
     template_kwargs = {"date_string": "26 Jul 2024"} if args.family == "llama3_2" else {}  # no clock in the text

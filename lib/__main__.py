@@ -1,9 +1,17 @@
-"""Command line: ``python -m lib {run,plan,recipes,mask,data} …`` (see README for examples)."""
+"""Command line: ``python -m lib {run,plan,recipes,mask,data,teacher} …`` (see README for examples)."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+
+from lib.data.filters import reply_matches_reference
+from lib.data.rows import read_reasoning_rows
+from lib.masking.check import run_data_check, run_mask_check
+from lib.plan.recipe_plan import recipe_plan
+from lib.recipe import ParamsError, list_recipes, load_recipe
+from lib.runner import StageFailed, run_recipe
+from lib.teacher import cli as teacher_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,36 +48,30 @@ def main(argv: list[str] | None = None) -> int:
                     "Exit 0 when the file could be read, 2 with a one-line reason when it could not.")
     data_check.add_argument("path", help="file, dataset folder, or hub dataset name")
     data_check.add_argument("--recipe", help="measure lengths with this recipe's tokenizer, template, max_length")
-    data_check.add_argument("--format", help="schema instead of auto-detection (see lib.data_schemas.SCHEMAS)")
+    data_check.add_argument("--format", help="schema instead of auto-detection (see lib.data.schemas.SCHEMAS)")
     data_check.add_argument("--split", default="train", help="split of a dataset folder / hub dataset")
     data_check.add_argument("--config", help="config of a hub dataset")
     data_check.add_argument("--no-verify", action="store_true", help="skip answer verification (math-verify)")
     data_check.add_argument("--rejects", metavar="FILE.jsonl", help="also write every reject with its reason here")
+    teacher = sub.add_parser("teacher", help="generate reasoning traces with a teacher model").add_subparsers(
+        dest="teacher_command", required=True)
+    teacher_cli.add_arguments(teacher.add_parser(
+        "generate", help="run a recipe's teacher_generation block (resumable; prints one JSON line)"))
     args = parser.parse_args(argv)
 
     if args.command == "data":
-        from lib.data_check import main as data_check_main
-
-        return data_check_main(args)
-
-    if args.command == "mask":  # before lib.params: the check needs no recipe
-        from lib.mask_check import run_mask_check
-
+        return run_data_check(args)
+    if args.command == "mask":  # the check needs no recipe
         return run_mask_check(args.tokenizer, args.conversations, args.chat_template, args.last_turn_only,
                               args.template_kwargs)
-
-    from lib.params import ParamsError, list_recipes, load_recipe
-
+    if args.command == "teacher":
+        return teacher_cli.main(args, read_reasoning_rows, reply_matches_reference)
     try:
         if args.command == "recipes":
             print("\n".join(list_recipes()))
         elif args.command == "plan":
-            from lib.plan import recipe_plan
-
             print(json.dumps(recipe_plan(load_recipe(args.recipe)), indent=2))
         else:
-            from lib.runner import StageFailed, run_recipe
-
             try:
                 timings = run_recipe(args.recipe, args.dry_run, args.stages, args.run_dir)
             except StageFailed as err:

@@ -10,7 +10,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from lib.params import list_recipes
+from lib.recipe import list_recipes
 from lib.paths import RUNS_DIR
 from lib.runner import StageFailed, run_recipe
 

@@ -57,3 +57,18 @@ def publish_dir(target: Path, fill: Callable[[Path], None], marker: str) -> Path
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file beside it and a rename: a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -34,24 +34,26 @@ def render_markdown(recipe: str, report: dict) -> str:
     if data:
         audit = data["train_audit"]
         lines += [f"Data: {data['train_rows']} training rows ({audit['schema']}, {audit['rows_read']} rows read), "
-                  f"{data['heldout_rows']} held-out prompts, max_length {data['max_length']}; rejected or removed: "
+                  f"{data['heldout_rows']} held-out prompts; rejected or removed: "
                   f"{audit['rejected_per_reason'] or 'none'}", ""]
     mask = stages.get("02_masking", {})
     if mask:
-        lines += [f"Masks: {mask['trained_fraction']:.1%} of tokens trained, {mask['all_masked']} fully masked, "
-                  f"{mask['dropped_overlong']} dropped over max_length {mask['max_length']}", ""]
+        lines += [f"Masks: {mask['examples']} examples, {mask['trained_fraction']:.1%} of tokens trained, "
+                  f"{mask['all_masked']} fully masked, {mask['dropped_overlong']} dropped over max_length "
+                  f"{mask['max_length']} ({mask['length_policy']['policy']}), {mask['cannot_mask']} the template "
+                  "could not mask", ""]
     train = stages.get("03_train", {})
     if train.get("mode") == "trained":
         lines += [f"Training ({train['backend']}): {train['steps']} steps in {train['train_seconds']:.0f} s, "
                   f"loss {train['first_loss']:.3f} -> {train['last_loss']:.3f}, "
                   f"{train['trainable_params']:,} trainable parameters", ""]
     export = stages.get("04_merge_export", {})
-    if export.get("sizes"):
+    if export.get("files"):
         lines += [f"Merge check: max |logit difference| = {export['max_logit_difference']:.2e} "
                   f"(tolerance {export['merge_atol']})", "", "| file | real bytes | estimated | error |",
                   "|---|---|---|---|"]
         lines += [f"| {s['file']} | {s['real_bytes']:,} | {s['estimated_bytes']:,} | {s['error_pct']:+.2f} % |"
-                  for s in export["sizes"]] + [""]
+                  for s in export["sizes"] if s["real_bytes"] is not None] + [""]
     evaluation = stages.get("05_eval_edge", {})
     if evaluation.get("results"):
         sampling = evaluation["results"][0].get("sampling", {})

@@ -1,10 +1,11 @@
-"""Turn a notebook's scalar parameters (`model`, `dry_run`, `run_dir`) into one validated run config.
+"""One run of the notebooks: the recipe, the run folder, the mode (real or dry-run), and the stage manifests.
 
-Usage: ``cfg = make_run_config("mistral22b", dry_run=True)``
+Usage: ``cfg = make_run_config("mistral22b", dry_run=True)`` (from `lib.modes`, which picks the mode);
+``write_manifest(cfg, "02_masking", consumed, produced, facts)``; ``path = stage_file(cfg, "01_data", "train")``
 
-This is the only place `dry_run` is interpreted: a dry run gets the family's fixture tokenizer, the recipe's
-shipped data sample, a handful of rows and *no model source* (so nothing is downloaded or loaded); stages look
-at the config, never at `dry_run`. Each stage reads and writes only under `cfg.run_dir/<stage>/`.
+Data goes one way: each stage reads what earlier stages wrote under `runs/<recipe>/<stage>/` (found through their
+manifests) and writes only under its own folder, with a manifest saying what it read, wrote and measured.
+`RunMode` is the one place a dry-run differs from a real run: stage code calls the mode and never asks which it is.
 """
 from __future__ import annotations
 
@@ -13,27 +14,39 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
-from lib.params import Recipe, load_recipe
-from lib.paths import project_path, run_dir as default_run_dir
-
-DRY_RUN_TRAIN_ROWS = 16  # enough to see masks and length stats, fast on any machine
-DRY_RUN_EVAL_ROWS = 8
+from lib.paths import atomic_write_text
+from lib.recipe import Recipe
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """What one run of the notebooks needs to know, derived from a recipe and the dry-run switch."""
+class RunMode(Protocol):
+    """What differs between a real run and a dry-run, as named steps (implemented in `lib.modes`)."""
 
-    recipe: Recipe
-    dry_run: bool
-    run_dir: Path
+    name: str  # "real" or "dry-run": shown, never branched on
+    cli_flag: str  # what `python -m lib run` needs to repeat this mode ("" or " --dry-run")
     train_source: str  # file path or hub dataset name
     train_rows: int  # 0 = all
     eval_source: str
     eval_rows: int
-    tokenizer_fixture: str | None  # set in dry-run: the family's real tokenizer shipped in fixtures/
-    model_source: str | None  # None in dry-run: stages validate on the meta device instead of loading weights
+
+    def summary(self) -> dict: ...
+    def tokenizer(self) -> Any: ...
+    def generate_traces(self, settings, prompts: list[dict], verify) -> dict: ...
+    def train(self, recipe: Recipe, dataset, max_length: int, out: Path) -> dict: ...
+    def merge(self, recipe: Recipe, adapter_dir: Path, out: Path, probe_texts: list[str]) -> dict: ...
+    def convert(self, recipe: Recipe, merged_dir: Path, gguf_dir: Path) -> dict[str, Path]: ...
+    def base_gguf(self, recipe: Recipe, out: Path) -> Path | None: ...
+    def evaluate(self, recipe: Recipe, runs: list[dict], prompts: Path, out: Path) -> list[dict]: ...
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What one run of the notebooks needs to know: the validated recipe, where it writes, and how it runs."""
+
+    recipe: Recipe
+    run_dir: Path
+    mode: RunMode
 
     def stage_dir(self, stage: str) -> Path:
         path = self.run_dir / stage
@@ -41,23 +54,8 @@ class RunConfig:
         return path
 
     def summary(self) -> dict:
-        return {"recipe": self.recipe.name, "dry_run": self.dry_run, "run_dir": str(self.run_dir),
-                "train_source": self.train_source, "train_rows": self.train_rows or "all",
-                "eval_rows": self.eval_rows, "tokenizer": self.tokenizer_fixture or "the model's own",
-                "model": self.model_source or "not loaded (dry-run: meta device)", "hardware": self.recipe.hardware}
-
-
-def make_run_config(model: str, dry_run: bool = False, run_dir: str = "", seed: int | None = None) -> RunConfig:
-    """Validated config for recipe `model`; `run_dir` empty means `runs/<model>[-dry-run]/`."""
-    recipe = load_recipe(model)
-    set_seed(recipe.seed if seed is None else seed)
-    folder = project_path(run_dir) if run_dir else default_run_dir(model, dry_run)
-    folder.mkdir(parents=True, exist_ok=True)
-    if dry_run:
-        return RunConfig(recipe, True, folder, recipe.dry_run_dataset_path, DRY_RUN_TRAIN_ROWS,
-                         recipe.eval_dataset_path, DRY_RUN_EVAL_ROWS, recipe.tokenizer_fixture, None)
-    return RunConfig(recipe, False, folder, recipe.dataset_path, recipe.train_rows, recipe.eval_dataset_path,
-                     recipe.eval_rows, None, recipe.model_name_or_path)
+        return {"recipe": self.recipe.name, "mode": self.mode.name, "run_dir": str(self.run_dir),
+                "hardware": self.recipe.hardware, **self.mode.summary()}
 
 
 def set_seed(seed: int) -> None:
@@ -83,7 +81,7 @@ def write_manifest(cfg: RunConfig, stage: str, consumed: dict, produced: dict, f
     manifest = {"stage": stage, "config": cfg.summary(), "consumed": {k: rel(v) for k, v in consumed.items()},
                 "produced": {k: rel(v) for k, v in produced.items()}, "facts": facts or {}}
     path = cfg.stage_dir(stage) / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=2, default=str))
+    atomic_write_text(path, json.dumps(manifest, indent=2, default=str))
     return path
 
 
@@ -92,6 +90,15 @@ def read_manifest(cfg: RunConfig, stage: str) -> dict:
     path = cfg.run_dir / stage / "manifest.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run notebook {stage} for {cfg.recipe.name} first "
-                                f"(python -m lib run {cfg.recipe.name}{' --dry-run' if cfg.dry_run else ''} "
-                                f"--stages {stage[:2]})")
+                                f"(python -m lib run {cfg.recipe.name}{cfg.mode.cli_flag} --stages {stage[:2]})")
     return json.loads(path.read_text())
+
+
+def stage_file(cfg: RunConfig, stage: str, key: str) -> Path:
+    """The file an earlier stage produced under `key` (from its manifest); a clear error if it wrote none."""
+    produced = read_manifest(cfg, stage)["produced"]
+    if key not in produced:
+        raise FileNotFoundError(f"{cfg.run_dir / stage}: its manifest lists no {key!r} (it has {sorted(produced)}); "
+                                f"it was written by an older version: run {stage} again (python -m lib run "
+                                f"{cfg.recipe.name}{cfg.mode.cli_flag} --stages {stage[:2]})")
+    return cfg.run_dir / produced[key]

@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from lib.params import recipe_path
+from lib.recipe import recipe_path
 from lib.paths import NOTEBOOKS_DIR, run_dir as default_run_dir
 
 STAGES = ("01_data", "02_masking", "03_train", "04_merge_export", "05_eval_edge")

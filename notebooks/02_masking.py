@@ -19,8 +19,9 @@
 #
 # Response-only fine-tuning computes the loss on the assistant's tokens only: its think, its answer and the
 # end-of-turn token that teaches it to stop. Everything else — system text, the user's question, role
-# headers — gets label `-100`. The mask comes from the model's **own chat template** (`lib.masking`), with no
-# hand-written delimiters, and is checked on the family's real tokenizer.
+# headers — gets label `-100`. The mask comes from the model's **own chat template** (`lib.masking.templates`),
+# with no hand-written delimiters. This is the only place the training set is tokenised: the masked examples and
+# the `max_length` they fit are saved here, and 03 trains on exactly them.
 
 # %% tags=["parameters"]
 model = "smollm2_135m"
@@ -28,28 +29,48 @@ dry_run = False
 run_dir = ""
 
 # %%
-from IPython.display import HTML, JSON, Image, display
+from IPython.display import display
 
-from lib.masking import colored_html, trained_text
-from lib.run_config import make_run_config, write_manifest
-from lib.stage_data import load_splits, with_data_length
-from lib.stage_masking import (
-    STAGE, example_browser, mask_histograms, mask_rows, tokenizer_for, trained_fraction_table, turn_type_examples,
-)
+from lib.display import (example_browser, facts_table, length_plot, mask_view, rejects_table, table,
+                         trained_fraction_table)
+from lib.masking.stage import STAGE, mask_rows, read_rows, save_masked, turn_type_examples
+from lib.masking.templates import trained_text
+from lib.modes import make_run_config
 
-cfg = with_data_length(make_run_config(model, dry_run, run_dir))  # max_length as stage 01 chose it
-train, heldout = load_splits(cfg)
-tokenizer = tokenizer_for(cfg)
-print(type(tokenizer).__name__, "vocab", len(tokenizer), "eos", tokenizer.eos_token)
+cfg = make_run_config(model, dry_run, run_dir)
+rows = read_rows(cfg)
+tokenizer = cfg.mode.tokenizer()
+display(facts_table({"rows from 01_data": len(rows), "tokenizer": type(tokenizer).__name__,
+                     "vocabulary": len(tokenizer), "eos token": tokenizer.eos_token}))
 
 # %% [markdown]
 # ## Mask every training example
-# Examples longer than `max_length` are never cut (a cut example loses its `</think>`, answer or end-of-turn
-# token): the recipe's `overlong_policy` either stops here or skips them, and they are counted.
+# One batched tokenizer call per 256 rows. Every example is checked to train its `</think>`, its answer and its
+# end-of-turn token; a row the template cannot mask is a counted reject.
 
 # %%
-masked = mask_rows(cfg, train, tokenizer)
-display(JSON(masked.stats))
+masked = mask_rows(cfg.recipe, rows, tokenizer)
+facts = save_masked(cfg, masked)
+display(facts_table({k: facts[k] for k in ("examples", "tokens", "trained_tokens", "trained_fraction",
+                                           "all_masked", "untrained_turns", "cannot_mask")}))
+
+# %% [markdown]
+# ## Token lengths and the length policy
+# A trainer truncating at `max_length` would cut the end of the longest examples — their `</think>`, answer and
+# end-of-turn token, which is how a model never learns to stop. So nothing is cut: `overlong_policy` raises,
+# drops (counted), or fits `max_length` to a percentile of the lengths, with the memory this costs.
+
+# %%
+display(facts_table({"lengths": facts["lengths"], "length policy": facts["length_policy"]["note"],
+                     "max_length for training": facts["max_length"],
+                     "planned memory (GiB)": facts["memory_at_max_length"]["total_gib"],
+                     "budget": f"{cfg.recipe.vram_budget_gib} GiB ({cfg.recipe.hardware})"}))
+display(length_plot(list(masked.lengths.values()), [e.n_trained / len(e.input_ids) for e in masked.examples],
+                    cfg.recipe.max_length, facts["max_length"], cfg.stage_dir(STAGE) / "lengths.png",
+                    cfg.recipe.name))
+
+# %%
+display(rejects_table(facts["rejected_per_reason"], {}))
 
 # %% [markdown]
 # ## What the loss sees, per turn type
@@ -59,11 +80,10 @@ display(JSON(masked.stats))
 # replies (Qwen3 drops their `<think>`) leave those untrained and list them under `untrained_turns`.
 
 # %%
-for title, example in turn_type_examples(cfg, train, tokenizer).items():
-    display(HTML(f"<h4>{title}</h4>"))
-    display(HTML(colored_html(example, tokenizer)))
-    print("trained text:", repr(trained_text(example, tokenizer)[:300]),
-          "| untrained turns:", example.untrained_turns or "none")
+for title, example in turn_type_examples(cfg.recipe, rows, tokenizer).items():
+    display(mask_view(title, example, tokenizer))
+    display(table([{"trained text (start)": trained_text(example, tokenizer)[:300],
+                    "untrained turns": example.untrained_turns or "none"}]))
 
 # %% [markdown]
 # ## Browse every example
@@ -71,22 +91,20 @@ for title, example in turn_type_examples(cfg, train, tokenizer).items():
 # widget's text, the fixed views above stand in for it.
 
 # %%
-display(example_browser(masked, tokenizer))
+display(example_browser(masked.examples, masked.ids, tokenizer))
 
 # %% [markdown]
-# ## Trained-token fraction and lengths
+# ## Trained-token fraction per example
 
 # %%
-display(trained_fraction_table(masked))
-plot = mask_histograms(masked, cfg.stage_dir(STAGE) / "lengths.png", cfg.recipe.max_length, cfg.recipe.name)
-display(Image(filename=str(plot)))
-write_manifest(cfg, STAGE, {"train": len(train)}, {"lengths": plot}, masked.stats)
+display(trained_fraction_table(masked.examples, masked.ids))
 
 # %% [markdown]
 # ## In this notebook we
 # - rendered each conversation with the model's chat template and trained only the assistant's content and
 #   its end-of-turn token,
-# - checked that no example is fully masked and none is silently truncated,
-# - saved the length histogram and mask statistics under `runs/<recipe>/02_masking/`.
+# - measured every example and applied the length policy (nothing truncated, every drop counted),
+# - saved `masked.parquet` (ids, input_ids, labels), `rejects.jsonl`, the length histogram and a manifest with
+#   the max_length training uses under `runs/<recipe>/02_masking/`.
 #
 # Next: **03_train** fine-tunes LoRA adapters on exactly these labels.

@@ -19,10 +19,10 @@
 #
 # The base model stays frozen; small LoRA matrices in the attention (and, if the recipe says so, MLP)
 # projections learn the `<think>…</think>` habit from the masked examples of 02. The backend is chosen
-# from the hardware (`lib.training.select_backend`): Unsloth's `FastLanguageModel` with 4-bit NF4 when CUDA and
-# unsloth are present, transformers + PEFT otherwise, both driven by TRL's `SFTTrainer` (or the distillation
-# trainer when the recipe names a teacher). A dry-run builds the exact architecture on PyTorch's *meta*
-# device — LoRA injected for real, no weights — and validates the trainer config.
+# from the hardware (`lib.train.backends.select_backend`): Unsloth's `FastLanguageModel` with 4-bit NF4 when CUDA
+# and unsloth are present, transformers + PEFT otherwise, both driven by TRL's `SFTTrainer` (or the
+# distillation trainer when the recipe names a teacher). A dry-run builds the exact architecture on PyTorch's
+# *meta* device — LoRA injected for real, no weights — and validates the trainer config.
 
 # %% tags=["parameters"]
 model = "smollm2_135m"
@@ -30,35 +30,33 @@ dry_run = False
 run_dir = ""
 
 # %%
-from IPython.display import JSON, display
+from IPython.display import display
 
-from lib.plan import memory_plan
-from lib.run_config import make_run_config
-from lib.stage_data import load_splits, with_data_length
-from lib.stage_masking import mask_rows, tokenizer_for
-from lib.stage_train import loss_curve, run_training
+from lib.display import facts_table, loss_plot
+from lib.modes import make_run_config
+from lib.plan.recipe_plan import memory_plan
+from lib.train.stage import STAGE, read_masked_examples, run_training, train_log
 
-cfg = with_data_length(make_run_config(model, dry_run, run_dir))  # max_length as stage 01 chose it
-train, _ = load_splits(cfg)
-masked = mask_rows(cfg, train, tokenizer_for(cfg))
-print(f"{len(masked.examples)} masked examples, {masked.stats['trained_tokens']} trained tokens")
+cfg = make_run_config(model, dry_run, run_dir)
+dataset, max_length = read_masked_examples(cfg)  # exactly what 02 masked, and the max_length it chose
+display(facts_table({"masked examples": len(dataset), "max_length (from 02)": max_length}))
 
 # %% [markdown]
 # ## Memory plan on the recipe's target card
 # Weights at the chosen precision, LoRA weights/gradients/optimizer state, activations at `max_length`,
-# logits, and the CUDA context, against `vram_budget_gib` (`lib.memory_plan` documents each assumption).
+# logits, and the CUDA context, against `vram_budget_gib` (`lib.plan.memory` documents each assumption).
 
 # %%
-plan = memory_plan(cfg.recipe).as_dict()
-display(JSON({"hardware": cfg.recipe.hardware, "fits": plan["fits"], "total_gib": plan["total_gib"],
-              "budget_gib": plan["budget_gib"], "components_gib": plan["components_gib"]}))
+plan = memory_plan(cfg.recipe, max_length).as_dict()
+display(facts_table({"hardware": cfg.recipe.hardware, "fits": plan["fits"], "total GiB": plan["total_gib"],
+                     "budget GiB": plan["budget_gib"], **plan["components_gib"]}))
 
 # %% [markdown]
 # ## Train (or validate on the meta device)
 
 # %%
-facts = run_training(cfg, masked)
-display(JSON(facts))
+facts = run_training(cfg, dataset, max_length)
+display(facts_table(facts))
 
 # %% [markdown]
 # ## Loss curve
@@ -66,11 +64,12 @@ display(JSON(facts))
 # arithmetic style of the traces; whether it *closes* its thoughts is measured on the exported file in 05.
 
 # %%
-display(loss_curve(cfg))
+display(loss_plot(train_log(cfg), cfg.stage_dir(STAGE) / "loss.png",
+                  f"{cfg.recipe.name}: LoRA r={cfg.recipe.lora_r}"))
 
 # %% [markdown]
 # ## In this notebook we
-# - re-masked the training split exactly as 02 showed it,
+# - read the masked examples 02 saved (nothing re-tokenised),
 # - checked the memory plan against the target card,
 # - trained LoRA adapters (or validated the recipe on the meta device) and saved them under
 #   `runs/<recipe>/03_train/adapter/` with checkpoints, a training log and the loss curve.

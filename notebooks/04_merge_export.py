@@ -22,7 +22,7 @@
 # logits within 1e-3), converts the merged model with llama.cpp's own `convert_hf_to_gguf.py` (from the
 # `llama-cpp-python` sdist, with the chat template embedded in the file), and quantizes it with
 # `llama_cpp.llama_model_quantize` to each type the recipe lists. Real file sizes sit beside the estimates
-# computed from the architecture alone (`lib.gguf_size`).
+# computed from the architecture alone (`lib.plan.gguf_size`).
 
 # %% tags=["parameters"]
 model = "smollm2_135m"
@@ -30,15 +30,17 @@ dry_run = False
 run_dir = ""
 
 # %%
-from IPython.display import JSON, display
+from IPython.display import display
 
-from lib.reasoning_data import to_chat_messages
-from lib.run_config import make_run_config
-from lib.stage_data import load_splits
-from lib.stage_export import run_export
+from lib.conversation import to_chat_messages
+from lib.display import facts_table, table
+from lib.export.stage import run_export
+from lib.jsonl import read_jsonl
+from lib.modes import make_run_config
+from lib.run_config import stage_file
 
 cfg = make_run_config(model, dry_run, run_dir)
-train, _ = load_splits(cfg)
+train = read_jsonl(stage_file(cfg, "01_data", "train"))
 # probe texts for the merge check: real training conversations, question and reasoning included
 probe_texts = ["\n".join(m["content"] for m in to_chat_messages(row)) for row in train[:3]]
 
@@ -47,7 +49,7 @@ probe_texts = ["\n".join(m["content"] for m in to_chat_messages(row)) for row in
 
 # %%
 facts = run_export(cfg, probe_texts)
-display(JSON({k: v for k, v in facts.items() if k not in ("sizes", "files")}))
+display(facts_table({k: v for k, v in facts.items() if k in ("mode", "max_logit_difference", "merge_atol")}))
 
 # %% [markdown]
 # ## Real sizes beside the estimates
@@ -55,7 +57,9 @@ display(JSON({k: v for k, v in facts.items() if k not in ("sizes", "files")}))
 # back when a row length is not a multiple of the 256-wide K-quant block) plus the tokenizer metadata.
 
 # %%
-display(JSON({"sizes": facts.get("sizes", facts.get("files"))}))
+display(table(facts["sizes"]))
+display(table([{"file": quant, **counts} for quant, counts in facts["tensor_types"].items()],
+              title="Tensors per ggml type", empty="No file was written (dry-run): estimates only."))
 
 # %% [markdown]
 # ## In this notebook we

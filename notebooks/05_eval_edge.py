@@ -31,35 +31,43 @@ dry_run = False
 run_dir = ""
 
 # %%
-from IPython.display import JSON, display
+from IPython.display import display
 
-from lib.run_config import make_run_config
-from lib.stage_data import load_splits
-from lib.stage_eval import STAGE, results_chart, run_eval, results_table
+from lib.display import facts_table, results_chart, table
+from lib.evaluate.stage import STAGE, read_heldout, run_eval
+from lib.modes import make_run_config
 
 cfg = make_run_config(model, dry_run, run_dir)
-_, heldout = load_splits(cfg)
-print(f"{len(heldout)} held-out prompts")
+heldout = read_heldout(cfg)
+display(facts_table({"held-out prompts": len(heldout), "sampling": cfg.recipe.eval_sampling(),
+                     "max new tokens": cfg.recipe.eval_max_tokens}))
 
 # %% [markdown]
 # ## Run every file on the held-out prompts
-# (In a dry-run: the prompts are checked and the memory each file needs on a device is estimated.)
+# (In a dry-run no model runs: the prompts are checked and the memory each file needs on a device is estimated.)
 
 # %%
 facts = run_eval(cfg, heldout)
-display(results_table(facts))
+display(table(facts["edge_memory"], title="Memory on a device: weights + KV cache at eval_n_ctx"))
+
+# %%
+display(table([{"file": f"{r['label']} ({r['file']})", "closed </think>": f"{r['closure_rate']:.0%}",
+                "opened": f"{r['opened_think_rate']:.0%}", "accuracy": f"{r['accuracy']:.0%}",
+                "mean think tokens": r["mean_think_tokens"], "hit max_tokens": r["hit_max_tokens"],
+                "tok/s": r["tokens_per_second"], "peak RSS MiB": r["peak_rss_mib"]} for r in facts["results"]],
+              empty="No model was run (dry-run)."))
 
 # %% [markdown]
 # ## Closure and accuracy per file
 
 # %%
-display(results_chart(facts, cfg.stage_dir(STAGE) / "results.png", cfg.recipe.name))
+display(results_chart(facts["results"], cfg.stage_dir(STAGE) / "results.png", cfg.recipe.name))
 
 # %% [markdown]
 # ## One answer from the distilled model
 
 # %%
-display(JSON(facts.get("example", {"note": "no generation in a dry-run"})))
+display(facts_table(facts["example"], empty="No generation in a dry-run."))
 
 # %% [markdown]
 # ## In this notebook we

@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from lib.params import list_recipes, load_recipe
-from lib.plan import recipe_plan
-from lib.run_config import make_run_config
+from lib.recipe import list_recipes, load_recipe
+from lib.plan.recipe_plan import recipe_plan
+from lib.modes import make_run_config
 
 RECIPES = ["llama32_1b_kd", "llama32_3b", "llama32_3b_thinking8k", "mistral22b", "nanbeige4_3b_coldstart",
            "smollm2_135m"]
@@ -25,39 +25,25 @@ def test_recipe_loads_and_plans(name):
     assert plan["memory_plan"]["fits"], f"{name} does not fit its own vram_budget_gib"
 
 
-def test_llama32_3b_recipe_is_the_8gb_qlora_recipe():
-    r = load_recipe("llama32_3b")
-    assert (r.lora_r, r.lora_alpha, r.lora_dropout) == (16, 32, 0.05)
-    assert r.lora_target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
-    assert r.load_in_4bit and r.optim == "adamw_8bit" and r.num_train_epochs == 3 and r.max_length == 4096
-    plan = recipe_plan(r)
-    assert plan["memory_plan"]["total_bytes"] <= 8 * 2**30
-    assert abs(plan["gguf_bytes"]["Q4_K_M"] - 2.02e9) / 2.02e9 < 0.02
+@pytest.mark.parametrize("name, card_gib, q4km_bytes", [("llama32_3b", 8, 2.02e9), ("mistral22b", 24, 13.3e9)])
+def test_gpu_recipes_fit_their_card_and_q4km_is_the_published_size(name, card_gib, q4km_bytes):
+    plan = recipe_plan(load_recipe(name))
+    assert plan["memory_plan"]["total_bytes"] <= card_gib * 2**30
+    assert abs(plan["gguf_bytes"]["Q4_K_M"] - q4km_bytes) / q4km_bytes < 0.02
 
 
-def test_mistral22b_recipe_fits_24gb_and_q4km_is_13_3_gb():
-    r = load_recipe("mistral22b")
-    assert (r.lora_r, r.lora_alpha, r.max_length, r.load_in_4bit) == (64, 128, 8192, True)
-    assert len(r.lora_target_modules) == 7
-    plan = recipe_plan(r)
-    assert plan["memory_plan"]["total_bytes"] <= 24 * 2**30
-    assert abs(plan["gguf_bytes"]["Q4_K_M"] - 13.3e9) / 13.3e9 < 0.02
-
-
-def test_kd_recipe_hyperparameters():
-    r = load_recipe("llama32_1b_kd")
-    assert (r.lora_r, r.lora_alpha, r.lora_target_modules) == (4, 8, ["q_proj", "k_proj", "v_proj"])
-    assert (r.distill_alpha, r.distill_temperature, r.learning_rate) == (0.5, 2.0, 5e-5)
-    assert (r.per_device_train_batch_size, r.num_train_epochs, r.max_length) == (16, 1.0, 128)
-    assert r.teacher_load_in_4bit and r.teacher_architecture == "llama-3-8b"
-
-
-def test_dry_run_is_one_switch_turned_into_config(tmp_path):
+def test_dry_run_is_one_switch_turned_into_a_mode(tmp_path):
     real = make_run_config("mistral22b", dry_run=False, run_dir=str(tmp_path / "a"))
     dry = make_run_config("mistral22b", dry_run=True, run_dir=str(tmp_path / "b"))
-    assert real.model_source == "mistralai/Mistral-Small-Instruct-2409" and real.tokenizer_fixture is None
-    assert dry.model_source is None and dry.tokenizer_fixture == "mistral_v3"
-    assert dry.train_rows and dry.train_rows < 100
+    assert real.recipe == dry.recipe  # one recipe, read the same way in both modes
+    assert real.mode.model_path == "mistralai/Mistral-Small-Instruct-2409"  # a hub id resolves to itself
+    assert real.mode.train_source == real.recipe.dataset_path and real.mode.train_rows == real.recipe.train_rows
+    assert dry.mode.train_source == dry.recipe.dry_run_dataset_path and 0 < dry.mode.train_rows < 100
+    assert dry.mode.summary()["tokenizer"] == "fixtures/tokenizers/mistral_v3"
+    assert dry.mode.tokenizer().eos_token == "</s>"
+    assert dry.mode.convert(dry.recipe, tmp_path, tmp_path) == {} and dry.mode.base_gguf(dry.recipe, tmp_path) is None
+    assert dry.mode.evaluate(dry.recipe, [{"label": "x"}], tmp_path, tmp_path) == []
+    assert dry.summary()["mode"] == "dry-run" and real.summary()["mode"] == "real"
 
 
 def test_plan_cli_prints_one_json_object():

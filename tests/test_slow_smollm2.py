@@ -8,15 +8,18 @@ from collections import Counter
 import pytest
 
 from lib.architectures import load_architecture
-from lib.base_model import packaged_gguf, resolve_base_model
-from lib.edge_eval import evaluate_gguf, speed_benchmark
-from lib.gguf_export import convert_to_gguf, gguf_tensor_type_counts, merge_adapter, quantize_gguf
-from lib.gguf_size import estimate_gguf_bytes, tensor_types
-from lib.masking import build_masked_example, trained_text
-from lib.params import load_recipe, with_overrides
-from lib.reasoning_data import prompt_messages, read_reasoning_rows, to_chat_messages, write_jsonl
-from lib.tokenizer_loading import load_fixture_tokenizer, load_model_tokenizer
-from lib.training import TRANSFORMERS, train_lora
+from lib.models import packaged_gguf, resolve_base_model
+from lib.evaluate.llama_runs import evaluate_gguf, speed_benchmark
+from lib.export.gguf import convert_to_gguf, gguf_tensor_type_counts, quantize_gguf
+from lib.export.merge import merge_adapter
+from lib.plan.gguf_size import estimate_gguf_bytes, tensor_types
+from lib.masking.templates import build_masked_example, trained_text
+from lib.recipe import load_recipe, with_overrides
+from lib.conversation import prompt_messages, to_chat_messages
+from lib.data.rows import read_reasoning_rows
+from lib.jsonl import write_jsonl
+from lib.models import load_fixture_tokenizer, load_model_tokenizer
+from lib.train.backends import TRANSFORMERS, train_lora
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,198 @@
+"""Everything the notebooks show: tables, pictures, the coloured mask view and the example browser.
+
+Usage: ``display(facts_table(facts))``; ``display(loss_plot(log_history, path, title))``
+
+Stage modules compute; this module shows. Every result renders the same in JupyterLab, in nbconvert HTML and on
+GitHub: Markdown tables and PNG pictures (never a bare JSON display, which only JupyterLab renders). Figures go
+through one tail, `_saved`, so every PNG is written the same way.
+"""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from IPython.display import HTML, Image, Markdown
+
+from lib.masking.templates import IGNORE_INDEX, MaskedExample
+
+_CELL_CHARS = 90  # a table cell longer than this is cut for display (the files hold everything)
+
+
+# --- tables ---------------------------------------------------------------------------------------------------
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        text = f"{value:.4g}"
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
+        text = f"{value:,}"
+    elif isinstance(value, dict):
+        text = ", ".join(f"{k}: {_cell(v)}" for k, v in value.items()) or "–"
+    elif isinstance(value, (list, tuple)):
+        text = ", ".join(_cell(v) for v in value) or "–"
+    else:
+        text = "–" if value is None else str(value)
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= _CELL_CHARS else text[:_CELL_CHARS - 1] + "…"
+
+
+def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Rows of dicts as a Markdown table (columns: the first row's keys unless given)."""
+    if not rows:
+        return "_(none)_"
+    columns = columns or list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def facts_table(facts: dict | None, title: str = "", empty: str = "nothing to show") -> Markdown:
+    """A dict as a two-column table of what and value (nested dicts on one line); `empty` when there is none."""
+    if not facts:
+        return note(empty)
+    head = f"**{title}**\n\n" if title else ""
+    return Markdown(head + markdown_table([{"what": k, "value": v} for k, v in facts.items()]))
+
+
+def table(rows: list[dict], columns: list[str] | None = None, title: str = "", empty: str = "") -> Markdown:
+    """Rows of dicts as a table under an optional bold title; `empty` (italic) when there are no rows."""
+    if not rows and empty:
+        return note(empty)
+    head = f"**{title}**\n\n" if title else ""
+    return Markdown(head + markdown_table(rows, columns))
+
+
+def rejects_table(counts: dict[str, int], samples: dict[str, list[dict]], extra: dict[str, int] | None = None,
+                  shown: int = 3) -> Markdown:
+    """Each reject reason with its count and its first source lines and details."""
+    if not counts and not extra:
+        return Markdown("No row was rejected or removed.")
+    rows = [{"reason": reason, "rows": n,
+             "first lines (detail)": "; ".join(f"{s['line']} ({s['detail']})" if s["detail"] else str(s["line"])
+                                               for s in samples.get(reason, [])[:shown])}
+            for reason, n in counts.items()]
+    rows += [{"reason": reason, "rows": n, "first lines (detail)": ""} for reason, n in (extra or {}).items()]
+    return table(rows)
+
+
+# --- masks ----------------------------------------------------------------------------------------------------
+
+def colored_html(example: MaskedExample, tokenizer, max_tokens: int = 400) -> str:
+    """HTML of the rendered conversation: trained tokens green, masked grey; special tokens shown literally."""
+    spans = []
+    for i, (tok, label) in enumerate(zip(example.input_ids, example.labels)):
+        if i >= max_tokens:
+            spans.append(f"<span style='color:#888'> … {len(example.input_ids) - max_tokens} more tokens</span>")
+            break
+        piece = html.escape(tokenizer.decode([tok])).replace("\n", "↵<br>")
+        style = "background:#c8f7c5;color:#000" if label != IGNORE_INDEX else "background:#eee;color:#777"
+        spans.append(f"<span style='{style};border-right:1px solid #fff' title='{tok}'>{piece}</span>")
+    legend = ("<div style='font:12px sans-serif;margin-bottom:4px'><span style='background:#c8f7c5'>trained</span> "
+              "<span style='background:#eee;color:#777'>masked (-100)</span></div>")
+    return legend + "<div style='font:12px monospace;line-height:1.6;white-space:normal'>" + "".join(spans) + "</div>"
+
+
+def mask_view(title: str, example: MaskedExample, tokenizer) -> HTML:
+    """One example's coloured view under a heading."""
+    return HTML(f"<h4>{html.escape(title)}</h4>" + colored_html(example, tokenizer))
+
+
+def example_browser(examples: list[MaskedExample], ids: list[str], tokenizer):
+    """A slider over every masked example with its coloured view (live in JupyterLab; static notebooks show the
+    widget's text only, which is why the notebook also shows fixed examples)."""
+    import ipywidgets as widgets
+
+    slider = widgets.IntSlider(value=0, min=0, max=max(0, len(examples) - 1), description="example")
+    view = widgets.HTML()
+
+    def show(_change=None):
+        example = examples[slider.value]
+        view.value = (f"<b>{ids[slider.value]}</b>: {len(example.input_ids)} tokens, {example.n_trained} "
+                      f"trained<br>" + colored_html(example, tokenizer))
+
+    slider.observe(show, names="value")
+    show()
+    return widgets.VBox([slider, view])
+
+
+def trained_fraction_table(examples: list[MaskedExample], ids: list[str], limit: int = 10) -> Markdown:
+    """Per-sample stats: id, tokens, trained tokens, trained fraction, untrained turns (first `limit`)."""
+    rows = [{"id": i, "tokens": len(e.input_ids), "trained": e.n_trained,
+             "trained fraction": f"{e.n_trained / len(e.input_ids):.1%}", "untrained turns": len(e.untrained_turns)}
+            for i, e in list(zip(ids, examples))[:limit]]
+    more = len(examples) - limit
+    return Markdown(markdown_table(rows) + (f"\n\n… and {more} more (all in the histogram)" if more > 0 else ""))
+
+
+# --- pictures -------------------------------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _saved(fig, path: Path) -> Image:
+    """The one tail of every figure: tight layout, PNG at 110 dpi, closed, shown as an image."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return Image(filename=str(path))
+
+
+def length_plot(lengths: list[int], trained_fractions: list[float], recipe_max_length: int, max_length: int,
+                path: Path, title: str) -> Image:
+    """Tokens per example (every example measured, dropped ones included) with the recipe's and the chosen
+    max_length, beside the trained fraction of each kept example."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3))
+    over = sum(n > max_length for n in lengths)
+    left.hist(lengths, bins=40, color="#4c72b0")
+    left.axvline(recipe_max_length, color="#c44e52", linestyle="--", label=f"recipe max_length {recipe_max_length}")
+    if max_length != recipe_max_length:
+        left.axvline(max_length, color="#55a868", linestyle="-", label=f"fitted max_length {max_length}")
+    left.set(xlabel="tokens per example (chat template, as trained)", ylabel="examples",
+             title=f"{title}: {over} of {len(lengths)} over max_length")
+    left.legend(fontsize=8)
+    right.hist(trained_fractions, bins=30, range=(0, 1), color="#55a868")
+    right.set(xlabel="trained fraction of the example's tokens", ylabel="examples", title="response-only mask")
+    return _saved(fig, path)
+
+
+def loss_plot(log_history: list[dict], path: Path, title: str) -> Image | Markdown:
+    """Training loss per optimizer step, from the trainer's log history (a note when nothing was trained)."""
+    points = [(row["step"], row["loss"]) for row in log_history if "loss" in row]
+    if not points:
+        return note("No loss curve: nothing was trained (a dry-run validates on the meta device).")
+    plt = _pyplot()
+    steps, losses = zip(*points)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(steps, losses, marker="o", markersize=3)
+    ax.set(xlabel="optimizer step", ylabel="training loss (response tokens)", title=title)
+    ax.grid(alpha=0.3)
+    return _saved(fig, path)
+
+
+def results_chart(results: list[dict], path: Path, title: str) -> Image | Markdown:
+    """Bar chart of `</think>` closure and accuracy per judged file, tokens/s above each pair."""
+    if not results:
+        return note("No chart: no model was run (dry-run).")
+    plt = _pyplot()
+    labels = [r["label"].replace("-no-", "\nno-") for r in results]  # the ablation's long label on two lines
+    x = range(len(labels))
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.bar([i - 0.2 for i in x], [100 * r["closure_rate"] for r in results], 0.4, label="</think> closed %")
+    ax.bar([i + 0.2 for i in x], [100 * r["accuracy"] for r in results], 0.4, label="answer correct %")
+    for i, r in enumerate(results):
+        ax.annotate(f"{r['tokens_per_second']:.0f} tok/s", (i, 102), ha="center", fontsize=8)
+    ax.set_xticks(list(x), labels, fontsize=8)
+    ax.set(ylim=(0, 112), ylabel="% of held-out prompts", title=title)
+    ax.legend(loc="center right", fontsize=8)
+    return _saved(fig, path)
+
+
+def note(text: str) -> Markdown:
+    """A short italic remark (e.g. why a dry-run shows no picture here)."""
+    return Markdown(f"_{text}_")

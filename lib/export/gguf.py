@@ -1,0 +1,129 @@
+"""Convert a merged model to GGUF with llama.cpp's own converter, quantize it, and compare sizes with estimates.
+
+Usage: ``f16 = convert_to_gguf(merged_dir, out / "model-F16.gguf"); quantize_gguf(f16, out / "model-Q8_0.gguf", "Q8_0")``
+
+The converter is `convert_hf_to_gguf.py` from the llama.cpp that `llama-cpp-python` vendors: it is taken from
+that package's sdist (kept in the user cache, downloaded from PyPI once if missing), never copied into this
+repo, and run with the sdist's own `gguf-py` so converter and quantizer come from the same llama.cpp.
+Quantization goes through `llama_cpp.llama_model_quantize`, the library call behind `llama-quantize`.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from lib.paths import cache_dir, publish_dir
+
+_CONVERTER_MEMBERS = ("vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/conversion/",
+                      "vendor/llama.cpp/gguf-py/")
+
+
+class ExportError(RuntimeError):
+    """Conversion or quantization failed; the message carries the tool's own error."""
+
+
+def llama_cpp_version() -> str:
+    from importlib.metadata import version
+
+    return version("llama-cpp-python")
+
+
+def llama_cpp_sources(version: str | None = None) -> Path:
+    """Folder holding `convert_hf_to_gguf.py`, `conversion/` and `gguf-py/` of the installed llama-cpp-python."""
+    version = version or llama_cpp_version()
+    target = cache_dir() / f"llama.cpp-{version}"
+    if (target / "convert_hf_to_gguf.py").is_file():
+        return target
+    sdist = cache_dir() / f"llama_cpp_python-{version}.tar.gz"
+    if not sdist.is_file():
+        _download_sdist(version, sdist.parent)
+
+    def fill(folder: Path) -> None:
+        with tarfile.open(sdist) as archive:
+            prefix = f"llama_cpp_python-{version}/"
+            members = [m for m in archive.getmembers()
+                       if any(m.name.startswith(prefix + want) for want in _CONVERTER_MEMBERS)]
+            for member in members:
+                member.name = member.name[len(prefix + "vendor/llama.cpp/"):]
+            archive.extractall(folder, members=members, filter="data")
+
+    publish_dir(target, fill, "convert_hf_to_gguf.py")
+    return target
+
+
+def _download_sdist(version: str, folder: Path) -> None:
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+               f"llama-cpp-python=={version}", "-d", str(folder)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ExportError(f"could not fetch the llama-cpp-python {version} sdist (it carries convert_hf_to_gguf.py): "
+                          f"{done.stderr.strip()[-500:]}. Put llama_cpp_python-{version}.tar.gz into {folder}.")
+
+
+def convert_to_gguf(hf_dir: Path, out_path: Path, outtype: str = "f16") -> Path:
+    """Run llama.cpp's converter on a merged HF folder; the chat template travels into the GGUF metadata."""
+    sources = llama_cpp_sources()
+    env = {**os.environ, "PYTHONPATH": str(sources / "gguf-py") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    command = [sys.executable, str(sources / "convert_hf_to_gguf.py"), str(hf_dir), "--outtype", outtype,
+               "--outfile", str(out_path)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0 or not out_path.is_file():
+        raise ExportError(f"convert_hf_to_gguf.py failed on {hf_dir}:\n{done.stderr.strip()[-2000:]}")
+    return out_path
+
+
+def quantize_gguf(source: Path, target: Path, quant_type: str, n_threads: int = 2) -> Path:
+    """Quantize `source` (a 16-bit GGUF) to `quant_type` (e.g. Q8_0, Q4_K_M) with llama.cpp's quantizer."""
+    import llama_cpp
+
+    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant_type}", None)
+    if ftype is None:
+        known = sorted(n.removeprefix("LLAMA_FTYPE_MOSTLY_") for n in dir(llama_cpp) if n.startswith("LLAMA_FTYPE_MOSTLY_"))
+        raise ExportError(f"unknown quant type {quant_type!r}; llama.cpp knows: {', '.join(known)}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.nthread = ftype, n_threads
+    status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params)
+    if status != 0 or not target.is_file():
+        raise ExportError(f"llama_model_quantize({source.name} -> {quant_type}) returned {status}")
+    return target
+
+
+def gguf_tensor_type_counts(path: Path) -> dict[str, int]:
+    """How many tensors of each ggml type a GGUF holds (shows llama.cpp's fallbacks, e.g. in Q4_K_M)."""
+    from collections import Counter
+
+    from gguf import GGUFReader
+
+    return dict(Counter(t.tensor_type.name for t in GGUFReader(path).tensors).most_common())
+
+
+def size_table(files: dict[str, Path], estimates: dict[str, int]) -> list[dict]:
+    """One row per planned file: quant type, file name, estimated bytes and, for a file written, its real bytes
+    and the estimate's relative error (pure, for the notebook table)."""
+    rows = []
+    for quant, estimate in estimates.items():
+        row = {"quant": quant, "file": files[quant].name if quant in files else None, "estimated_bytes": estimate,
+               "real_bytes": None, "error_pct": None}
+        if quant in files:
+            real = files[quant].stat().st_size
+            row.update(real_bytes=real, error_pct=round(100 * (estimate - real) / real, 2))
+        rows.append(row)
+    return rows
+
+
+def gguf_name(recipe_name: str, quant: str) -> str:
+    return f"{recipe_name}-{quant}.gguf"
+
+
+def export_ggufs(recipe_name: str, merged_dir: Path, gguf_dir: Path, quant_types: list[str], n_threads: int
+                 ) -> dict[str, Path]:
+    """F16 from the merged folder, then each quant type from it: {quant: path}."""
+    gguf_dir.mkdir(parents=True, exist_ok=True)
+    files = {"F16": convert_to_gguf(merged_dir, gguf_dir / gguf_name(recipe_name, "F16"), "f16")}
+    for quant in quant_types:
+        if quant != "F16":
+            files[quant] = quantize_gguf(files["F16"], gguf_dir / gguf_name(recipe_name, quant), quant, n_threads)
+    return files

@@ -1,0 +1,235 @@
+"""LoRA SFT (or logit distillation) through PEFT + TRL, with the backend chosen from the hardware.
+
+Usage: ``result = train_lora(recipe, model_path, dataset, max_length, out_dir, detect_backend(recipe))``
+
+Backends: Unsloth's `FastLanguageModel` (+ bitsandbytes 4-bit) when CUDA and `unsloth` are present,
+transformers + PEFT otherwise. On a CPU a recipe that asks for 4-bit is refused: bitsandbytes 0.50's CPU
+4-bit path silently corrupts LoRA gradients after any eval-mode/generate forward on AVX512-BF16 CPUs.
+Without a model source (dry-run) the recipe's architecture is built on the meta device: LoRA is injected for
+real, so target-module names and trainable-parameter counts are checked exactly, with no weights at all.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lib.architectures import build_hf_config, load_architecture, parameter_count
+from lib.paths import atomic_write_text
+from lib.recipe import Recipe
+from lib.train.distill_trainer import DistillationTrainer
+
+UNSLOTH, TRANSFORMERS = "unsloth", "transformers+peft"
+
+
+class BackendError(RuntimeError):
+    """The recipe cannot run on this hardware; the message says why and what to change."""
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def select_backend(recipe: Recipe, has_cuda: bool, has_unsloth: bool) -> str:
+    """Which training stack runs `recipe` here (pure, so every combination is testable)."""
+    if recipe.load_in_4bit and not has_cuda:
+        raise BackendError(
+            f"recipe {recipe.name!r} sets load_in_4bit: true but no CUDA GPU is present. bitsandbytes' CPU 4-bit "
+            "path silently corrupts LoRA gradients after any eval/generate forward (bnb 0.50, AVX512-BF16 CPUs), "
+            "so this project refuses it: run on a GPU, or set load_in_4bit: false for a CPU run")
+    return UNSLOTH if has_cuda and has_unsloth else TRANSFORMERS
+
+
+def detect_backend(recipe: Recipe) -> str:
+    return select_backend(recipe, cuda_available(), importlib.util.find_spec("unsloth") is not None)
+
+
+def lora_config(recipe: Recipe):
+    from peft import LoraConfig
+
+    return LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
+                      target_modules=list(recipe.lora_target_modules), bias="none", task_type="CAUSAL_LM")
+
+
+def check_target_modules(model, target_modules) -> None:
+    """Every LoRA target must name a Linear in the model: PEFT only fails when *none* match, so a typo among
+    several names would silently train fewer layers."""
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in target_modules if t not in present]
+    if missing:
+        raise ValueError(f"lora_target_modules {missing} not found in {type(model).__name__}; its projection names "
+                         f"include {sorted(n for n in present if n.endswith('_proj'))}")
+
+
+def sft_config(recipe: Recipe, output_dir: Path, on_gpu: bool, max_length: int | None = None):
+    """TRL `SFTConfig` from the recipe (validated by TRL/transformers on construction)."""
+    from trl import SFTConfig
+
+    return SFTConfig(**sft_kwargs(recipe, output_dir, on_gpu, max_length))
+
+
+def sft_kwargs(recipe: Recipe, output_dir: Path, on_gpu: bool, max_length: int | None = None) -> dict:
+    """The `SFTConfig` arguments for `recipe`; every training key is passed under its own name (pure).
+
+    `max_length`: the one 02_masking chose (the recipe's unless `overlong_policy: fit`); every example fits it.
+    """
+    bf16 = on_gpu and recipe.torch_dtype == "bfloat16"
+    return dict(
+        output_dir=str(output_dir), max_length=max_length or recipe.max_length,
+        num_train_epochs=recipe.num_train_epochs,
+        max_steps=recipe.max_steps, per_device_train_batch_size=recipe.per_device_train_batch_size,
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps, learning_rate=recipe.learning_rate,
+        lr_scheduler_type=recipe.lr_scheduler_type,
+        warmup_steps=int(recipe.warmup_steps) if recipe.warmup_steps >= 1 else recipe.warmup_steps,
+        weight_decay=recipe.weight_decay, optim=recipe.optim if on_gpu else _cpu_optim(recipe.optim),
+        # TRL turns gradient checkpointing on by default; the recipe decides (Unsloth sets its own variant).
+        activation_checkpointing=recipe.gradient_checkpointing and on_gpu,
+        logging_steps=recipe.logging_steps, save_steps=recipe.save_steps, save_total_limit=2, seed=recipe.seed,
+        bf16=bf16, fp16=on_gpu and recipe.torch_dtype == "float16", use_cpu=not on_gpu, report_to=[],
+        dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True,
+    )
+
+
+def _cpu_optim(optim: str) -> str:
+    # 8-bit optimizers live in bitsandbytes' CUDA kernels; on a CPU the same recipe uses plain AdamW.
+    return "adamw_torch" if "8bit" in optim else optim
+
+
+def meta_lora_model(recipe: Recipe, architecture: str | None = None):
+    """The recipe's architecture on the meta device with its LoRA adapters injected (no weights allocated).
+
+    Returns (peft_model, trainable_params, total_params). Raises if a target module does not exist.
+    """
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    config = build_hf_config(architecture or recipe.architecture)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    check_target_modules(model, recipe.lora_target_modules)
+    peft_model = get_peft_model(model, lora_config(recipe))
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    return peft_model, trainable, total
+
+
+def validate_on_meta_device(recipe: Recipe, max_length: int, out: Path) -> dict:
+    """The dry-run of training: the architecture on the meta device with LoRA injected for real (target names and
+    trainable counts exact, no weights) and the TRL config built and validated; returns the facts."""
+    _, trainable, total = meta_lora_model(recipe)
+    sft_config(recipe, out / "checkpoints", on_gpu=False, max_length=max_length)  # TRL validates what it can here
+    facts = {"mode": "dry-run (meta device, no weights)", "trainable_params": trainable, "total_params": total,
+             "backend_with_cuda_and_unsloth": select_backend(recipe, has_cuda=True, has_unsloth=True),
+             "gpu_sft_config": {k: v for k, v in sft_kwargs(recipe, out, on_gpu=True, max_length=max_length).items()
+                                if k != "output_dir"}}
+    if recipe.teacher_architecture:
+        facts["teacher_params"] = parameter_count(load_architecture(recipe.teacher_architecture))
+    return facts
+
+
+def load_for_training(recipe: Recipe, model_path: str, backend: str, max_length: int | None = None):
+    """(model with LoRA adapters, tokenizer) for `backend`."""
+    import torch
+
+    dtype = getattr(torch, recipe.torch_dtype)
+    if backend == UNSLOTH:  # GPU only: never reached on a CPU machine
+        from unsloth import FastLanguageModel
+
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=model_path, max_seq_length=max_length or recipe.max_length, dtype=dtype,
+            load_in_4bit=recipe.load_in_4bit)
+        model = FastLanguageModel.get_peft_model(
+            model, r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
+            target_modules=list(recipe.lora_target_modules), bias="none",
+            use_gradient_checkpointing="unsloth" if recipe.gradient_checkpointing else False,
+            random_state=recipe.seed)
+        return model, tokenizer
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"dtype": dtype, "trust_remote_code": recipe.trust_remote_code}
+    if recipe.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    if recipe.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.gradient_checkpointing)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=recipe.trust_remote_code)
+    check_target_modules(model, recipe.lora_target_modules)
+    return get_peft_model(model, lora_config(recipe)), tokenizer
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: Path
+    log_history: list = field(default_factory=list)
+    seconds: float = 0.0
+    steps: int = 0
+    trainable_params: int = 0
+    total_params: int = 0
+
+    def losses(self) -> list[tuple[int, float]]:
+        return [(row["step"], row["loss"]) for row in self.log_history if "loss" in row]
+
+
+def train_lora(recipe: Recipe, model_path: str, dataset, max_length: int, out_dir: Path, backend: str,
+               teacher_path: str = "") -> TrainResult:
+    """Train LoRA adapters on the masked examples of 02 (a `datasets.Dataset` of input_ids/labels, TRL uses it as
+    is: no re-tokenising); save the adapter + tokenizer to `out_dir/adapter` and the log to `train_log.json`."""
+    model, tokenizer = load_for_training(recipe, model_path, backend, max_length)
+    args = sft_config(recipe, out_dir / "checkpoints", on_gpu=backend == UNSLOTH or cuda_available(),
+                      max_length=max_length)
+    dataset = dataset.select_columns(["input_ids", "labels"])  # the id column is for people, not the collator
+    if teacher_path:
+        teacher = _load_teacher(recipe, teacher_path)
+        trainer = DistillationTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                      teacher_model=teacher, alpha=recipe.distill_alpha,
+                                      temperature=recipe.distill_temperature)
+    else:
+        from trl import SFTTrainer
+
+        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    start = time.time()
+    output = trainer.train()
+    seconds = time.time() - start
+    adapter_dir = out_dir / "adapter"
+    model.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    trainable, total = model.get_nb_trainable_parameters()
+    result = TrainResult(adapter_dir, trainer.state.log_history, seconds, output.global_step, trainable, total)
+    atomic_write_text(out_dir / "train_log.json", json.dumps(trainer.state.log_history, indent=1))
+    return result
+
+
+def training_facts(result: TrainResult, backend: str) -> dict:
+    """What the manifest keeps of a finished training run."""
+    losses = result.losses()
+    return {"mode": "trained", "backend": backend, "adapter_dir": str(result.adapter_dir),
+            "trainable_params": result.trainable_params, "total_params": result.total_params,
+            "steps": result.steps, "train_seconds": round(result.seconds, 1),
+            "first_loss": losses[0][1] if losses else None, "last_loss": losses[-1][1] if losses else None}
+
+
+def _load_teacher(recipe: Recipe, teacher_path: str):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": getattr(torch, recipe.torch_dtype)}
+    if recipe.teacher_load_in_4bit:
+        if not cuda_available():
+            raise BackendError("teacher_load_in_4bit needs a CUDA GPU (bitsandbytes); set it false for a CPU run")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_compute_dtype=kwargs["dtype"])
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_path, **kwargs)
+    return teacher.eval().requires_grad_(False)

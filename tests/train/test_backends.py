@@ -1,0 +1,47 @@
+"""Backend choice, the CPU 4-bit refusal, TRL config mapping, and exact LoRA counts on the meta device."""
+import pytest
+
+from lib.architectures import load_architecture, lora_parameter_count
+from lib.recipe import load_recipe, with_overrides
+from lib.train.backends import (TRANSFORMERS, UNSLOTH, BackendError, meta_lora_model, select_backend, sft_config,
+                          sft_kwargs)
+
+
+def test_backend_matrix():
+    cpu_recipe = load_recipe("smollm2_135m")
+    gpu_recipe = load_recipe("llama32_3b")
+    assert select_backend(cpu_recipe, has_cuda=False, has_unsloth=False) == TRANSFORMERS
+    assert select_backend(cpu_recipe, has_cuda=True, has_unsloth=True) == UNSLOTH
+    assert select_backend(gpu_recipe, has_cuda=True, has_unsloth=False) == TRANSFORMERS
+    assert select_backend(gpu_recipe, has_cuda=True, has_unsloth=True) == UNSLOTH
+
+
+def test_4bit_on_cpu_is_refused_with_the_reason():
+    with pytest.raises(BackendError, match="corrupts LoRA gradients"):
+        select_backend(load_recipe("llama32_3b"), has_cuda=False, has_unsloth=True)
+
+
+def test_sft_kwargs_feed_trl_names_and_cpu_fallbacks(tmp_path):
+    recipe = load_recipe("llama32_3b")
+    gpu = sft_kwargs(recipe, tmp_path, on_gpu=True)
+    cpu = sft_kwargs(recipe, tmp_path, on_gpu=False)
+    assert gpu["optim"] == "adamw_8bit" and gpu["bf16"] and gpu["activation_checkpointing"]
+    assert cpu["optim"] == "adamw_torch" and not cpu["bf16"] and cpu["use_cpu"]
+    assert gpu["max_length"] == 4096  # TRL's default of 1024 would cut reasoning traces
+    assert gpu["warmup_steps"] == 0.03  # a ratio below 1
+    config = sft_config(recipe, tmp_path, on_gpu=False)
+    assert config.max_length == 4096 and config.num_train_epochs == 3
+
+
+@pytest.mark.parametrize("recipe_name", ["llama32_3b", "mistral22b", "llama32_1b_kd"])
+def test_meta_device_lora_counts_equal_the_architecture_formula(recipe_name):
+    recipe = load_recipe(recipe_name)
+    _, trainable, total = meta_lora_model(recipe)
+    arch = load_architecture(recipe.architecture)
+    assert trainable == lora_parameter_count(arch, recipe.lora_r, recipe.lora_target_modules)
+
+
+def test_meta_device_rejects_a_target_module_the_model_lacks():
+    recipe = with_overrides(load_recipe("llama32_1b_kd"), lora_target_modules=["q_proj", "qkv_proj"])
+    with pytest.raises(ValueError):
+        meta_lora_model(recipe)
