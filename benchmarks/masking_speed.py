@@ -43,7 +43,7 @@ def sentence(rng: random.Random, n_words: int) -> str:
 def synthetic_conversations(n: int = 2000, seed: int = 0) -> list[list[dict]]:
     """`n` deterministic conversations: ~half single-turn, the rest 2-3 turns; ~30 % with a system prompt.
 
-    Replies are in the canonical `<think>` form (`lib.reasoning_data.assistant_text`), thinking from 1 to ~25
+    Replies are in the canonical `<think>` form (`lib.think.assistant_text`), thinking from 1 to ~25
     sentences, so lengths spread over roughly 60-1,200 tokens like distilled reasoning traces.
     """
     rng = random.Random(seed)

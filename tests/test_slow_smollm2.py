@@ -13,6 +13,7 @@ from lib.evaluate.llama_runs import evaluate_gguf, speed_benchmark
 from lib.export.gguf import convert_to_gguf, gguf_tensor_type_counts, quantize_gguf
 from lib.export.merge import merge_adapter
 from lib.plan.gguf_size import estimate_gguf_bytes, tensor_types
+from lib.masking.dataset import read_masked, write_masked
 from lib.masking.templates import build_masked_example, trained_text
 from lib.recipe import load_recipe, with_overrides
 from lib.conversation import prompt_messages, to_chat_messages
@@ -44,7 +45,8 @@ def exported(tmp_path_factory, model_dir, rows):
                             logging_steps=1, save_steps=1000)
     tokenizer = load_model_tokenizer(model_dir)
     examples = [build_masked_example(to_chat_messages(r), tokenizer, sample_id=r["id"]) for r in rows]
-    result = train_lora(recipe, model_dir, examples, out, TRANSFORMERS)
+    dataset = read_masked(write_masked(out / "masked.parquet", [r["id"] for r in rows], examples))  # as 02 -> 03
+    result = train_lora(recipe, model_dir, dataset, recipe.max_length, out, TRANSFORMERS)
     texts = ["\n".join(m["content"] for m in to_chat_messages(r)) for r in rows[:2]]
     difference = merge_adapter(model_dir, result.adapter_dir, out / "merged", texts)
     f16 = convert_to_gguf(out / "merged", out / "m-F16.gguf")

@@ -409,7 +409,7 @@ def single_turn(draw, content):
 
 # Qwen2.5: random multi-turn conversations, replies narrowed as in test_masking (no leading whitespace, which a
 # ChatML BPE token would share with the generation prompt's "\n"). Qwen3: one canonical reply (think block + answer,
-# lib.reasoning_data.assistant_text), where TRL's training template and the original render the same text.
+# lib.think.assistant_text), where TRL's training template and the original render the same text.
 TRL_STRATEGIES = {
     "qwen2_5": conversations(content=_ASSISTANT.map(_no_leading_whitespace)),
     "qwen3": single_turn(st.builds(assistant_text, _TEXT, _ANSWER)),

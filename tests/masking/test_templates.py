@@ -455,7 +455,7 @@ def test_property_qwen3_last_turn_is_exact_or_refused():
         try:
             example = build_masked_example(messages, tok, assistant_turns="last")
         except MaskingError:
-            assert not canonical, "a canonical reply (lib.reasoning_data.assistant_text) must be maskable"
+            assert not canonical, "a canonical reply (lib.think.assistant_text) must be maskable"
             return
         expected = _contents(messages, "last")[0] + "<|im_end|>"
         assert trained_chars(example) == expected
