@@ -32,8 +32,7 @@ from collections.abc import Iterable, Iterator
 
 from lib.jsonl import SourceError
 from lib.rejects import Reject, RejectError
-from lib.think import (EMPTY_ANSWER, EMPTY_THINK, NOT_ONE_THINK_BLOCK, TAG_INSIDE, THINK_CLOSE, THINK_NOT_FIRST,
-                       THINK_OPEN, UNCLOSED_THINK, check_reply, split_think_block)
+from lib.think import check_reply, split_think_block
 
 AUTO = "auto"
 

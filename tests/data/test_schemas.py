@@ -13,7 +13,7 @@ from lib.data.schemas import (
     DETECTION_KEYS, EMPTY_PROMPT, MISSING_MAPPED_COLUMN, NO_CORRECT_GENERATION, NOT_ONE_THOUGHT_SOLUTION, SCHEMA_FIELDS, SCHEMA_MISMATCH, SCHEMA_OPTIONAL_FIELDS, SCHEMAS, UNCLOSED_SOLUTION, UNCLOSED_THOUGHT, UNEQUAL_LISTS, UNKNOWN_SCHEMA, apply_field_mapping, check_schema, convert_row, convert_rows, detect_schema, last_boxed, short_reference, split_reasoning,
 )
 from lib.rejects import RejectError
-from lib.think import EMPTY_ANSWER, EMPTY_THINK, NOT_ONE_THINK_BLOCK, TAG_INSIDE, UNCLOSED_THINK
+from lib.think import EMPTY_ANSWER, EMPTY_THINK, NOT_ONE_THINK_BLOCK, TAG_INSIDE, THINK_NOT_FIRST, UNCLOSED_THINK
 from lib.data.sources import iter_records
 from lib.jsonl import INVALID_UTF8, MALFORMED_JSON, SourceError
 from lib.paths import PROJECT_ROOT
@@ -210,7 +210,7 @@ THOUGHT = "<|begin_of_thought|>\n\nt\n\n<|end_of_thought|>\n\n<|begin_of_solutio
     ("<think>a</think><think>b</think>A", NOT_ONE_THINK_BLOCK),
     ("a</think>A", NOT_ONE_THINK_BLOCK),
     ("no think at all", NOT_ONE_THINK_BLOCK),
-    ("Sure. <think>a</think>A", data_schemas.THINK_NOT_FIRST),
+    ("Sure. <think>a</think>A", THINK_NOT_FIRST),
 ])
 def test_split_reasoning(text, reason):
     if reason is None:
