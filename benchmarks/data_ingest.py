@@ -75,7 +75,8 @@ def _vary(text: str, shift: int, name: str) -> str:
 def run_check(path: Path, recipe: str, verify: bool) -> dict:
     """`python -m lib data check` in a fresh process (its own peak RSS), timed from outside too."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    code = ("import json; from lib.data.check import data_check; from lib.evaluate.llama_runs import peak_rss_mib\n"
+    code = ("import json; from lib.masking.check import data_check_report as data_check\n"
+            "from lib.evaluate.llama_runs import peak_rss_mib\n"
             f"report = data_check({str(path)!r}, {recipe!r}, verify_answers={verify})\n"
             "report['peak_rss_mib'] = peak_rss_mib(); print(json.dumps(report))")
     started = time.perf_counter()

@@ -20,11 +20,11 @@ from lib.export.merge import merge_checked
 from lib.models import (PACKAGED_GGUF_MODELS, load_fixture_tokenizer, load_model_tokenizer, packaged_gguf,
                         resolve_base_model)
 from lib.paths import project_path, run_dir as default_run_dir
-from lib.plan.recipe_plan import export_quant_types
 from lib.recipe import ParamsError, Recipe, load_recipe, recipe_source
-from lib.run_config import RunConfig, set_seed
+from lib.rejects import reject_counts
+from lib.run_config import RunConfig, set_seed, stage_file
 from lib.teacher.config import TeacherConfigError, teacher_settings
-from lib.teacher.generate import generate_traces, trace_reject_counts, write_kept_traces
+from lib.teacher.generate import run_teacher
 from lib.train.backends import detect_backend, train_lora, training_facts, validate_on_meta_device
 
 DRY_RUN_TRAIN_ROWS = 16  # enough to see masks and length stats, fast on any machine
@@ -78,34 +78,38 @@ class RealRun:
     def tokenizer(self):
         return load_model_tokenizer(self.model_path, self.recipe.trust_remote_code)
 
-    def generate_traces(self, settings, prompts: list[dict], verify) -> dict:
-        output = project_path(settings.output)
-        report = generate_traces(prompts, settings.teacher, output, verify)
-        kept = write_kept_traces(output, settings.kept_path)
-        return {"summary": report.summary(), "kept_total": len(kept), "rejected_total": trace_reject_counts(output),
-                "kept_file": str(settings.kept_path)}
+    def generate_traces(self, settings, read_prompts, verify) -> dict:
+        prompts, rejects = read_prompts(settings.prompts, settings.prompts_format, limit=settings.rows)
+        return run_teacher(settings, prompts, verify) | {"prompt_rejects": reject_counts(rejects)}
 
-    def train(self, recipe: Recipe, dataset, max_length: int, out: Path) -> dict:
+    def train(self, cfg: RunConfig, dataset, max_length: int, out: Path) -> tuple[dict, dict]:
+        recipe = cfg.recipe
         backend = detect_backend(recipe)
         teacher = resolve_base_model(recipe.teacher_model_name_or_path) if recipe.teacher_model_name_or_path else ""
         result = train_lora(recipe, self.model_path, dataset, max_length, out, backend, teacher_path=teacher)
-        return training_facts(result, backend)
+        return training_facts(result, backend), {"adapter": result.adapter_dir, "train_log": out / "train_log.json"}
 
-    def merge(self, recipe: Recipe, adapter_dir: Path, out: Path, probe_texts: list[str]) -> dict:
-        return merge_checked(self.model_path, adapter_dir, out, probe_texts, recipe.torch_dtype)
+    def merge(self, cfg: RunConfig, merged_dir: Path, probe_texts: list[str]) -> dict:
+        adapter = stage_file(cfg, "03_train", "adapter")
+        return merge_checked(self.model_path, adapter, merged_dir, probe_texts, cfg.recipe.torch_dtype)
 
-    def convert(self, recipe: Recipe, merged_dir: Path, gguf_dir: Path) -> dict[str, Path]:
-        return export_ggufs(recipe.name, merged_dir, gguf_dir, export_quant_types(recipe), recipe.eval_n_threads)
+    def convert(self, cfg: RunConfig, merged_dir: Path, gguf_dir: Path) -> dict[str, Path]:
+        recipe = cfg.recipe
+        return export_ggufs(recipe.name, merged_dir, gguf_dir, recipe.gguf_files(), recipe.eval_n_threads)
 
-    def base_gguf(self, recipe: Recipe, out: Path) -> Path:
-        """The untrained model as a GGUF: the packaged file itself, or a fresh F16 conversion of the base."""
+    def judged_files(self, cfg: RunConfig, out: Path) -> dict[str, Path]:
+        """The untrained base as a GGUF (the packaged file itself, or a fresh F16 conversion of the base), then
+        every file 04 exported."""
+        recipe = cfg.recipe
         if recipe.model_name_or_path in PACKAGED_GGUF_MODELS:
-            return packaged_gguf(recipe.model_name_or_path)
-        target = out / f"{recipe.name}-base-F16.gguf"
-        return target if target.is_file() else convert_to_gguf(Path(self.model_path), target)
+            base = packaged_gguf(recipe.model_name_or_path)
+        else:
+            base = out / f"{recipe.name}-base-F16.gguf"
+            base = base if base.is_file() else convert_to_gguf(Path(self.model_path), base)
+        return {"base": base} | {f"distilled-{q}": stage_file(cfg, "04_merge_export", q) for q in recipe.gguf_files()}
 
-    def evaluate(self, recipe: Recipe, runs: list[dict], prompts: Path, out: Path) -> list[dict]:
-        return evaluate_files(recipe, runs, prompts, out)
+    def evaluate(self, cfg: RunConfig, runs: list[dict], prompts: Path, out: Path) -> list[dict]:
+        return evaluate_files(cfg.recipe, runs, prompts, out)
 
 
 class DryRun:
@@ -126,21 +130,21 @@ class DryRun:
     def tokenizer(self):
         return load_fixture_tokenizer(self.recipe.tokenizer_fixture)
 
-    def generate_traces(self, settings, prompts: list[dict], verify) -> dict:
-        return {"teacher": settings.teacher.served_model, "prompts": settings.prompts, "prompt_rows": len(prompts),
-                "output": settings.output, "status": "validated; no request is sent in a dry-run"}
+    def generate_traces(self, settings, read_prompts, verify) -> dict:
+        return {"teacher": settings.teacher.served_model, "prompts": settings.prompts, "rows": settings.rows or "all",
+                "output": settings.output, "status": "validated; no prompt is read and no request sent in a dry-run"}
 
-    def train(self, recipe: Recipe, dataset, max_length: int, out: Path) -> dict:
-        return validate_on_meta_device(recipe, max_length, out)
+    def train(self, cfg: RunConfig, dataset, max_length: int, out: Path) -> tuple[dict, dict]:
+        return validate_on_meta_device(cfg.recipe, max_length, out), {}
 
-    def merge(self, recipe: Recipe, adapter_dir: Path | None, out: Path, probe_texts: list[str]) -> dict:
+    def merge(self, cfg: RunConfig, merged_dir: Path, probe_texts: list[str]) -> dict:
         return {"mode": "dry-run (no weights: nothing merged or converted, sizes are estimates)"}
 
-    def convert(self, recipe: Recipe, merged_dir: Path, gguf_dir: Path) -> dict[str, Path]:
+    def convert(self, cfg: RunConfig, merged_dir: Path, gguf_dir: Path) -> dict[str, Path]:
         return {}
 
-    def base_gguf(self, recipe: Recipe, out: Path) -> None:
-        return None
+    def judged_files(self, cfg: RunConfig, out: Path) -> dict[str, Path]:
+        return {}
 
-    def evaluate(self, recipe: Recipe, runs: list[dict], prompts: Path, out: Path) -> list[dict]:
+    def evaluate(self, cfg: RunConfig, runs: list[dict], prompts: Path, out: Path) -> list[dict]:
         return []

@@ -63,7 +63,8 @@ class Recipe:
     dataset_config: str = ""  # hub datasets with several configs (e.g. "math")
     dry_run_dataset_path: str = "data/gsm8k/train.jsonl.gz"  # a shipped sample in the same format
     eval_dataset_path: str = "data/gsm8k/test.jsonl.gz"  # held-out prompts with reference answers
-    train_rows: int = 0  # 0 = all rows; a cap keeps CPU runs short
+    train_rows: int = 0  # 0 = all rows; a cap keeps CPU runs short. It counts rows 01 keeps, before 02's length
+    # policy: with overlong_policy drop or fit, fewer than train_rows may be trained (02 reports how many)
     eval_rows: int = 50  # held-out prompts judged in 05_eval_edge
     system_prompt: str = ""  # empty: the template's own default
     overlong_policy: str = "raise"  # raise | drop | fit: an example longer than max_length (never cut)
@@ -119,6 +120,11 @@ class Recipe:
     eval_n_threads: int = 2
     eval_speed_threads: int = 0  # threads for the tokens/s measurement; 0 = eval_n_threads
     eval_parallel: int = 1  # files judged side by side (threads split); speed is always measured one at a time
+
+    def gguf_files(self) -> list[str]:
+        """The files 04 exports, in order: F16 first (the converter's output, also judged), then the recipe's quant
+        types, without repeats."""
+        return list(dict.fromkeys(["F16", *self.quant_types]))
 
     def eval_sampling(self) -> dict:
         """llama.cpp sampling arguments for evaluation (one place that maps the eval_* keys)."""
@@ -185,7 +191,7 @@ def recipe_from_dict(raw: dict, source: str = "<dict>") -> Recipe:
             raise ParamsError(f"{source}: {key}: {values[key]!r} is not one of {', '.join(allowed)}")
     recipe = Recipe(**values)
     _check_data_keys(recipe, source)
-    if recipe.eval_ablation_file and recipe.eval_ablation_file not in ["F16", *recipe.quant_types]:
+    if recipe.eval_ablation_file and recipe.eval_ablation_file not in recipe.gguf_files():
         raise ParamsError(f"{source}: eval_ablation_file: {recipe.eval_ablation_file!r} is not an exported file; "
                           f"use one of F16, {', '.join(recipe.quant_types)}")
     if recipe.chat_format == "plain" and not recipe.plain_format:
@@ -234,5 +240,5 @@ def _checked(key: str, value, expected: type, source: str):
 
 
 def with_overrides(recipe: Recipe, **overrides) -> Recipe:
-    """A copy of `recipe` with some keys replaced, validated like a file (used by the dry-run config)."""
+    """A copy of `recipe` with some keys replaced, validated like a file (tests; a run reads its params file)."""
     return recipe_from_dict({**dataclasses.asdict(recipe), **overrides}, source=f"{recipe.name} (overrides)")

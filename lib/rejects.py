@@ -36,3 +36,21 @@ class RejectError(ValueError):
 def reject_counts(rejects) -> dict[str, int]:
     """Counts per reason, most frequent first."""
     return dict(Counter(r.reason for r in rejects).most_common())
+
+
+SAMPLES_PER_REASON = 3  # rejects shown per reason in reports (all are in the rejects file)
+
+
+def add_sample(samples: dict[str, list[dict]], reject: Reject) -> None:
+    """Keep `reject` as {line, id, detail} under its reason if that reason has fewer than SAMPLES_PER_REASON."""
+    shown = samples.setdefault(reject.reason, [])
+    if len(shown) < SAMPLES_PER_REASON:
+        shown.append({"line": reject.line, "id": reject.id, "detail": reject.detail})
+
+
+def reject_samples(rejects) -> dict[str, list[dict]]:
+    """The first few rejects of each reason, for reports."""
+    samples: dict[str, list[dict]] = {}
+    for reject in rejects:
+        add_sample(samples, reject)
+    return samples

@@ -48,7 +48,7 @@ def render_markdown(recipe: str, report: dict) -> str:
                   f"loss {train['first_loss']:.3f} -> {train['last_loss']:.3f}, "
                   f"{train['trainable_params']:,} trainable parameters", ""]
     export = stages.get("04_merge_export", {})
-    if export.get("files"):
+    if any(s["real_bytes"] for s in export.get("sizes", [])):
         lines += [f"Merge check: max |logit difference| = {export['max_logit_difference']:.2e} "
                   f"(tolerance {export['merge_atol']})", "", "| file | real bytes | estimated | error |",
                   "|---|---|---|---|"]

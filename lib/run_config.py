@@ -32,12 +32,12 @@ class RunMode(Protocol):
 
     def summary(self) -> dict: ...
     def tokenizer(self) -> Any: ...
-    def generate_traces(self, settings, prompts: list[dict], verify) -> dict: ...
-    def train(self, recipe: Recipe, dataset, max_length: int, out: Path) -> dict: ...
-    def merge(self, recipe: Recipe, adapter_dir: Path, out: Path, probe_texts: list[str]) -> dict: ...
-    def convert(self, recipe: Recipe, merged_dir: Path, gguf_dir: Path) -> dict[str, Path]: ...
-    def base_gguf(self, recipe: Recipe, out: Path) -> Path | None: ...
-    def evaluate(self, recipe: Recipe, runs: list[dict], prompts: Path, out: Path) -> list[dict]: ...
+    def generate_traces(self, settings, read_prompts, verify) -> dict: ...
+    def train(self, cfg: RunConfig, dataset, max_length: int, out: Path) -> tuple[dict, dict]: ...  # facts, produced
+    def merge(self, cfg: RunConfig, merged_dir: Path, probe_texts: list[str]) -> dict: ...
+    def convert(self, cfg: RunConfig, merged_dir: Path, gguf_dir: Path) -> dict[str, Path]: ...
+    def judged_files(self, cfg: RunConfig, out: Path) -> dict[str, Path]: ...  # label -> GGUF: base + exported
+    def evaluate(self, cfg: RunConfig, runs: list[dict], prompts: Path, out: Path) -> list[dict]: ...
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,21 @@ def set_seed(seed: int) -> None:
         pass
 
 
+def fingerprint(path: Path) -> list[int]:
+    """(size, modification time in ns) of a file: cheap to take even for a 13 GB GGUF, and changed by every rewrite
+    (the pipeline writes by rename), so a stage can tell that a file it consumed was written anew since."""
+    stat = Path(path).stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def write_manifest(cfg: RunConfig, stage: str, consumed: dict, produced: dict, facts: dict | None = None) -> Path:
-    """`<run_dir>/<stage>/manifest.json`: what the stage read, wrote and measured (paths relative to run_dir)."""
+    """`<run_dir>/<stage>/manifest.json`: what the stage read (with the fingerprint of each file it read), wrote and
+    measured (paths relative to run_dir)."""
     def rel(value):
         return str(Path(value).relative_to(cfg.run_dir)) if str(value).startswith(str(cfg.run_dir)) else str(value)
     manifest = {"stage": stage, "config": cfg.summary(), "consumed": {k: rel(v) for k, v in consumed.items()},
+                "consumed_fingerprints": {k: fingerprint(v) for k, v in consumed.items()  # the pipeline's own files
+                                          if str(v).startswith(str(cfg.run_dir)) and Path(v).is_file()},
                 "produced": {k: rel(v) for k, v in produced.items()}, "facts": facts or {}}
     path = cfg.stage_dir(stage) / "manifest.json"
     atomic_write_text(path, json.dumps(manifest, indent=2, default=str))
@@ -94,11 +104,23 @@ def read_manifest(cfg: RunConfig, stage: str) -> dict:
     return json.loads(path.read_text())
 
 
+class StaleStage(RuntimeError):
+    """A stage's output was computed from files that an earlier stage has written anew since."""
+
+
 def stage_file(cfg: RunConfig, stage: str, key: str) -> Path:
-    """The file an earlier stage produced under `key` (from its manifest); a clear error if it wrote none."""
-    produced = read_manifest(cfg, stage)["produced"]
+    """The file an earlier stage produced under `key` (from its manifest), after checking that the files that stage
+    consumed are still the ones it read: 03 never trains on masks of an older 01, 05 never judges stale files."""
+    manifest = read_manifest(cfg, stage)
+    rerun = f"run {stage} again (python -m lib run {cfg.recipe.name}{cfg.mode.cli_flag} --stages {stage[:2]})"
+    produced = manifest["produced"]
     if key not in produced:
         raise FileNotFoundError(f"{cfg.run_dir / stage}: its manifest lists no {key!r} (it has {sorted(produced)}); "
-                                f"it was written by an older version: run {stage} again (python -m lib run "
-                                f"{cfg.recipe.name}{cfg.mode.cli_flag} --stages {stage[:2]})")
+                                f"it was written by an older version or another mode: {rerun}")
+    for name, seen in manifest.get("consumed_fingerprints", {}).items():
+        path = Path(manifest["consumed"][name])
+        path = path if path.is_absolute() else cfg.run_dir / path
+        if not path.is_file() or fingerprint(path) != seen:
+            raise StaleStage(f"{cfg.run_dir / stage} was computed from {path}, which has been written anew (or "
+                             f"removed) since: {rerun}")
     return cfg.run_dir / produced[key]

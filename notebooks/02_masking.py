@@ -61,16 +61,20 @@ display(facts_table({k: facts[k] for k in ("examples", "tokens", "trained_tokens
 # drops (counted), or fits `max_length` to a percentile of the lengths, with the memory this costs.
 
 # %%
-display(facts_table({"lengths": facts["lengths"], "length policy": facts["length_policy"]["note"],
-                     "max_length for training": facts["max_length"],
+display(table([facts["lengths"]], title="Tokens per example, as trained"))
+display(facts_table({"length policy": facts["length_policy"]["note"], "max_length for training": facts["max_length"],
                      "planned memory (GiB)": facts["memory_at_max_length"]["total_gib"],
                      "budget": f"{cfg.recipe.vram_budget_gib} GiB ({cfg.recipe.hardware})"}))
 display(length_plot(list(masked.lengths.values()), [e.n_trained / len(e.input_ids) for e in masked.examples],
                     cfg.recipe.max_length, facts["max_length"], cfg.stage_dir(STAGE) / "lengths.png",
                     cfg.recipe.name))
 
+# %% [markdown]
+# Rows 02 could not train: the template refused them, or they are longer than `max_length` (the line is the row's
+# line in `01_data/train.jsonl`; `02_masking/rejects.jsonl` has every one).
+
 # %%
-display(rejects_table(facts["rejected_per_reason"], {}))
+display(rejects_table(facts["rejected_per_reason"], facts["reject_samples"]))
 
 # %% [markdown]
 # ## What the loss sees, per turn type

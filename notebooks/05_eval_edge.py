@@ -48,6 +48,8 @@ display(facts_table({"held-out prompts": len(heldout), "sampling": cfg.recipe.ev
 
 # %%
 facts = run_eval(cfg, heldout)
+display(facts_table({"prompts judged": facts["prompts"],
+                     "references the exact-match judge cannot read": facts["unparseable_references"] or "none"}))
 display(table(facts["edge_memory"], title="Memory on a device: weights + KV cache at eval_n_ctx"))
 
 # %%

@@ -24,3 +24,9 @@ def test_the_checker_sees_a_hidden_import_and_a_circle(tmp_path):
     assert import_graph.imports(source) == [("lib.paths", False), ("lib.paths.PROJECT_ROOT", False),
                                             ("lib.recipe", True), ("lib.recipe.load_recipe", True)]
     assert import_graph.circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_checker_flags_relative_imports(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text("from .paths import PROJECT_ROOT\n")
+    assert import_graph.imports(source) == [("relative import (level 1) of paths", False)]

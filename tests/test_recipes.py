@@ -41,8 +41,9 @@ def test_dry_run_is_one_switch_turned_into_a_mode(tmp_path):
     assert dry.mode.train_source == dry.recipe.dry_run_dataset_path and 0 < dry.mode.train_rows < 100
     assert dry.mode.summary()["tokenizer"] == "fixtures/tokenizers/mistral_v3"
     assert dry.mode.tokenizer().eos_token == "</s>"
-    assert dry.mode.convert(dry.recipe, tmp_path, tmp_path) == {} and dry.mode.base_gguf(dry.recipe, tmp_path) is None
-    assert dry.mode.evaluate(dry.recipe, [{"label": "x"}], tmp_path, tmp_path) == []
+    assert dry.mode.convert(dry, tmp_path, tmp_path) == {} and dry.mode.judged_files(dry, tmp_path) == {}
+    assert dry.mode.evaluate(dry, [{"label": "x"}], tmp_path, tmp_path) == []
+    assert dry.mode.train(dry, [], 8192, tmp_path)[1] == {}  # validated on the meta device: no adapter produced
     assert dry.summary()["mode"] == "dry-run" and real.summary()["mode"] == "real"
 
 

@@ -15,6 +15,7 @@ STAGES = ["data", "masking", "train", "export", "evaluate"]  # pipeline order: a
 ENTRY = {"lib.__main__", "lib.modes", "lib.display", "lib.runner", "lib.dryrun_matrix", "lib.report",
          "lib.notebook_sync"}
 SHARED, TOP = "lib (shared)", "lib (entry points)"
+BELOW_STAGES = ["plan", "teacher"]  # folders every stage may use; they import only the shared foundation
 
 
 def modules() -> dict[str, Path]:
@@ -27,6 +28,9 @@ def imports(path: Path) -> list[tuple[str, bool]]:
     found = []
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:  # `from .x import y`: invisible to this graph
+            found.append((f"relative import (level {node.level}) of {node.module or '.'}", False))
+            continue
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "lib":
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Import):
@@ -83,12 +87,16 @@ def problems() -> list[str]:
     for module, path in known.items():
         found += [f"{module}: imports {name} inside a function" for name, nested in imports(path)
                   if nested and name in known]
+        found += [f"{module}: {name}; write the absolute lib.… path" for name, _ in imports(path)
+                  if name.startswith("relative import")]
         for target in edges[module]:
             a, b = folder(module), folder(target)
             if a in STAGES and b in STAGES and STAGES.index(b) > STAGES.index(a):
                 found.append(f"{module} -> {target}: an earlier stage imports a later one")
             if a == SHARED and b != SHARED:
                 found.append(f"{module} -> {target}: a shared module imports a stage or an entry point")
+            if a in BELOW_STAGES and b not in (SHARED, a):
+                found.append(f"{module} -> {target}: {a}/ sits below the stages and imports only shared modules")
             if a != TOP and b == TOP:
                 found.append(f"{module} -> {target}: a stage imports an entry point")
     return found

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from lib.data.pipeline import DataPolicy, run_pipeline
+from lib.data.pipeline import DataPolicy, DataReport, run_pipeline
 from lib.data.rows import source_id_prefix
 from lib.data.schemas import convert_rows
 from lib.data.sources import iter_records
@@ -22,7 +22,7 @@ from lib.recipe import Recipe
 
 
 def data_check(path: str, recipe: Recipe | None = None, dataset_format: str = "", split: str = "train",
-               config: str = "", rejects_path: str = "", verify_answers: bool = True, on_kept=None) -> dict:
+               config: str = "", rejects_path: str = "", verify_answers: bool = True, on_kept=None) -> DataReport:
     """The data part of the report `data check` prints (see module doc); raises on set-up errors (file, format).
 
     `recipe` lends its filters (and its field mapping when the check names the recipe's own format); `on_kept`
@@ -46,4 +46,4 @@ def data_check(path: str, recipe: Recipe | None = None, dataset_format: str = ""
     finally:
         if rejects_file:
             rejects_file.close()
-    return result.report.as_dict() | {"recipe": recipe.name if recipe else None}
+    return result.report

@@ -58,7 +58,7 @@ def reply_matches_reference(reference: str, answer_text: str) -> bool:
     with_unit = _NUMBER_WITH_UNIT.match(reference)
     if with_unit:
         reference = with_unit.group(1)
-    from math_verify import parse, verify
+    from math_verify import parse, verify  # sympy underneath: seconds to import, so only where answers are judged
 
     gold_text = reference if reference.lstrip().startswith(_ALREADY_LATEX) else f"${reference}$"
     timeouts = {} if threading.current_thread() is threading.main_thread() else {"parsing_timeout": None}

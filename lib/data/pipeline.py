@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from lib.data.filters import Decontaminator, DuplicateFilter, reply_matches_reference
 from lib.data.schemas import GRADED_OUT, NO_CORRECT_GENERATION, check_schema
 from lib.recipe import ParamsError, Recipe, recipe_source
-from lib.rejects import ANSWER_MISMATCH, Reject
+from lib.rejects import ANSWER_MISMATCH, Reject, add_sample
 
-SAMPLES_PER_REASON = 3  # rejects shown per reason in reports (all are in the rejects file)
 
 
 class TooManyRejects(ValueError):
@@ -77,9 +76,7 @@ class DataReport:
 
     def add_reject(self, reject: Reject) -> None:
         self.rejected[reject.reason] += 1
-        shown = self.samples.setdefault(reject.reason, [])
-        if len(shown) < SAMPLES_PER_REASON:
-            shown.append({"line": reject.line, "id": reject.id, "detail": reject.detail})
+        add_sample(self.samples, reject)
 
     @property
     def quality_rejects(self) -> int:

@@ -18,7 +18,6 @@ from lib.data.rows import read_reasoning_rows, source_id_prefix
 from lib.data.schemas import convert_rows
 from lib.data.sources import iter_records
 from lib.jsonl import write_jsonl
-from lib.paths import project_path
 from lib.rejects import Reject, reject_counts
 from lib.run_config import RunConfig, write_manifest
 from lib.teacher.config import teacher_settings
@@ -87,12 +86,9 @@ def teacher_traces(cfg: RunConfig) -> dict | None:
 
     Kept traces (complete, closed `</think>`, answer verified by math-verify) are written as chat messages with
     `reasoning_content` to `<output stem>.kept.jsonl`, which a recipe's `dataset_path` can name. A dry-run only
-    validates the block (the mode sends no request).
+    validates the block (no prompt is read, no request sent). Prompts are any source 01 reads (file or hub name).
     """
     if not cfg.recipe.teacher_generation:
         return None
     settings = teacher_settings(cfg.recipe.teacher_generation)
-    prompts, rejects = read_reasoning_rows(project_path(settings.prompts), settings.prompts_format,
-                                           limit=settings.rows)
-    return cfg.mode.generate_traces(settings, prompts, reply_matches_reference) | {
-        "prompt_rejects": reject_counts(rejects)}
+    return cfg.mode.generate_traces(settings, read_reasoning_rows, reply_matches_reference)

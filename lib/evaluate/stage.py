@@ -47,7 +47,7 @@ def evaluation_runs(files: dict[str, Path], sampling: dict, ablation_file: str =
 def edge_memory_row(size: dict, kv_bytes: int) -> dict:
     """What one exported file needs on a device: its weights (real bytes, or the estimate) and the KV cache."""
     weights = size["real_bytes"] or size["estimated_bytes"]
-    return {"quant": size["quant"], "weights_bytes": weights, "kv_cache_bytes": kv_bytes,
+    return {"file": size["file"], "weights_bytes": weights, "kv_cache_bytes": kv_bytes,
             "total_gib": round((weights + kv_bytes) / 2**30, 2)}
 
 
@@ -57,12 +57,10 @@ def run_eval(cfg: RunConfig, heldout: list[dict]) -> dict:
     prompts = write_prompts(cfg, heldout)
     unparseable = [r["id"] for r in heldout if r.get("answer") is None or not answers_match(r["answer"], r["answer"])]
     kv = kv_cache_bytes(recipe.architecture, recipe.eval_n_ctx)
-    exports = read_manifest(cfg, "04_merge_export")["facts"]
-    edge_memory = [edge_memory_row(size, kv) for size in exports["sizes"]]
-    base = cfg.mode.base_gguf(recipe, out)
-    files = ({"base": base} if base else {}) | {f"distilled-{q}": Path(p) for q, p in exports["files"].items()}
+    edge_memory = [edge_memory_row(size, kv) for size in read_manifest(cfg, "04_merge_export")["facts"]["sizes"]]
+    files = cfg.mode.judged_files(cfg, out)  # the base model and 04's files (none in a dry-run)
     runs = evaluation_runs(files, recipe.eval_sampling(), recipe.eval_ablation_file)
-    results = cfg.mode.evaluate(recipe, runs, prompts, out)
+    results = cfg.mode.evaluate(cfg, runs, prompts, out)
     atomic_write_text(out / "results.json", json.dumps({"recipe": recipe.name, "results": results}, indent=2))
     facts = {"mode": cfg.mode.name, "prompts": len(heldout), "unparseable_references": unparseable,
              "kv_cache_bytes": kv, "edge_memory": edge_memory, "results": results,

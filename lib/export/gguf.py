@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 import tarfile
+from collections import Counter
+from importlib import metadata
 from pathlib import Path
 
 from lib.paths import cache_dir, publish_dir
@@ -26,9 +28,7 @@ class ExportError(RuntimeError):
 
 
 def llama_cpp_version() -> str:
-    from importlib.metadata import version
-
-    return version("llama-cpp-python")
+    return metadata.version("llama-cpp-python")
 
 
 def llama_cpp_sources(version: str | None = None) -> Path:
@@ -67,12 +67,20 @@ def convert_to_gguf(hf_dir: Path, out_path: Path, outtype: str = "f16") -> Path:
     """Run llama.cpp's converter on a merged HF folder; the chat template travels into the GGUF metadata."""
     sources = llama_cpp_sources()
     env = {**os.environ, "PYTHONPATH": str(sources / "gguf-py") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    partial = _partial(out_path)
     command = [sys.executable, str(sources / "convert_hf_to_gguf.py"), str(hf_dir), "--outtype", outtype,
-               "--outfile", str(out_path)]
+               "--outfile", str(partial)]
     done = subprocess.run(command, capture_output=True, text=True, env=env)
-    if done.returncode != 0 or not out_path.is_file():
+    if done.returncode != 0 or not partial.is_file():
+        partial.unlink(missing_ok=True)
         raise ExportError(f"convert_hf_to_gguf.py failed on {hf_dir}:\n{done.stderr.strip()[-2000:]}")
-    return out_path
+    return partial.replace(out_path)
+
+
+def _partial(path: Path) -> Path:
+    """Where a GGUF is written before it is renamed into place: a killed conversion never leaves a file under the
+    final name for a later run to take as finished."""
+    return path.with_name(f".{path.name}.partial")
 
 
 def quantize_gguf(source: Path, target: Path, quant_type: str, n_threads: int = 2) -> Path:
@@ -81,32 +89,33 @@ def quantize_gguf(source: Path, target: Path, quant_type: str, n_threads: int = 
 
     ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant_type}", None)
     if ftype is None:
-        known = sorted(n.removeprefix("LLAMA_FTYPE_MOSTLY_") for n in dir(llama_cpp) if n.startswith("LLAMA_FTYPE_MOSTLY_"))
+        known = sorted(n.removeprefix("LLAMA_FTYPE_MOSTLY_") for n in dir(llama_cpp)
+                       if n.startswith("LLAMA_FTYPE_MOSTLY_"))
         raise ExportError(f"unknown quant type {quant_type!r}; llama.cpp knows: {', '.join(known)}")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype, params.nthread = ftype, n_threads
-    status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params)
-    if status != 0 or not target.is_file():
+    partial = _partial(target)
+    status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), params)
+    if status != 0 or not partial.is_file():
+        partial.unlink(missing_ok=True)
         raise ExportError(f"llama_model_quantize({source.name} -> {quant_type}) returned {status}")
-    return target
+    return partial.replace(target)
 
 
 def gguf_tensor_type_counts(path: Path) -> dict[str, int]:
     """How many tensors of each ggml type a GGUF holds (shows llama.cpp's fallbacks, e.g. in Q4_K_M)."""
-    from collections import Counter
-
-    from gguf import GGUFReader
+    from gguf import GGUFReader  # llama.cpp's gguf-py: only an export or a test reads GGUF files
 
     return dict(Counter(t.tensor_type.name for t in GGUFReader(path).tensors).most_common())
 
 
-def size_table(files: dict[str, Path], estimates: dict[str, int]) -> list[dict]:
-    """One row per planned file: quant type, file name, estimated bytes and, for a file written, its real bytes
-    and the estimate's relative error (pure, for the notebook table)."""
+def size_table(files: dict[str, Path], estimates: dict[str, int], names: dict[str, str]) -> list[dict]:
+    """One row per planned file (`names`: quant -> file name): estimated bytes and, for a file written, its real
+    bytes and the estimate's relative error (pure, for the notebook table)."""
     rows = []
     for quant, estimate in estimates.items():
-        row = {"quant": quant, "file": files[quant].name if quant in files else None, "estimated_bytes": estimate,
-               "real_bytes": None, "error_pct": None}
+        row = {"quant": quant, "file": names[quant], "estimated_bytes": estimate, "real_bytes": None,
+               "error_pct": None}
         if quant in files:
             real = files[quant].stat().st_size
             row.update(real_bytes=real, error_pct=round(100 * (estimate - real) / real, 2))

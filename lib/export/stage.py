@@ -6,11 +6,9 @@ In a dry-run the mode merges and converts nothing: the sizes table then holds th
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from lib.export.gguf import gguf_tensor_type_counts, size_table
+from lib.export.gguf import gguf_name, gguf_tensor_type_counts, size_table
 from lib.plan.recipe_plan import gguf_estimates
-from lib.run_config import RunConfig, read_manifest, write_manifest
+from lib.run_config import RunConfig, write_manifest
 
 STAGE = "04_merge_export"
 
@@ -18,11 +16,10 @@ STAGE = "04_merge_export"
 def run_export(cfg: RunConfig, probe_texts: list[str]) -> dict:
     """Merge (checked), convert, quantize through the run's mode; sizes against the architecture's estimates."""
     recipe, out = cfg.recipe, cfg.stage_dir(STAGE)
-    adapter_dir = read_manifest(cfg, "03_train")["facts"].get("adapter_dir")
-    facts = cfg.mode.merge(recipe, Path(adapter_dir) if adapter_dir else None, out / "merged", probe_texts)
-    files = cfg.mode.convert(recipe, out / "merged", out / "gguf")
-    facts |= {"sizes": size_table(files, gguf_estimates(recipe)),
-              "tensor_types": {q: gguf_tensor_type_counts(p) for q, p in files.items()},
-              "files": {q: str(p) for q, p in files.items()}}
-    write_manifest(cfg, STAGE, {"adapter_dir": adapter_dir or "none (dry-run)"}, files, facts)
+    facts = cfg.mode.merge(cfg, out / "merged", probe_texts)  # the mode finds 03's adapter (a dry-run has none)
+    files = cfg.mode.convert(cfg, out / "merged", out / "gguf")
+    names = {quant: gguf_name(recipe.name, quant) for quant in recipe.gguf_files()}
+    facts |= {"sizes": size_table(files, gguf_estimates(recipe), names),
+              "tensor_types": {q: gguf_tensor_type_counts(p) for q, p in files.items()}}
+    write_manifest(cfg, STAGE, {"train_manifest": cfg.run_dir / "03_train" / "manifest.json"}, files, facts)
     return facts

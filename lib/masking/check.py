@@ -23,6 +23,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from jinja2 import TemplateError, TemplateSyntaxError
+
 from lib.data.check import data_check
 from lib.jsonl import NOT_AN_OBJECT, SourceError, jsonl_records
 from lib.masking.lengths import LengthAudit, length_summary
@@ -152,8 +154,6 @@ def check_conversations(rows: Iterable[tuple[int, dict]], tokenizer, assistant_t
     A refusal is a `MaskingError`, or the template itself failing on the row (`raise_exception`, e.g. Mistral's
     "roles must alternate"). A template that does not compile stops as a set-up error: no row can pass it.
     """
-    from jinja2 import TemplateError, TemplateSyntaxError
-
     for line, row in rows:
         try:
             example = build_masked_example(row["messages"], tokenizer, template_kwargs, assistant_turns,
@@ -190,18 +190,29 @@ def run_mask_check(tokenizer_dir: str, conversations: str, chat_template: str | 
 def data_check_report(path: str, recipe_name: str = "", dataset_format: str = "", split: str = "train",
                       config: str = "", rejects_path: str = "", verify_answers: bool = True) -> dict:
     """What `data check` prints: the data stage's audit of a file and, with a recipe, every kept example's token
-    length as that recipe masks it (its fixture tokenizer and template) and what its max_length would cut."""
+    length as that recipe masks it (its fixture tokenizer and template) and what its max_length would cut. Rows
+    the template cannot mask are rejects of the report like any other (counted in its reject fraction)."""
     recipe = load_recipe(recipe_name) if recipe_name else None
     if recipe is None:
         report = data_check(path, None, dataset_format, split, config, rejects_path, verify_answers)
-        return report | {"lengths": None, "note": "pass --recipe R for token lengths with R's tokenizer and chat "
-                                                  "template"}
+        return report.as_dict() | {"recipe": None, "lengths": None,
+                                   "note": "pass --recipe R for token lengths with R's tokenizer and chat template"}
     tokenizer = load_fixture_tokenizer(recipe.tokenizer_fixture)
     audit = LengthAudit(lambda rows: mask_all(rows, tokenizer, recipe), end_of_turn_tokens(tokenizer),
                         keep_examples=False)
     report = data_check(path, recipe, dataset_format, split, config, rejects_path, verify_answers, on_kept=audit.add)
     audit.finish()
-    return report | lengths_report(report, audit, recipe, rejects_path)
+    for reject in audit.rejects:  # kept by the data stage, refused by the template
+        report.add_reject(reject)
+        report.kept -= 1
+    if rejects_path and audit.rejects:
+        with open(rejects_path, "a", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(r.__dict__, ensure_ascii=False) + "\n" for r in audit.rejects)
+    lengths = length_summary(audit.lengths(), recipe.max_length)
+    return report.as_dict() | {
+        "recipe": recipe.name, "lengths": lengths, "overlong_policy": recipe.overlong_policy,
+        "would_truncate": lengths["over_max_length"],
+        "tokenizer": f"fixtures/tokenizers/{recipe.tokenizer_fixture} ({recipe.chat_format} format)"}
 
 
 def run_data_check(args) -> int:
@@ -216,22 +227,3 @@ def run_data_check(args) -> int:
         return EXIT_SETUP
     print(json.dumps(report, ensure_ascii=False, default=str))
     return 0
-
-
-def lengths_report(report: dict, audit: LengthAudit, recipe, rejects_path: str) -> dict:
-    """The length part of the report; rows the template cannot mask move from kept to rejected (and the file)."""
-    counts = dict(report["rejected_per_reason"])
-    samples = dict(report["reject_samples"])
-    for reject in audit.rejects:
-        counts[reject.reason] = counts.get(reject.reason, 0) + 1
-        samples.setdefault(reject.reason, [])
-        if len(samples[reject.reason]) < 3:
-            samples[reject.reason].append({"line": reject.line, "id": reject.id, "detail": reject.detail})
-    if rejects_path and audit.rejects:
-        with open(rejects_path, "a", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(r.__dict__, ensure_ascii=False) + "\n" for r in audit.rejects)
-    lengths = length_summary(audit.lengths(), recipe.max_length)
-    return {"kept": report["kept"] - len(audit.rejects), "rejected": report["rejected"] + len(audit.rejects),
-            "rejected_per_reason": dict(sorted(counts.items(), key=lambda item: -item[1])), "reject_samples": samples,
-            "lengths": lengths, "tokenizer": f"fixtures/tokenizers/{recipe.tokenizer_fixture} ({recipe.chat_format} "
-            "format)", "overlong_policy": recipe.overlong_policy, "would_truncate": lengths["over_max_length"]}

@@ -20,7 +20,7 @@ from lib.masking.masker import mask_all
 from lib.masking.templates import MaskedExample, MaskingError, build_masked_example, end_of_turn_tokens, mask_stats
 from lib.plan.recipe_plan import memory_plan
 from lib.recipe import Recipe
-from lib.rejects import Reject, reject_counts
+from lib.rejects import Reject, reject_counts, reject_samples
 from lib.run_config import RunConfig, stage_file, write_manifest
 
 STAGE = "02_masking"
@@ -66,6 +66,10 @@ def mask_rows(recipe: Recipe, rows: list[dict], tokenizer) -> MaskedRows:
             continue
         kept.append(example)
         ids.append(row_id)
+    if not kept:
+        raise MaskingError(f"{recipe.name}: no training example left: {len(rows)} rows from 01, {len(audit.rejects)} "
+                           f"the template cannot mask, {decision.over} longer than max_length {decision.max_length} "
+                           f"(overlong_policy {recipe.overlong_policy}). Raise max_length or check the chat template")
     stats = mask_stats(kept, decision.max_length) | {"dropped_overlong": decision.over,
                                                      "cannot_mask": len(audit.rejects),
                                                      "max_length": decision.max_length}
@@ -89,6 +93,7 @@ def save_masked(cfg: RunConfig, masked: MaskedRows) -> dict:
     facts = {**masked.stats, "length_policy": masked.decision.__dict__,
              "lengths": length_summary(list(masked.lengths.values()), cfg.recipe.max_length),
              "rejected_per_reason": reject_counts(masked.rejects),
+             "reject_samples": reject_samples(masked.rejects),
              "memory_at_max_length": memory_at_max_length(cfg.recipe, masked.decision)}
     write_manifest(cfg, STAGE, {"train": stage_file(cfg, "01_data", "train")}, files, facts)
     return facts

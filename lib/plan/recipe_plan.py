@@ -10,11 +10,6 @@ from lib.plan.memory import plan_training_memory
 from lib.recipe import Recipe
 
 
-def export_quant_types(recipe: Recipe) -> list[str]:
-    """F16 first (the converter's output, also judged), then the recipe's quant types, without repeats."""
-    return list(dict.fromkeys(["F16", *recipe.quant_types]))
-
-
 def memory_plan(recipe: Recipe, max_length: int | None = None):
     """Peak training memory of `recipe` on its target card (weights, LoRA, optimizer, activations, logits), at
     `max_length` tokens per example (default: the recipe's; 02_masking may choose another under `fit`)."""
@@ -32,7 +27,7 @@ def memory_plan(recipe: Recipe, max_length: int | None = None):
 def gguf_estimates(recipe: Recipe) -> dict[str, int]:
     """Estimated GGUF bytes for every file the export stage writes."""
     arch = load_architecture(recipe.architecture)
-    return {quant: estimate_gguf_bytes(arch, quant) for quant in export_quant_types(recipe)}
+    return {quant: estimate_gguf_bytes(arch, quant) for quant in recipe.gguf_files()}
 
 
 def kv_cache_bytes(architecture: str, n_ctx: int) -> int:

@@ -12,16 +12,14 @@ block or its prompts, or an output another run is writing.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from typing import Callable
 
-from lib.paths import project_path
 from lib.recipe import load_recipe
 from lib.rejects import reject_counts
 from lib.teacher.config import teacher_settings
-from lib.teacher.generate import PromptFormatError, generate_traces, trace_reject_counts, write_kept_traces
+from lib.teacher.generate import PromptFormatError, run_teacher
 from lib.teacher.store import OutputLockedError
 from lib.teacher.verdicts import Verify
 
@@ -53,19 +51,15 @@ def main(args: argparse.Namespace, read_prompts: ReadPrompts, verify: Verify | N
     # unknown TeacherConfig field in the block; OSError: a prompts file that cannot be read.
     except (ValueError, TypeError, OSError) as err:
         return _error(err)
-    out = project_path(settings.output)
     try:
-        report = generate_traces(prompts, settings.teacher, out, verify, progress=sys.stderr.isatty())
+        summary = run_teacher(settings, prompts, verify, progress=sys.stderr.isatty())
     # Raised before the first request: a prompt that cannot be sent, or another run writing the same output.
     # Anything later (a failed request is not an exception) is a bug, shown with its traceback.
     except (PromptFormatError, OutputLockedError) as err:
         return _error(err)
-    kept = write_kept_traces(out, settings.kept_path)
-    print(json.dumps({"recipe": args.recipe, "teacher": settings.teacher.served_model,
-                      **dataclasses.asdict(report), "prompt_rejects": reject_counts(prompt_rejects),
-                      "kept_total": len(kept), "rejected_total": trace_reject_counts(out),
-                      "kept_file": str(settings.kept_path)}, ensure_ascii=False))
-    return 1 if report.failed else 0
+    print(json.dumps({"recipe": args.recipe, **summary, "prompt_rejects": reject_counts(prompt_rejects)},
+                     ensure_ascii=False))
+    return 1 if summary["failed"] else 0
 
 
 def _error(err: Exception) -> int:

@@ -14,6 +14,7 @@ GGUF run in-process by llama-cpp-python (``gguf_path``). Resuming, keeping rules
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -29,13 +30,14 @@ from tqdm.auto import tqdm
 
 from lib.conversation import to_reasoning_messages
 from lib.jsonl import write_jsonl
+from lib.paths import project_path
 from lib.teacher.client import Completion, TeacherClient, TeacherRequestError
 from lib.teacher.config import TeacherConfig
 from lib.teacher.http_client import OpenAIChatClient
 from lib.teacher.local_client import LlamaCppClient
 from lib.teacher.retry import call_with_retries
 from lib.teacher.store import JsonlAppender, TraceFile, failures_path, read_trace_file
-from lib.teacher.verdicts import FAILED_REQUEST, Verify, judge_completion
+from lib.teacher.verdicts import FAILED_REQUEST, LEGACY_REASONS, Verify, judge_completion
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +244,17 @@ def trace_reject_counts(out_path: str | Path) -> dict[str, int]:
     """Reject reason -> count over the whole output file, plus `FAILED_REQUEST` for ids only the failure
     log holds (they are retried by the next run); most frequent first."""
     trace = read_trace_file(out_path)
-    counts = Counter(r.get("reject_reason") for r in trace.records.values() if not r.get("kept"))
+    counts = Counter(LEGACY_REASONS.get(r.get("reject_reason"), r.get("reject_reason"))
+                     for r in trace.records.values() if not r.get("kept"))
     counts.update({FAILED_REQUEST: len(trace.failures)} if trace.failures else {})
     return dict(counts.most_common())
+
+
+def run_teacher(settings, prompts: list[dict], verify: Verify | None, progress: bool = True) -> dict:
+    """A recipe's teacher step from start to end: generate (resumable), write the kept traces as chat messages
+    beside the output, and summarise this run and the whole file. `settings`: `lib.teacher.config.TeacherSettings`."""
+    out = project_path(settings.output)
+    report = generate_traces(prompts, settings.teacher, out, verify, progress=progress)
+    kept = write_kept_traces(out, settings.kept_path)
+    return {"teacher": settings.teacher.served_model, **dataclasses.asdict(report), "summary": report.summary(),
+            "kept_total": len(kept), "rejected_total": trace_reject_counts(out), "kept_file": str(settings.kept_path)}

@@ -26,6 +26,12 @@ FAILED_REQUEST = "request failed"  # no reply after the retries: the id is in th
 
 REJECT_REASONS = (LENGTH_CUT, NOT_STOPPED, UNCLOSED_THINK, NOT_ONE_THINK_BLOCK, TAG_INSIDE, EMPTY_THINK,
                   EMPTY_ANSWER, ANSWER_MISMATCH, UNVERIFIED, FAILED_REQUEST)
+# Files written before the reasons were unified (snake_case, teacher-only): read back under today's names, so a
+# resumed output never counts one reason under two names.
+LEGACY_REASONS = {"length_cut": LENGTH_CUT, "not_stopped": NOT_STOPPED, "unclosed_think": UNCLOSED_THINK,
+                  "stray_think_tag": NOT_ONE_THINK_BLOCK, "empty_think": EMPTY_THINK, "empty_answer": EMPTY_ANSWER,
+                  "wrong_answer": ANSWER_MISMATCH, "unverified": UNVERIFIED, "failed_request": FAILED_REQUEST}
+
 
 
 def split_reasoning(content: str, reasoning_content: str | None) -> tuple[str | None, str | None, str | None]:

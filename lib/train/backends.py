@@ -10,6 +10,7 @@ real, so target-module names and trainable-parameter counts are checked exactly,
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 from lib.architectures import build_hf_config, load_architecture, parameter_count
 from lib.paths import atomic_write_text
 from lib.recipe import Recipe
-from lib.train.distill_trainer import DistillationTrainer
+from lib.train import distill_trainer
 
 UNSLOTH, TRANSFORMERS = "unsloth", "transformers+peft"
 
@@ -72,8 +73,26 @@ def sft_config(recipe: Recipe, output_dir: Path, on_gpu: bool, max_length: int |
     return SFTConfig(**sft_kwargs(recipe, output_dir, on_gpu, max_length))
 
 
+@functools.cache
+def checkpointing_argument() -> str:
+    """The `TrainingArguments` name of the gradient-checkpointing switch in the installed transformers.
+
+    transformers 5.23.0 (the CPU pins, requirements.txt) calls it `activation_checkpointing` and keeps
+    `gradient_checkpointing` as a deprecated alias (a FutureWarning on every config, removed in v6); 5.17.0 (the GPU
+    pins, constraints-gpu.txt: unsloth 2026.10.9 requires transformers<=5.17.0) knows only `gradient_checkpointing`
+    and refuses the new name. The one place this project branches on that difference.
+    """
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
 def sft_kwargs(recipe: Recipe, output_dir: Path, on_gpu: bool, max_length: int | None = None) -> dict:
-    """The `SFTConfig` arguments for `recipe`; every training key is passed under its own name (pure).
+    """The `SFTConfig` arguments for `recipe`; every training key is passed under its own name (pure but for the
+    name of the checkpointing switch, read from the installed transformers: `checkpointing_argument`).
 
     `max_length`: the one 02_masking chose (the recipe's unless `overlong_policy: fit`); every example fits it.
     """
@@ -87,7 +106,7 @@ def sft_kwargs(recipe: Recipe, output_dir: Path, on_gpu: bool, max_length: int |
         warmup_steps=int(recipe.warmup_steps) if recipe.warmup_steps >= 1 else recipe.warmup_steps,
         weight_decay=recipe.weight_decay, optim=recipe.optim if on_gpu else _cpu_optim(recipe.optim),
         # TRL turns gradient checkpointing on by default; the recipe decides (Unsloth sets its own variant).
-        activation_checkpointing=recipe.gradient_checkpointing and on_gpu,
+        **{checkpointing_argument(): recipe.gradient_checkpointing and on_gpu},
         logging_steps=recipe.logging_steps, save_steps=recipe.save_steps, save_total_limit=2, seed=recipe.seed,
         bf16=bf16, fp16=on_gpu and recipe.torch_dtype == "float16", use_cpu=not on_gpu, report_to=[],
         dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True,
@@ -191,9 +210,9 @@ def train_lora(recipe: Recipe, model_path: str, dataset, max_length: int, out_di
     dataset = dataset.select_columns(["input_ids", "labels"])  # the id column is for people, not the collator
     if teacher_path:
         teacher = _load_teacher(recipe, teacher_path)
-        trainer = DistillationTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                                      teacher_model=teacher, alpha=recipe.distill_alpha,
-                                      temperature=recipe.distill_temperature)
+        trainer = distill_trainer.DistillationTrainer(
+            model=model, args=args, train_dataset=dataset, processing_class=tokenizer, teacher_model=teacher,
+            alpha=recipe.distill_alpha, temperature=recipe.distill_temperature)
     else:
         from trl import SFTTrainer
 

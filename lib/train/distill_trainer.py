@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from trl import SFTTrainer
 
 from lib.train.distill_loss import check_distill_hparams, check_vocab_sizes, hybrid_distillation_loss
 
@@ -54,73 +53,87 @@ def _place_teacher(teacher: nn.Module, device: torch.device) -> nn.Module:
     return teacher.to(device)
 
 
-class DistillationTrainer(SFTTrainer):
-    """SFTTrainer whose loss is ``alpha * T**2 * KL(teacher || student) + (1 - alpha) * CE`` on response tokens.
+def __getattr__(name: str):
+    """`DistillationTrainer` is built on first use: it subclasses `trl.SFTTrainer`, whose import costs seconds (TRL
+    pulls in transformers, PEFT and accelerate), and most runs never distil — so importing this module stays cheap."""
+    if name == "DistillationTrainer":
+        globals()[name] = trainer_class = _distillation_trainer_class()
+        return trainer_class
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    Args (keyword-only, on top of SFTTrainer's):
-        teacher_model: the teacher, same vocabulary as the student. It is frozen (eval mode, requires_grad False),
-            placed on the student's device, run under ``torch.no_grad()`` and never handed to the optimizer.
-        alpha: weight of the KL term in [0, 1].
-        temperature: softmax temperature for the KL term, > 0.
 
-    The loss is a per-micro-batch mean over its trained tokens, so ``loss_is_scaled_for_ga = False`` tells the
-    Trainer to divide it by the gradient accumulation steps (``num_items_in_batch`` is not used). Logs ``kl``
-    (unscaled, at temperature T) and ``ce`` next to the usual ``loss``.
-    """
+def _distillation_trainer_class():
+    from trl import SFTTrainer
 
-    _tag_names = ["trl", "sft", "distillation"]
-    loss_is_scaled_for_ga = False
+    class DistillationTrainer(SFTTrainer):
+        """SFTTrainer whose loss is ``alpha * T**2 * KL(teacher || student) + (1 - alpha) * CE`` on response tokens.
 
-    def __init__(
-        self,
-        *args: Any,
-        teacher_model: nn.Module,
-        alpha: float = 0.5,
-        temperature: float = 2.0,
-        **kwargs: Any,
-    ) -> None:
-        check_distill_hparams(alpha, temperature)  # fail before SFTTrainer prepares the dataset
-        super().__init__(*args, **kwargs)
-        _check_not_sharing_weights(self.model, teacher_model)
-        # Same check as the loss, but at construction rather than after the first forward pass.
-        check_vocab_sizes(output_vocab_size(self.model), output_vocab_size(teacher_model))
-        student_device = next(self.model.parameters()).device
-        self.teacher_model = _place_teacher(freeze_teacher(teacher_model), student_device)
-        self.alpha = alpha
-        self.temperature = temperature
+        Args (keyword-only, on top of SFTTrainer's):
+            teacher_model: the teacher, same vocabulary as the student. It is frozen (eval mode, requires_grad False),
+                placed on the student's device, run under ``torch.no_grad()`` and never handed to the optimizer.
+            alpha: weight of the KL term in [0, 1].
+            temperature: softmax temperature for the KL term, > 0.
 
-    def _teacher_logits(self, model_inputs: dict[str, Any]) -> torch.Tensor:
-        # Re-asserted every step: a callback or user code may have called .train() on the teacher since __init__.
-        if self.teacher_model.training:
-            self.teacher_model.eval()
-        with torch.no_grad():
-            return self.teacher_model(**model_inputs).logits
+        The loss is a per-micro-batch mean over its trained tokens, so ``loss_is_scaled_for_ga = False`` tells the
+        Trainer to divide it by the gradient accumulation steps (``num_items_in_batch`` is not used). Logs ``kl``
+        (unscaled, at temperature T) and ``ce`` next to the usual ``loss``.
+        """
 
-    def _log_parts(self, parts: dict[str, float]) -> None:
-        mode = "train" if self.model.training else "eval"
-        # Average across processes so multi-GPU logs describe the whole batch, like SFTTrainer's own metrics.
-        local = torch.tensor([parts["kl"], parts["ce"]], device=self.accelerator.device)
-        kl, ce = self.accelerator.gather(local).view(-1, 2).mean(dim=0).tolist()
-        self._metrics[mode]["kl"].append(kl)
-        self._metrics[mode]["ce"].append(ce)
+        _tag_names = ["trl", "sft", "distillation"]
+        loss_is_scaled_for_ga = False
 
-    def compute_loss(
-        self,
-        model: nn.Module,
-        inputs: dict[str, torch.Tensor | Any],
-        return_outputs: bool = False,
-        num_items_in_batch: torch.Tensor | int | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        """Hybrid distillation loss for one micro-batch; ``num_items_in_batch`` is accepted for the API, unused."""
-        labels = inputs["labels"]
-        # Without labels (and without fused_lm_head=True) the model runs its original forward and returns the full
-        # logits; the loss is ours, so the model must not compute its own CE as well.
-        model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-        model_inputs["use_cache"] = False
-        outputs = model(**model_inputs)
-        teacher_logits = self._teacher_logits(model_inputs)
-        loss, parts = hybrid_distillation_loss(
-            outputs.logits, teacher_logits, labels, alpha=self.alpha, temperature=self.temperature
-        )
-        self._log_parts(parts)
-        return (loss, outputs) if return_outputs else loss
+        def __init__(
+            self,
+            *args: Any,
+            teacher_model: nn.Module,
+            alpha: float = 0.5,
+            temperature: float = 2.0,
+            **kwargs: Any,
+        ) -> None:
+            check_distill_hparams(alpha, temperature)  # fail before SFTTrainer prepares the dataset
+            super().__init__(*args, **kwargs)
+            _check_not_sharing_weights(self.model, teacher_model)
+            # Same check as the loss, but at construction rather than after the first forward pass.
+            check_vocab_sizes(output_vocab_size(self.model), output_vocab_size(teacher_model))
+            student_device = next(self.model.parameters()).device
+            self.teacher_model = _place_teacher(freeze_teacher(teacher_model), student_device)
+            self.alpha = alpha
+            self.temperature = temperature
+
+        def _teacher_logits(self, model_inputs: dict[str, Any]) -> torch.Tensor:
+            # Re-asserted every step: a callback or user code may have called .train() on the teacher since __init__.
+            if self.teacher_model.training:
+                self.teacher_model.eval()
+            with torch.no_grad():
+                return self.teacher_model(**model_inputs).logits
+
+        def _log_parts(self, parts: dict[str, float]) -> None:
+            mode = "train" if self.model.training else "eval"
+            # Average across processes so multi-GPU logs describe the whole batch, like SFTTrainer's own metrics.
+            local = torch.tensor([parts["kl"], parts["ce"]], device=self.accelerator.device)
+            kl, ce = self.accelerator.gather(local).view(-1, 2).mean(dim=0).tolist()
+            self._metrics[mode]["kl"].append(kl)
+            self._metrics[mode]["ce"].append(ce)
+
+        def compute_loss(
+            self,
+            model: nn.Module,
+            inputs: dict[str, torch.Tensor | Any],
+            return_outputs: bool = False,
+            num_items_in_batch: torch.Tensor | int | None = None,
+        ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+            """Hybrid distillation loss for one micro-batch; ``num_items_in_batch`` is accepted for the API, unused."""
+            labels = inputs["labels"]
+            # Without labels (and without fused_lm_head=True) the model runs its original forward and returns the full
+            # logits; the loss is ours, so the model must not compute its own CE as well.
+            model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+            model_inputs["use_cache"] = False
+            outputs = model(**model_inputs)
+            teacher_logits = self._teacher_logits(model_inputs)
+            loss, parts = hybrid_distillation_loss(
+                outputs.logits, teacher_logits, labels, alpha=self.alpha, temperature=self.temperature
+            )
+            self._log_parts(parts)
+            return (loss, outputs) if return_outputs else loss
+
+    return DistillationTrainer

@@ -26,8 +26,9 @@ def run_training(cfg: RunConfig, dataset, max_length: int) -> dict:
     recipe, out = cfg.recipe, cfg.stage_dir(STAGE)
     facts = {"memory_plan_gib": memory_plan(recipe, max_length).as_dict()["total_gib"], "examples": len(dataset),
              "max_length": max_length}
-    facts |= cfg.mode.train(recipe, dataset, max_length, out)
-    write_manifest(cfg, STAGE, {"masked": stage_file(cfg, "02_masking", "masked")}, {"stage_dir": out}, facts)
+    trained, produced = cfg.mode.train(cfg, dataset, max_length, out)
+    facts |= trained
+    write_manifest(cfg, STAGE, {"masked": stage_file(cfg, "02_masking", "masked")}, produced, facts)
     return facts
 
 

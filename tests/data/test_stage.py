@@ -49,11 +49,11 @@ def test_teacher_block_is_validated_and_only_checked_in_a_dry_run(tmp_path):
         teacher_settings({"prompts": "data/gsm8k/train.jsonl.gz", "base_url": "http://127.0.0.1:8080/v1"})
     with pytest.raises(ValueError, match="api_key is never written"):
         teacher_settings({"prompts": "p", "output": "o", "base_url": "http://127.0.0.1:8080/v1", "api_key": "x"})
-    block = {"prompts": "data/gsm8k/train.jsonl.gz", "output": str(tmp_path / "traces.jsonl"), "rows": 3,
-             "base_url": "http://127.0.0.1:9/v1", "model": "teacher"}
+    block = {"prompts": "openai/gsm8k", "output": str(tmp_path / "traces.jsonl"), "rows": 3,  # a hub name: not
+             "base_url": "http://127.0.0.1:9/v1", "model": "teacher"}  # read in a dry-run (no download)
     dry = config_for(with_overrides(load_recipe("smollm2_135m"), teacher_generation=block), True, str(tmp_path))
     report = teacher_traces(dry)
-    assert report["status"].startswith("validated") and report["prompt_rows"] == 3
+    assert report["status"].startswith("validated") and report["rows"] == 3
     assert not (tmp_path / "traces.jsonl").exists()
     assert teacher_traces(make_run_config("smollm2_135m", dry_run=True, run_dir=str(tmp_path))) is None
 

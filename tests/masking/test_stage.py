@@ -22,16 +22,16 @@ def _rows(tmp_path, recipe="smollm2_135m"):
 
 def test_overlong_examples_are_refused_or_dropped_and_counted_never_cut(tmp_path):
     cfg, rows, tok = _rows(tmp_path)
-    short = with_overrides(cfg.recipe, max_length=100, overlong_policy="raise")
-    with pytest.raises(OverlongError, match=r"longer than max_length 100 .*overlong_policy: drop"):
+    short = with_overrides(cfg.recipe, max_length=150, overlong_policy="raise")  # the 16 rows run 122-395 tokens
+    with pytest.raises(OverlongError, match=r"longer than max_length 150 .*overlong_policy: drop"):
         mask_rows(short, rows, tok)
     masked = mask_rows(with_overrides(short, overlong_policy="drop"), rows, tok)
     dropped = [r for r in masked.rejects if r.reason == OVERLONG]
-    assert masked.stats["dropped_overlong"] == len(dropped) > 0
+    assert masked.stats["dropped_overlong"] == len(dropped) > 0 and masked.examples
     assert len(masked.examples) + len(dropped) == len(rows) == len(masked.lengths)
     eot = tok.convert_tokens_to_ids("<|im_end|>")
     for example in masked.examples:  # every kept example still ends its trained reply with the end-of-turn token
-        assert len(example.input_ids) <= 100
+        assert len(example.input_ids) <= 150
         assert [lab for lab in example.labels if lab != IGNORE_INDEX][-1] == eot
 
 
@@ -100,3 +100,10 @@ def test_stats_table_length_plot_and_browser(tmp_path):
 def test_a_recipe_with_an_unknown_schema_stops_when_the_run_starts():
     with pytest.raises(ValueError, match=r"dataset_format / dataset_fields: .*no_such_schema"):
         config_for(with_overrides(load_recipe("smollm2_135m"), dataset_format="no_such_schema"), True)
+
+
+def test_a_recipe_that_drops_every_example_stops_with_the_numbers(tmp_path):
+    cfg, rows, tok = _rows(tmp_path)
+    with pytest.raises(MaskingError, match=r"no training example left: 16 rows from 01, 0 the template cannot mask, "
+                                           r"16 longer than max_length 8 \(overlong_policy drop\)"):
+        mask_rows(with_overrides(cfg.recipe, max_length=8, overlong_policy="drop"), rows, tok)

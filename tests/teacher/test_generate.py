@@ -144,3 +144,12 @@ def test_an_injected_client_needs_no_server_and_stays_open(tmp_path):
                              client=client, progress=False)
     assert (report.kept, report.tokens_per_s, client.closed) == (1, None, False)
     assert kept_canonical_rows(out)[0]["source"] == "teacher:scripted"
+
+
+def test_reasons_of_files_written_before_the_unified_vocabulary_are_counted_under_todays_names(tmp_path):
+    out = tmp_path / "old.jsonl"
+    old = [{"id": "a", "kept": False, "reject_reason": "wrong_answer"},
+           {"id": "b", "kept": False, "reject_reason": ANSWER_MISMATCH}, {"id": "c", "kept": False,
+                                                                         "reject_reason": "length_cut"}]
+    out.write_text("".join(json.dumps(r) + "\n" for r in old))
+    assert trace_reject_counts(out) == {ANSWER_MISMATCH: 2, LENGTH_CUT: 1}

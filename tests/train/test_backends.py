@@ -3,8 +3,8 @@ import pytest
 
 from lib.architectures import load_architecture, lora_parameter_count
 from lib.recipe import load_recipe, with_overrides
-from lib.train.backends import (TRANSFORMERS, UNSLOTH, BackendError, meta_lora_model, select_backend, sft_config,
-                          sft_kwargs)
+from lib.train.backends import (TRANSFORMERS, UNSLOTH, BackendError, checkpointing_argument, meta_lora_model,
+                                select_backend, sft_config, sft_kwargs)
 
 
 def test_backend_matrix():
@@ -25,7 +25,8 @@ def test_sft_kwargs_feed_trl_names_and_cpu_fallbacks(tmp_path):
     recipe = load_recipe("llama32_3b")
     gpu = sft_kwargs(recipe, tmp_path, on_gpu=True)
     cpu = sft_kwargs(recipe, tmp_path, on_gpu=False)
-    assert gpu["optim"] == "adamw_8bit" and gpu["bf16"] and gpu["activation_checkpointing"]
+    assert gpu["optim"] == "adamw_8bit" and gpu["bf16"] and gpu[checkpointing_argument()]
+    assert not cpu[checkpointing_argument()]
     assert cpu["optim"] == "adamw_torch" and not cpu["bf16"] and cpu["use_cpu"]
     assert gpu["max_length"] == 4096  # TRL's default of 1024 would cut reasoning traces
     assert gpu["warmup_steps"] == 0.03  # a ratio below 1

@@ -13,6 +13,7 @@ from tokenizers.models import WordLevel
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from trl import SFTConfig
 
+from lib.train.backends import checkpointing_argument
 from lib.train.distill_trainer import DistillationTrainer
 
 VOCAB = 64
@@ -63,7 +64,8 @@ def _args(tmp_path) -> SFTConfig:
         report_to=[],
         use_cpu=True,
         bf16=False,  # SFTConfig defaults to bf16 autocast; keep CPU numerics in float32
-        activation_checkpointing=False,  # SFTConfig defaults gradient_checkpointing (its old alias) to True
+        # SFTConfig defaults gradient_checkpointing to True; its name depends on the transformers version
+        **{checkpointing_argument(): False},
         max_steps=2,
         per_device_train_batch_size=2,
         learning_rate=1e-2,
