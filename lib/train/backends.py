@@ -187,6 +187,32 @@ def load_for_training(recipe: Recipe, model_path: str, backend: str, max_length:
     return get_peft_model(model, lora_config(recipe)), tokenizer
 
 
+def sft_trainer_class(on_gpu: bool):
+    """TRL's `SFTTrainer`; on a CPU under TRL < 1.16, one whose loss is the model's own.
+
+    TRL 1.16.0 (the CPU pins) computes SFT's loss through a chunked LM head that runs in PyTorch off CUDA; TRL 1.15.0
+    (the GPU pins, constraints-gpu.txt: unsloth 2026.10.9 requires trl<=1.15.0) runs it only as a Triton kernel
+    (`trl.kernels` imports triton: CUDA/XPU), so on a CPU its first step fails (`'NoneType' object has no attribute
+    'apply'`). There the loss is transformers' `Trainer.compute_loss`: the model's own causal-LM cross-entropy over
+    the same trained tokens (labels != -100), without TRL's token-accuracy/entropy metrics. GPU runs and the CPU
+    pins keep TRL's loss. The one place this project branches on the TRL version.
+    """
+    import trl
+    from packaging.version import Version
+    from trl import SFTTrainer
+
+    if on_gpu or Version(trl.__version__) >= Version("1.16.0"):
+        return SFTTrainer
+    from transformers import Trainer
+
+    class ModelLossSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    return ModelLossSFTTrainer
+
+
 @dataclass
 class TrainResult:
     adapter_dir: Path
@@ -205,8 +231,8 @@ def train_lora(recipe: Recipe, model_path: str, dataset, max_length: int, out_di
     """Train LoRA adapters on the masked examples of 02 (a `datasets.Dataset` of input_ids/labels, TRL uses it as
     is: no re-tokenising); save the adapter + tokenizer to `out_dir/adapter` and the log to `train_log.json`."""
     model, tokenizer = load_for_training(recipe, model_path, backend, max_length)
-    args = sft_config(recipe, out_dir / "checkpoints", on_gpu=backend == UNSLOTH or cuda_available(),
-                      max_length=max_length)
+    on_gpu = backend == UNSLOTH or cuda_available()
+    args = sft_config(recipe, out_dir / "checkpoints", on_gpu=on_gpu, max_length=max_length)
     dataset = dataset.select_columns(["input_ids", "labels"])  # the id column is for people, not the collator
     if teacher_path:
         teacher = _load_teacher(recipe, teacher_path)
@@ -214,9 +240,7 @@ def train_lora(recipe: Recipe, model_path: str, dataset, max_length: int, out_di
             model=model, args=args, train_dataset=dataset, processing_class=tokenizer, teacher_model=teacher,
             alpha=recipe.distill_alpha, temperature=recipe.distill_temperature)
     else:
-        from trl import SFTTrainer
-
-        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+        trainer = sft_trainer_class(on_gpu)(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     start = time.time()
     output = trainer.train()
     seconds = time.time() - start

@@ -4,7 +4,7 @@ import pytest
 from lib.architectures import load_architecture, lora_parameter_count
 from lib.recipe import load_recipe, with_overrides
 from lib.train.backends import (TRANSFORMERS, UNSLOTH, BackendError, checkpointing_argument, meta_lora_model,
-                                select_backend, sft_config, sft_kwargs)
+                                select_backend, sft_config, sft_kwargs, sft_trainer_class)
 
 
 def test_backend_matrix():
@@ -46,3 +46,31 @@ def test_meta_device_rejects_a_target_module_the_model_lacks():
     recipe = with_overrides(load_recipe("llama32_1b_kd"), lora_target_modules=["q_proj", "qkv_proj"])
     with pytest.raises(ValueError):
         meta_lora_model(recipe)
+
+
+def test_on_a_cpu_under_trl_1_15_sft_trains_with_the_models_own_loss(tmp_path, monkeypatch):
+    """TRL 1.15 (the GPU pins) computes SFT's loss only with a Triton kernel: on a CPU the project trains with the
+    model's own cross-entropy instead, which gives TRL 1.16's loss (the CPU pins) on the same steps."""
+    import trl
+    from packaging.version import Version
+    from trl import SFTTrainer
+
+    from tests.train.test_distill_trainer import _args, _dataset, _lora, _tiny_llama, _tokenizer
+
+    def losses(trainer_class) -> list[float]:
+        trainer = trainer_class(model=_tiny_llama(seed=0), args=_args(tmp_path), train_dataset=_dataset(),
+                                processing_class=_tokenizer(), peft_config=_lora())
+        trainer.train()
+        return [row["loss"] for row in trainer.state.log_history if "loss" in row]
+
+    installed = trl.__version__
+    monkeypatch.setattr(trl, "__version__", "1.15.0")
+    fallback = sft_trainer_class(on_gpu=False)
+    assert fallback is not SFTTrainer and issubclass(fallback, SFTTrainer)
+    assert sft_trainer_class(on_gpu=True) is SFTTrainer  # a GPU runs TRL's kernel
+    model_loss = losses(fallback)
+    assert len(model_loss) == 2
+    monkeypatch.setattr(trl, "__version__", installed)
+    if Version(installed) >= Version("1.16.0"):
+        assert sft_trainer_class(on_gpu=False) is SFTTrainer
+        assert model_loss == pytest.approx(losses(SFTTrainer), rel=1e-4)
