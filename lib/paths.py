@@ -4,10 +4,11 @@ Usage: ``from lib.paths import run_dir; run_dir("smollm2_135m")``
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -59,16 +60,23 @@ def publish_dir(target: Path, fill: Callable[[Path], None], marker: str) -> Path
     return target
 
 
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write `text` to `path` through a temporary file beside it and a rename: a kill never leaves half a file."""
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A path beside `path`, not yet created, to write to; renamed onto `path` when the block ends without error,
+    removed when it raises: a killed or failed write never leaves a file under the final name for a later run to
+    take as finished (manifests, JSONL, Parquet, GGUF all go through here)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write `text` to `path` atomically (`atomic_path`)."""
+    with atomic_path(path) as partial:
+        partial.write_text(text, encoding="utf-8")
     return path

@@ -17,7 +17,7 @@ from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
-from lib.paths import cache_dir, publish_dir
+from lib.paths import atomic_path, cache_dir, publish_dir
 
 _CONVERTER_MEMBERS = ("vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/conversion/",
                       "vendor/llama.cpp/gguf-py/")
@@ -67,20 +67,13 @@ def convert_to_gguf(hf_dir: Path, out_path: Path, outtype: str = "f16") -> Path:
     """Run llama.cpp's converter on a merged HF folder; the chat template travels into the GGUF metadata."""
     sources = llama_cpp_sources()
     env = {**os.environ, "PYTHONPATH": str(sources / "gguf-py") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    partial = _partial(out_path)
-    command = [sys.executable, str(sources / "convert_hf_to_gguf.py"), str(hf_dir), "--outtype", outtype,
-               "--outfile", str(partial)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    if done.returncode != 0 or not partial.is_file():
-        partial.unlink(missing_ok=True)
-        raise ExportError(f"convert_hf_to_gguf.py failed on {hf_dir}:\n{done.stderr.strip()[-2000:]}")
-    return partial.replace(out_path)
-
-
-def _partial(path: Path) -> Path:
-    """Where a GGUF is written before it is renamed into place: a killed conversion never leaves a file under the
-    final name for a later run to take as finished."""
-    return path.with_name(f".{path.name}.partial")
+    with atomic_path(out_path) as partial:
+        command = [sys.executable, str(sources / "convert_hf_to_gguf.py"), str(hf_dir), "--outtype", outtype,
+                   "--outfile", str(partial)]
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        if done.returncode != 0 or not partial.is_file():
+            raise ExportError(f"convert_hf_to_gguf.py failed on {hf_dir}:\n{done.stderr.strip()[-2000:]}")
+    return out_path
 
 
 def quantize_gguf(source: Path, target: Path, quant_type: str, n_threads: int = 2) -> Path:
@@ -94,12 +87,11 @@ def quantize_gguf(source: Path, target: Path, quant_type: str, n_threads: int = 
         raise ExportError(f"unknown quant type {quant_type!r}; llama.cpp knows: {', '.join(known)}")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype, params.nthread = ftype, n_threads
-    partial = _partial(target)
-    status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), params)
-    if status != 0 or not partial.is_file():
-        partial.unlink(missing_ok=True)
-        raise ExportError(f"llama_model_quantize({source.name} -> {quant_type}) returned {status}")
-    return partial.replace(target)
+    with atomic_path(target) as partial:
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), params)
+        if status != 0 or not partial.is_file():
+            raise ExportError(f"llama_model_quantize({source.name} -> {quant_type}) returned {status}")
+    return target
 
 
 def gguf_tensor_type_counts(path: Path) -> dict[str, int]:

@@ -3,16 +3,16 @@
 Usage: ``write_masked(path, ids, examples)``; ``dataset = read_masked(path)``  (a `datasets.Dataset` of
 ``id, input_ids, labels``, which TRL's trainers take as is, without re-tokenising)
 
-Parquet: typed int32 lists, compact, read back without parsing; written atomically (temporary file + rename).
+Parquet: typed int32 lists, compact, read back without parsing; written atomically (`lib.paths.atomic_path`).
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from lib.paths import atomic_path
 
 _SCHEMA = pa.schema([("id", pa.string()), ("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32()))])
 
@@ -22,14 +22,8 @@ def write_masked(path: Path, ids: list[str], examples) -> Path:
     path = Path(path)
     table = pa.table({"id": ids, "input_ids": [e.input_ids for e in examples], "labels": [e.labels for e in examples]},
                      schema=_SCHEMA)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as partial:
+        pq.write_table(table, partial)
     return path
 
 
