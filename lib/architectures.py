@@ -116,7 +116,11 @@ def build_hf_config(name: str):
 
 def load_architecture(name: str) -> Architecture:
     """Build the Architecture for a bundled config name. An unknown name raises ValueError listing the known ones."""
-    cfg = hf_config_dict(name)
+    return architecture_from_config(name, hf_config_dict(name))
+
+
+def architecture_from_config(name: str, cfg: dict[str, Any]) -> Architecture:
+    """The Architecture of an HF config dict (a bundled one, or one shrunk by `lib.tiny` for a --tiny run)."""
     heads = cfg["num_attention_heads"]
     # transformers derives head_dim this way when the config lacks it (older Llama files do).
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
