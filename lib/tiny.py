@@ -9,8 +9,19 @@ GPU run calls runs on the same kind of model. The numbers it trains mean nothing
 """
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import math
+import re
+import shutil
+from pathlib import Path
 from typing import Any
+
+from lib.architectures import hf_config_dict
+from lib.paths import atomic_write_bytes, atomic_write_text, cache_dir, publish_dir
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 TINY_LAYERS = 2
 # llama.cpp's K-quants pack rows in super-blocks of 256 values: every row length (hidden, q_dim, intermediate) a
@@ -59,3 +70,123 @@ def tiny_vocab_size(config_vocab: int, tokenizer_size: int, stand_in: bool) -> i
     if stand_in or config_vocab < tokenizer_size:
         return tokenizer_size
     return config_vocab
+
+
+# --- the tiny models, written once as hub-style snapshots --------------------------------------------------------
+
+TINY_FORMAT = 1  # bump when the shrink rule or the files written change: older snapshots are rebuilt
+MARKER = "thinkdistill_tiny.json"  # the spec a snapshot was built from; only a complete snapshot has it
+
+
+def tiny_hub_cache() -> Path:
+    """The hub cache of --tiny runs (the layout huggingface_hub writes), beside the project's other caches."""
+    return cache_dir() / "tiny-hub"
+
+
+def tiny_spec(architecture: str, tokenizer_fixture: str, dtype: str, stand_in: bool) -> dict[str, Any]:
+    """Everything a tiny model is built from: the HF config (shrunk), its tokenizer and dtype. Pure but for reading
+    the fixture's size."""
+    from lib.models import fixture_tokenizer_size
+
+    base = hf_config_dict(architecture)
+    vocab = tiny_vocab_size(base["vocab_size"], fixture_tokenizer_size(tokenizer_fixture), stand_in)
+    return {"format": TINY_FORMAT, "architecture": architecture, "tokenizer_fixture": tokenizer_fixture,
+            "tokenizer_stand_in": stand_in, "dtype": dtype, "config": shrunk_config(base, vocab)}
+
+
+def ensure_tiny_snapshot(repo_id: str, revision: str, spec: dict[str, Any], hub_cache: Path) -> Path:
+    """The snapshot folder of `repo_id` in `hub_cache`, built from `spec` unless an identical one exists.
+
+    The layout is huggingface_hub's (`models--owner--name/{blobs,refs,snapshots/<commit>}`, files as links into
+    blobs), so `snapshot_download(repo_id, revision, cache_dir=hub_cache, local_files_only=True)` finds it exactly as
+    it finds a download. The commit is the recipe's pinned `revision`, or one derived from the spec.
+    """
+    spec_text = json.dumps(spec, sort_keys=True, indent=1)
+    commit = revision if _COMMIT.fullmatch(revision or "") else hashlib.sha1(spec_text.encode()).hexdigest()
+    repo = hub_cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    marker = snapshot / MARKER
+    if marker.is_file() and marker.read_text() != spec_text:  # built by an older rule: build it again
+        shutil.rmtree(snapshot)
+
+    def fill(folder: Path) -> None:
+        built = folder.parent / f".{folder.name}.files"
+        _write_tiny_model(spec, built)
+        (built / MARKER).write_text(spec_text)
+        for file in sorted(built.iterdir()):  # each file into blobs/ by content, linked from the snapshot
+            data = file.read_bytes()
+            blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+            if not blob.is_file():
+                atomic_write_bytes(blob, data)
+            (folder / file.name).symlink_to(Path("..", "..", "blobs", blob.name))
+        shutil.rmtree(built)
+
+    publish_dir(snapshot, fill, MARKER)
+    for ref in {"main", revision} - {"", commit}:  # what snapshot_download reads to turn a branch into a commit
+        atomic_write_text(repo / "refs" / ref, commit)
+    return snapshot
+
+
+def _write_tiny_model(spec: dict[str, Any], folder: Path) -> None:
+    """Random weights of the shrunk config in the recipe's dtype, with the recipe's tokenizer and chat template."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from lib.models import load_fixture_tokenizer
+
+    fields = copy.deepcopy(spec["config"])  # transformers rewrites nested rope settings in place
+    config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+    # a fixed seed per architecture: the same snapshot whichever process builds it
+    torch.manual_seed(int(hashlib.sha256(spec["architecture"].encode()).hexdigest()[:8], 16))
+    model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, spec["dtype"]))
+    folder.mkdir(parents=True)
+    model.save_pretrained(folder)
+    load_fixture_tokenizer(spec["tokenizer_fixture"]).save_pretrained(folder)
+
+
+# --- a --tiny run: its sizes, and where its models come from ----------------------------------------------------
+
+TINY_TRAIN_ROWS = 16  # rows of the recipe's shipped sample (dry_run_dataset_path): its length policy still applies
+TINY_EVAL_ROWS = 4
+# what a tiny run changes in a recipe: how long it trains and generates, never how (keys of lib.recipe.Recipe)
+TINY_OVERRIDES = {"max_steps": 2, "logging_steps": 1, "save_steps": 2, "eval_max_tokens": 32, "eval_n_ctx": 1024,
+                  "eval_n_threads": 2, "eval_speed_threads": 0, "eval_parallel": 1}
+
+
+def tiny_recipe(recipe):
+    """`recipe` with the tiny run's sizes (`TINY_OVERRIDES`); everything else, the code path included, is its own."""
+    from lib.recipe import with_overrides
+
+    return with_overrides(recipe, **TINY_OVERRIDES)
+
+
+def hub_id_of(model_name_or_path: str) -> str:
+    """The hub id a tiny model is filed under: the recipe's own, or the hub id of a packaged model."""
+    from lib.models import PACKAGED_GGUF_HUB_IDS
+
+    if model_name_or_path in PACKAGED_GGUF_HUB_IDS:
+        return PACKAGED_GGUF_HUB_IDS[model_name_or_path]
+    if model_name_or_path.count("/") != 1 or model_name_or_path.startswith((".", "/")):
+        raise ValueError(f"model_name_or_path {model_name_or_path!r} is not a hub id (owner/name): a --tiny run "
+                         "builds its model under the recipe's hub id; a local folder has none")
+    return model_name_or_path
+
+
+def tiny_summary(recipe) -> dict[str, Any]:
+    """What the tiny model of `recipe` is, for the run's report (and its teacher's, for distillation)."""
+    def describe(architecture: str) -> str:
+        spec = tiny_spec(architecture, recipe.tokenizer_fixture, recipe.torch_dtype, recipe.tokenizer_stand_in)
+        c = spec["config"]
+        vocab = (f"vocab {c['vocab_size']} of the stand-in tokenizer {recipe.tokenizer_fixture!r}"
+                 if recipe.tokenizer_stand_in else f"vocab {c['vocab_size']} (the recipe's)")
+        return (f"random {c['model_type']} shrunk from {architecture}: {c['num_hidden_layers']} layers x "
+                f"{c['hidden_size']} hidden, {c['num_attention_heads']}/{c['num_key_value_heads']} heads of "
+                f"{c['head_dim']}, mlp {c['intermediate_size']}, {vocab}, {spec['dtype']}")
+
+    facts = {"model": f"{hub_id_of(recipe.model_name_or_path)} -> {describe(recipe.architecture)}",
+             "tokenizer": f"fixtures/tokenizers/{recipe.tokenizer_fixture}"
+                          + (" (a stand-in)" if recipe.tokenizer_stand_in else ""),
+             "hub_cache": str(tiny_hub_cache())}
+    if recipe.teacher_architecture:
+        facts["teacher"] = f"{recipe.teacher_model_name_or_path} -> {describe(recipe.teacher_architecture)}"
+    return facts

@@ -27,7 +27,8 @@
 # %% tags=["parameters"]
 model = "smollm2_135m"  # a recipe in params/ (python -m lib recipes lists them)
 dry_run = False  # True: no GPU, no download; a few rows and fixture tokenizers (see lib.modes)
-run_dir = ""  # empty: runs/<model>[-dry-run]/
+tiny = False  # True: the real code path on CPU with a tiny random model of the recipe's family (lib.tiny)
+run_dir = ""  # empty: runs/<model>[-dry-run|-tiny]/
 
 # %%
 from IPython.display import display
@@ -36,7 +37,7 @@ from lib.data.stage import build_splits, save_splits, teacher_traces
 from lib.display import facts_table, rejects_table, table
 from lib.modes import make_run_config
 
-cfg = make_run_config(model, dry_run, run_dir)
+cfg = make_run_config(model, dry_run, run_dir, tiny=tiny)
 display(facts_table(cfg.summary(), "This run"))
 
 # %% [markdown]

@@ -26,6 +26,7 @@
 # %% tags=["parameters"]
 model = "smollm2_135m"
 dry_run = False
+tiny = False
 run_dir = ""
 
 # %%
@@ -37,7 +38,7 @@ from lib.masking.stage import STAGE, mask_rows, read_rows, save_masked, turn_typ
 from lib.masking.templates import trained_text
 from lib.modes import make_run_config
 
-cfg = make_run_config(model, dry_run, run_dir)
+cfg = make_run_config(model, dry_run, run_dir, tiny=tiny)
 rows = read_rows(cfg)
 tokenizer = cfg.mode.tokenizer()
 display(facts_table({"rows from 01_data": len(rows), "tokenizer": type(tokenizer).__name__,

@@ -27,9 +27,11 @@
 # %% tags=["parameters"]
 model = "smollm2_135m"
 dry_run = False
+tiny = False
 run_dir = ""
 
 # %%
+import lib.train.unsloth_first  # noqa: F401  first: unsloth (GPU backend only) must patch transformers/TRL/PEFT
 from IPython.display import display
 
 from lib.display import facts_table, loss_plot
@@ -37,7 +39,7 @@ from lib.modes import make_run_config
 from lib.plan.recipe_plan import memory_plan
 from lib.train.stage import STAGE, read_masked_examples, run_training, train_log
 
-cfg = make_run_config(model, dry_run, run_dir)
+cfg = make_run_config(model, dry_run, run_dir, tiny=tiny)
 dataset, max_length = read_masked_examples(cfg)  # exactly what 02 masked, and the max_length it chose
 display(facts_table({"masked examples": len(dataset), "max_length (from 02)": max_length}))
 

@@ -27,6 +27,7 @@
 # %% tags=["parameters"]
 model = "smollm2_135m"
 dry_run = False
+tiny = False
 run_dir = ""
 
 # %%
@@ -39,7 +40,7 @@ from lib.jsonl import read_jsonl
 from lib.modes import make_run_config
 from lib.run_config import stage_file
 
-cfg = make_run_config(model, dry_run, run_dir)
+cfg = make_run_config(model, dry_run, run_dir, tiny=tiny)
 train = read_jsonl(stage_file(cfg, "01_data", "train"))
 # probe texts for the merge check: real training conversations, question and reasoning included
 probe_texts = ["\n".join(m["content"] for m in to_chat_messages(row)) for row in train[:3]]

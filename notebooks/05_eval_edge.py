@@ -28,6 +28,7 @@
 # %% tags=["parameters"]
 model = "smollm2_135m"
 dry_run = False
+tiny = False
 run_dir = ""
 
 # %%
@@ -37,7 +38,7 @@ from lib.display import facts_table, results_chart, table
 from lib.evaluate.stage import STAGE, read_heldout, run_eval
 from lib.modes import make_run_config
 
-cfg = make_run_config(model, dry_run, run_dir)
+cfg = make_run_config(model, dry_run, run_dir, tiny=tiny)
 heldout = read_heldout(cfg)
 display(facts_table({"held-out prompts": len(heldout), "sampling": cfg.recipe.eval_sampling(),
                      "max new tokens": cfg.recipe.eval_max_tokens}))

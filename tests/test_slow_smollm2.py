@@ -20,7 +20,7 @@ from lib.conversation import prompt_messages, to_chat_messages
 from lib.data.rows import read_reasoning_rows
 from lib.jsonl import write_jsonl
 from lib.models import load_fixture_tokenizer, load_model_tokenizer
-from lib.train.backends import TRANSFORMERS, train_lora
+from lib.train.backends import select_backend, train_lora
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,8 @@ def exported(tmp_path_factory, model_dir, rows):
     tokenizer = load_model_tokenizer(model_dir)
     examples = [build_masked_example(to_chat_messages(r), tokenizer, sample_id=r["id"]) for r in rows]
     dataset = read_masked(write_masked(out / "masked.parquet", [r["id"] for r in rows], examples))  # as 02 -> 03
-    result = train_lora(recipe, model_dir, dataset, recipe.max_length, out, TRANSFORMERS)
+    result = train_lora(recipe, model_dir, dataset, recipe.max_length, out,
+                        select_backend(recipe, has_cuda=False, has_unsloth=False))
     texts = ["\n".join(m["content"] for m in to_chat_messages(r)) for r in rows[:2]]
     difference = merge_adapter(model_dir, result.adapter_dir, out / "merged", texts)
     f16 = convert_to_gguf(out / "merged", out / "m-F16.gguf")

@@ -3,8 +3,9 @@
 Usage: ``result = train_lora(recipe, model_path, dataset, max_length, out_dir, detect_backend(recipe))``
 
 Backends: Unsloth's `FastLanguageModel` (+ bitsandbytes 4-bit) when CUDA and `unsloth` are present,
-transformers + PEFT otherwise. On a CPU a recipe that asks for 4-bit is refused: bitsandbytes 0.50's CPU
-4-bit path silently corrupts LoRA gradients after any eval-mode/generate forward on AVX512-BF16 CPUs.
+transformers + PEFT otherwise (`Backend`). On a CPU a recipe that asks for 4-bit is refused: bitsandbytes 0.50's
+CPU 4-bit path silently corrupts LoRA gradients after any eval-mode/generate forward on AVX512-BF16 CPUs; a --tiny
+run replaces it (and the other CUDA-only parts) with the recipe's dtype, and names each replacement.
 Without a model source (dry-run) the recipe's architecture is built on the meta device: LoRA is injected for
 real, so target-module names and trainable-parameter counts are checked exactly, with no weights at all.
 """
@@ -29,24 +30,89 @@ class BackendError(RuntimeError):
     """The recipe cannot run on this hardware; the message says why and what to change."""
 
 
+@dataclass(frozen=True)
+class Backend:
+    """The training stack that really runs a recipe here, and what stood in for the parts that need CUDA.
+
+    One value decides everything hardware-dependent in training: the loader (`load_for_training`), the trainer's
+    arguments (`sft_kwargs`), the teacher's precision, and the memory plan's assumptions (`lib.plan`).
+    """
+
+    name: str  # UNSLOTH or TRANSFORMERS
+    on_gpu: bool
+    load_in_4bit: bool  # what is really loaded (a --tiny run on a CPU loads the recipe's dtype instead of NF4)
+    teacher_load_in_4bit: bool
+    optim: str
+    # "unsloth": Unsloth's offloaded variant, set by its get_peft_model (and nowhere else); True: transformers'
+    # own, set by the trainer's arguments (and nowhere else); False: none
+    gradient_checkpointing: bool | str
+    stand_ins: tuple[str, ...] = ()  # "recipe's part -> what ran instead (why)", for the run's report
+
+    def as_dict(self) -> dict:
+        return {"backend": self.name, "device": "cuda" if self.on_gpu else "cpu", "load_in_4bit": self.load_in_4bit,
+                "optim": self.optim, "gradient_checkpointing": self.gradient_checkpointing,
+                "stand_ins": list(self.stand_ins)}
+
+
+_CPU_4BIT = ("bitsandbytes' CPU 4-bit path silently corrupts LoRA gradients after any eval/generate forward (bnb "
+             "0.50, AVX512-BF16 CPUs)")
+
+
 def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
 
 
-def select_backend(recipe: Recipe, has_cuda: bool, has_unsloth: bool) -> str:
-    """Which training stack runs `recipe` here (pure, so every combination is testable)."""
-    if recipe.load_in_4bit and not has_cuda:
-        raise BackendError(
-            f"recipe {recipe.name!r} sets load_in_4bit: true but no CUDA GPU is present. bitsandbytes' CPU 4-bit "
-            "path silently corrupts LoRA gradients after any eval/generate forward (bnb 0.50, AVX512-BF16 CPUs), "
-            "so this project refuses it: run on a GPU, or set load_in_4bit: false for a CPU run")
-    return UNSLOTH if has_cuda and has_unsloth else TRANSFORMERS
+def select_backend(recipe: Recipe, has_cuda: bool, has_unsloth: bool, stand_ins_allowed: bool = False) -> Backend:
+    """The backend that runs `recipe` here (pure, so every combination is testable).
+
+    Without CUDA, what needs it (NF4 weights, 8-bit optimizers, Unsloth) is refused for a recipe that asks for
+    4-bit, unless `stand_ins_allowed` (a --tiny run): then each is replaced and the replacement named in
+    `stand_ins`. 8-bit optimizers become AdamW on any CPU run (named too).
+    """
+    stand_ins: list[str] = []
+    load_in_4bit, teacher_4bit = recipe.load_in_4bit, bool(recipe.teacher_model_name_or_path
+                                                            and recipe.teacher_load_in_4bit)
+    if not has_cuda and (load_in_4bit or teacher_4bit):
+        which = "load_in_4bit" if load_in_4bit else "teacher_load_in_4bit"
+        if not stand_ins_allowed:
+            raise BackendError(f"recipe {recipe.name!r} sets {which}: true but no CUDA GPU is present. {_CPU_4BIT}, so "
+                               f"this project refuses it: run on a GPU, or set {which}: false for a CPU run")
+        if load_in_4bit:
+            stand_ins.append(f"NF4 4-bit base (bitsandbytes) -> {recipe.torch_dtype} weights ({_CPU_4BIT})")
+        if teacher_4bit:
+            stand_ins.append(f"NF4 4-bit teacher (bitsandbytes) -> {recipe.torch_dtype} teacher ({_CPU_4BIT})")
+        load_in_4bit = teacher_4bit = False
+    optim = recipe.optim
+    if not has_cuda and "8bit" in optim:
+        optim = "adamw_torch"
+        stand_ins.append(f"{recipe.optim} (bitsandbytes CUDA kernels) -> adamw_torch")
+    if has_cuda and has_unsloth:
+        name, checkpointing = UNSLOTH, "unsloth" if recipe.gradient_checkpointing else False
+    else:
+        name, checkpointing = TRANSFORMERS, recipe.gradient_checkpointing
+        if stand_ins_allowed and not has_cuda:
+            stand_ins.append("Unsloth FastLanguageModel (needs a CUDA GPU) -> transformers + PEFT")
+    return Backend(name, has_cuda, load_in_4bit, teacher_4bit, optim, checkpointing, tuple(stand_ins))
 
 
-def detect_backend(recipe: Recipe) -> str:
-    return select_backend(recipe, cuda_available(), importlib.util.find_spec("unsloth") is not None)
+def unsloth_installed() -> bool:
+    return importlib.util.find_spec("unsloth") is not None
+
+
+def detect_backend(recipe: Recipe, stand_ins_allowed: bool = False) -> Backend:
+    """The backend that will train `recipe` on this machine."""
+    return select_backend(recipe, cuda_available(), unsloth_installed(), stand_ins_allowed)
+
+
+def planned_backend(recipe: Recipe) -> tuple[Backend, str]:
+    """The backend of a real run on the recipe's target card, and how it was decided: on a CUDA machine the one
+    that will run here; elsewhere the one `pip install -e '.[gpu]'` gives a GPU machine (Unsloth)."""
+    if cuda_available():
+        return detect_backend(recipe), "detected on this machine"
+    return (select_backend(recipe, has_cuda=True, has_unsloth=True),
+            "no CUDA GPU here: assumed the recipe's GPU with the [gpu] extra (unsloth) installed")
 
 
 def lora_config(recipe: Recipe):
@@ -66,11 +132,11 @@ def check_target_modules(model, target_modules) -> None:
                          f"include {sorted(n for n in present if n.endswith('_proj'))}")
 
 
-def sft_config(recipe: Recipe, output_dir: Path, on_gpu: bool, max_length: int | None = None):
+def sft_config(recipe: Recipe, output_dir: Path, backend: Backend, max_length: int | None = None):
     """TRL `SFTConfig` from the recipe (validated by TRL/transformers on construction)."""
     from trl import SFTConfig
 
-    return SFTConfig(**sft_kwargs(recipe, output_dir, on_gpu, max_length))
+    return SFTConfig(**sft_kwargs(recipe, output_dir, backend, max_length))
 
 
 @functools.cache
@@ -90,13 +156,14 @@ def checkpointing_argument() -> str:
     return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
-def sft_kwargs(recipe: Recipe, output_dir: Path, on_gpu: bool, max_length: int | None = None) -> dict:
-    """The `SFTConfig` arguments for `recipe`; every training key is passed under its own name (pure but for the
-    name of the checkpointing switch, read from the installed transformers: `checkpointing_argument`).
+def sft_kwargs(recipe: Recipe, output_dir: Path, backend: Backend, max_length: int | None = None) -> dict:
+    """The `SFTConfig` arguments for `recipe` on `backend`; every training key is passed under its own name (pure
+    but for the name of the checkpointing switch, read from the installed transformers: `checkpointing_argument`).
 
     `max_length`: the one 02_masking chose (the recipe's unless `overlong_policy: fit`); every example fits it.
+    Gradient checkpointing is switched on here only for transformers' own: Unsloth's variant is set by its
+    `get_peft_model`, and setting both would checkpoint twice.
     """
-    bf16 = on_gpu and recipe.torch_dtype == "bfloat16"
     return dict(
         output_dir=str(output_dir), max_length=max_length or recipe.max_length,
         num_train_epochs=recipe.num_train_epochs,
@@ -104,18 +171,14 @@ def sft_kwargs(recipe: Recipe, output_dir: Path, on_gpu: bool, max_length: int |
         gradient_accumulation_steps=recipe.gradient_accumulation_steps, learning_rate=recipe.learning_rate,
         lr_scheduler_type=recipe.lr_scheduler_type,
         warmup_steps=int(recipe.warmup_steps) if recipe.warmup_steps >= 1 else recipe.warmup_steps,
-        weight_decay=recipe.weight_decay, optim=recipe.optim if on_gpu else _cpu_optim(recipe.optim),
-        # TRL turns gradient checkpointing on by default; the recipe decides (Unsloth sets its own variant).
-        **{checkpointing_argument(): recipe.gradient_checkpointing and on_gpu},
+        weight_decay=recipe.weight_decay, optim=backend.optim,
+        **{checkpointing_argument(): backend.gradient_checkpointing is True},
         logging_steps=recipe.logging_steps, save_steps=recipe.save_steps, save_total_limit=2, seed=recipe.seed,
-        bf16=bf16, fp16=on_gpu and recipe.torch_dtype == "float16", use_cpu=not on_gpu, report_to=[],
-        dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True,
+        # bf16 autocast also on a CPU (AVX512-BF16 here): a bf16 recipe computes in bf16 wherever it runs
+        bf16=recipe.torch_dtype == "bfloat16", fp16=backend.on_gpu and recipe.torch_dtype == "float16",
+        use_cpu=not backend.on_gpu, report_to=[], dataloader_num_workers=0, remove_unused_columns=False,
+        disable_tqdm=True,
     )
-
-
-def _cpu_optim(optim: str) -> str:
-    # 8-bit optimizers live in bitsandbytes' CUDA kernels; on a CPU the same recipe uses plain AdamW.
-    return "adamw_torch" if "8bit" in optim else optim
 
 
 def meta_lora_model(recipe: Recipe, architecture: str | None = None):
@@ -140,51 +203,58 @@ def validate_on_meta_device(recipe: Recipe, max_length: int, out: Path) -> dict:
     """The dry-run of training: the architecture on the meta device with LoRA injected for real (target names and
     trainable counts exact, no weights) and the TRL config built and validated; returns the facts."""
     _, trainable, total = meta_lora_model(recipe)
-    sft_config(recipe, out / "checkpoints", on_gpu=False, max_length=max_length)  # TRL validates what it can here
+    sft_config(recipe, out / "checkpoints", select_backend(recipe, has_cuda=False, has_unsloth=False,
+                                                           stand_ins_allowed=True),
+               max_length=max_length)  # TRL validates what it can here
+    gpu = select_backend(recipe, has_cuda=True, has_unsloth=True)
     facts = {"mode": "dry-run (meta device, no weights)", "trainable_params": trainable, "total_params": total,
-             "backend_with_cuda_and_unsloth": select_backend(recipe, has_cuda=True, has_unsloth=True),
-             "gpu_sft_config": {k: v for k, v in sft_kwargs(recipe, out, on_gpu=True, max_length=max_length).items()
+             "backend_with_cuda_and_unsloth": gpu.name,
+             "gpu_sft_config": {k: v for k, v in sft_kwargs(recipe, out, gpu, max_length=max_length).items()
                                 if k != "output_dir"}}
     if recipe.teacher_architecture:
         facts["teacher_params"] = parameter_count(load_architecture(recipe.teacher_architecture))
     return facts
 
 
-def load_for_training(recipe: Recipe, model_path: str, backend: str, max_length: int | None = None):
+def load_for_training(recipe: Recipe, model_path: str, backend: Backend, max_length: int | None = None):
     """(model with LoRA adapters, tokenizer) for `backend`."""
     import torch
 
     dtype = getattr(torch, recipe.torch_dtype)
-    if backend == UNSLOTH:  # GPU only: never reached on a CPU machine
-        from unsloth import FastLanguageModel
+    if backend.name == UNSLOTH:  # GPU only: never reached on a CPU machine
+        from unsloth import FastLanguageModel  # imported first by lib.train.unsloth_first (03's first import)
 
         model, tokenizer = FastLanguageModel.from_pretrained(
             model_name=model_path, max_seq_length=max_length or recipe.max_length, dtype=dtype,
-            load_in_4bit=recipe.load_in_4bit)
+            load_in_4bit=backend.load_in_4bit)
         model = FastLanguageModel.get_peft_model(
             model, r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
             target_modules=list(recipe.lora_target_modules), bias="none",
-            use_gradient_checkpointing="unsloth" if recipe.gradient_checkpointing else False,
-            random_state=recipe.seed)
+            use_gradient_checkpointing=backend.gradient_checkpointing, random_state=recipe.seed)
         return model, tokenizer
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"dtype": dtype, "trust_remote_code": recipe.trust_remote_code}
-    if recipe.load_in_4bit:
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype)
+    if backend.load_in_4bit:
+        kwargs["quantization_config"] = nf4_config(dtype, double_quant=True)
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
-    if recipe.load_in_4bit:
+    if backend.load_in_4bit:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.gradient_checkpointing)
+        # checkpointing is the trainer's to switch on (sft_kwargs), once
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=recipe.trust_remote_code)
     check_target_modules(model, recipe.lora_target_modules)
     return get_peft_model(model, lora_config(recipe)), tokenizer
+
+
+def nf4_config(compute_dtype, double_quant: bool):
+    """bitsandbytes NF4 weights computing in `compute_dtype` (the student with double quant; the teacher without)."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant,
+                              bnb_4bit_compute_dtype=compute_dtype)
 
 
 def sft_trainer_class(on_gpu: bool):
@@ -226,21 +296,21 @@ class TrainResult:
         return [(row["step"], row["loss"]) for row in self.log_history if "loss" in row]
 
 
-def train_lora(recipe: Recipe, model_path: str, dataset, max_length: int, out_dir: Path, backend: str,
+def train_lora(recipe: Recipe, model_path: str, dataset, max_length: int, out_dir: Path, backend: Backend,
                teacher_path: str = "") -> TrainResult:
     """Train LoRA adapters on the masked examples of 02 (a `datasets.Dataset` of input_ids/labels, TRL uses it as
     is: no re-tokenising); save the adapter + tokenizer to `out_dir/adapter` and the log to `train_log.json`."""
     model, tokenizer = load_for_training(recipe, model_path, backend, max_length)
-    on_gpu = backend == UNSLOTH or cuda_available()
-    args = sft_config(recipe, out_dir / "checkpoints", on_gpu=on_gpu, max_length=max_length)
+    args = sft_config(recipe, out_dir / "checkpoints", backend, max_length=max_length)
     dataset = dataset.select_columns(["input_ids", "labels"])  # the id column is for people, not the collator
     if teacher_path:
-        teacher = _load_teacher(recipe, teacher_path)
+        teacher = _load_teacher(recipe, teacher_path, backend)
         trainer = distill_trainer.DistillationTrainer(
             model=model, args=args, train_dataset=dataset, processing_class=tokenizer, teacher_model=teacher,
             alpha=recipe.distill_alpha, temperature=recipe.distill_temperature)
     else:
-        trainer = sft_trainer_class(on_gpu)(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+        trainer = sft_trainer_class(backend.on_gpu)(model=model, args=args, train_dataset=dataset,
+                                                    processing_class=tokenizer)
     start = time.time()
     output = trainer.train()
     seconds = time.time() - start
@@ -253,26 +323,21 @@ def train_lora(recipe: Recipe, model_path: str, dataset, max_length: int, out_di
     return result
 
 
-def training_facts(result: TrainResult, backend: str) -> dict:
+def training_facts(result: TrainResult, backend: Backend) -> dict:
     """What the manifest keeps of a finished training run."""
     losses = result.losses()
-    return {"mode": "trained", "backend": backend, "adapter_dir": str(result.adapter_dir),
+    return {"mode": "trained", **backend.as_dict(), "adapter_dir": str(result.adapter_dir),
             "trainable_params": result.trainable_params, "total_params": result.total_params,
             "steps": result.steps, "train_seconds": round(result.seconds, 1),
             "first_loss": losses[0][1] if losses else None, "last_loss": losses[-1][1] if losses else None}
 
 
-def _load_teacher(recipe: Recipe, teacher_path: str):
+def _load_teacher(recipe: Recipe, teacher_path: str, backend: Backend):
     import torch
     from transformers import AutoModelForCausalLM
 
     kwargs = {"dtype": getattr(torch, recipe.torch_dtype)}
-    if recipe.teacher_load_in_4bit:
-        if not cuda_available():
-            raise BackendError("teacher_load_in_4bit needs a CUDA GPU (bitsandbytes); set it false for a CPU run")
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                           bnb_4bit_compute_dtype=kwargs["dtype"])
+    if backend.teacher_load_in_4bit:
+        kwargs["quantization_config"] = nf4_config(kwargs["dtype"], double_quant=False)
     teacher = AutoModelForCausalLM.from_pretrained(teacher_path, **kwargs)
     return teacher.eval().requires_grad_(False)

@@ -10,27 +10,53 @@ from lib.train.backends import (TRANSFORMERS, UNSLOTH, BackendError, checkpointi
 def test_backend_matrix():
     cpu_recipe = load_recipe("smollm2_135m")
     gpu_recipe = load_recipe("llama32_3b")
-    assert select_backend(cpu_recipe, has_cuda=False, has_unsloth=False) == TRANSFORMERS
-    assert select_backend(cpu_recipe, has_cuda=True, has_unsloth=True) == UNSLOTH
-    assert select_backend(gpu_recipe, has_cuda=True, has_unsloth=False) == TRANSFORMERS
-    assert select_backend(gpu_recipe, has_cuda=True, has_unsloth=True) == UNSLOTH
+    assert select_backend(cpu_recipe, has_cuda=False, has_unsloth=False).name == TRANSFORMERS
+    assert select_backend(cpu_recipe, has_cuda=True, has_unsloth=True).name == UNSLOTH
+    assert select_backend(gpu_recipe, has_cuda=True, has_unsloth=False).name == TRANSFORMERS
+    unsloth = select_backend(gpu_recipe, has_cuda=True, has_unsloth=True)
+    assert unsloth.name == UNSLOTH and unsloth.load_in_4bit and unsloth.optim == "adamw_8bit"
+    assert unsloth.stand_ins == () and unsloth.gradient_checkpointing == "unsloth"
 
 
 def test_4bit_on_cpu_is_refused_with_the_reason():
     with pytest.raises(BackendError, match="corrupts LoRA gradients"):
         select_backend(load_recipe("llama32_3b"), has_cuda=False, has_unsloth=True)
+    with pytest.raises(BackendError, match="teacher_load_in_4bit"):
+        select_backend(load_recipe("llama32_1b_kd"), has_cuda=False, has_unsloth=False)
+
+
+def test_a_tiny_run_replaces_each_cuda_only_part_and_names_it():
+    backend = select_backend(load_recipe("llama32_3b"), has_cuda=False, has_unsloth=False, stand_ins_allowed=True)
+    assert (backend.name, backend.load_in_4bit, backend.optim) == (TRANSFORMERS, False, "adamw_torch")
+    assert backend.gradient_checkpointing is True  # transformers' own, as the recipe asks
+    assert [s.split(" ->")[0] for s in backend.stand_ins] == [
+        "NF4 4-bit base (bitsandbytes)", "adamw_8bit (bitsandbytes CUDA kernels)",
+        "Unsloth FastLanguageModel (needs a CUDA GPU)"]
+    kd = select_backend(load_recipe("llama32_1b_kd"), has_cuda=False, has_unsloth=False, stand_ins_allowed=True)
+    assert not kd.teacher_load_in_4bit and any(s.startswith("NF4 4-bit teacher") for s in kd.stand_ins)
+
+
+def test_checkpointing_is_switched_on_once(tmp_path):
+    """Unsloth's variant is set by its get_peft_model: the trainer must not checkpoint a second time."""
+    recipe = load_recipe("llama32_3b")
+    unsloth = sft_kwargs(recipe, tmp_path, select_backend(recipe, has_cuda=True, has_unsloth=True))
+    peft = sft_kwargs(recipe, tmp_path, select_backend(recipe, has_cuda=True, has_unsloth=False))
+    assert unsloth[checkpointing_argument()] is False and peft[checkpointing_argument()] is True
 
 
 def test_sft_kwargs_feed_trl_names_and_cpu_fallbacks(tmp_path):
     recipe = load_recipe("llama32_3b")
-    gpu = sft_kwargs(recipe, tmp_path, on_gpu=True)
-    cpu = sft_kwargs(recipe, tmp_path, on_gpu=False)
-    assert gpu["optim"] == "adamw_8bit" and gpu["bf16"] and gpu[checkpointing_argument()]
-    assert not cpu[checkpointing_argument()]
-    assert cpu["optim"] == "adamw_torch" and not cpu["bf16"] and cpu["use_cpu"]
+    gpu = sft_kwargs(recipe, tmp_path, select_backend(recipe, has_cuda=True, has_unsloth=False))
+    cpu = sft_kwargs(recipe, tmp_path, select_backend(recipe, has_cuda=False, has_unsloth=False,
+                                                      stand_ins_allowed=True))
+    assert gpu["optim"] == "adamw_8bit" and gpu["bf16"] and not gpu["use_cpu"]
+    assert cpu["optim"] == "adamw_torch" and cpu["bf16"] and cpu["use_cpu"]  # bf16 stays bf16 on a CPU
     assert gpu["max_length"] == 4096  # TRL's default of 1024 would cut reasoning traces
     assert gpu["warmup_steps"] == 0.03  # a ratio below 1
-    config = sft_config(recipe, tmp_path, on_gpu=False)
+    smollm2 = load_recipe("smollm2_135m")
+    assert not sft_kwargs(smollm2, tmp_path, select_backend(smollm2, has_cuda=False, has_unsloth=False))["bf16"]
+    config = sft_config(recipe, tmp_path, select_backend(recipe, has_cuda=False, has_unsloth=False,
+                                                         stand_ins_allowed=True))
     assert config.max_length == 4096 and config.num_train_epochs == 3
 
 

