@@ -1,6 +1,11 @@
-"""Dry-run every notebook for every recipe (what CI runs): no GPU, no download, real tokenizers.
+"""Run every notebook for every recipe, as a dry-run (what CI runs on every change) or --tiny (the real chain of
+each recipe with a tiny model of its family): no GPU, no download.
 
-Usage: ``python -m lib.dryrun_matrix [--jobs 2] [recipe …]``  (exit 1 if any notebook fails)
+Usage: ``python -m lib.dryrun_matrix [--tiny] [--jobs 2] [recipe …]``  (exit 1 if any notebook fails)
+
+Writes `runs/dryrun_matrix.json` (or `runs/tiny_matrix.json`): wall time per stage of each recipe and, for --tiny,
+what each recipe's run reported (`lib.report.tiny_report`): its GGUF files, the stand-ins for CUDA-only parts, the
+training memory plan of the tiny model next to the peak RSS measured.
 """
 from __future__ import annotations
 
@@ -10,33 +15,41 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from lib.paths import RUNS_DIR, run_dir
 from lib.recipe import list_recipes
-from lib.paths import RUNS_DIR
+from lib.report import tiny_report
 from lib.runner import StageFailed, run_recipe
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipes", nargs="*", help="default: every recipe in params/")
+    parser.add_argument("--tiny", action="store_true", help="the real chain with tiny models instead of dry-runs")
     parser.add_argument("--jobs", type=int, default=2, help="recipes run side by side (one kernel each)")
     args = parser.parse_args(argv)
     recipes = args.recipes or list_recipes()
+    mode = "tiny" if args.tiny else "dry-run"
     started = time.time()
 
     def one(recipe: str):
         try:
-            return recipe, run_recipe(recipe, dry_run=True, log=lambda msg: print(msg, flush=True)), None
+            timings = run_recipe(recipe, dry_run=not args.tiny, tiny=args.tiny,
+                                 log=lambda msg: print(msg, flush=True))
+            return recipe, timings, None
         except StageFailed as err:
             return recipe, None, str(err)
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         outcomes = list(pool.map(one, recipes))
     failures = [(recipe, error) for recipe, _, error in outcomes if error]
-    summary = {"recipes": len(recipes), "notebooks": sum(len(t or {}) for _, t, _ in outcomes),
+    summary = {"mode": mode, "recipes": len(recipes), "notebooks": sum(len(t or {}) for _, t, _ in outcomes),
                "failed": [r for r, _ in failures], "wall_seconds": round(time.time() - started, 1)}
+    details = {"timings": {r: t for r, t, _ in outcomes}}
+    if args.tiny:
+        details["reports"] = {r: tiny_report(run_dir(r, mode)) for r, t, _ in outcomes if t}
     RUNS_DIR.mkdir(exist_ok=True)
-    (RUNS_DIR / "dryrun_matrix.json").write_text(json.dumps(summary | {"timings": {r: t for r, t, _ in outcomes}},
-                                                            indent=2))
+    name = "tiny_matrix.json" if args.tiny else "dryrun_matrix.json"
+    (RUNS_DIR / name).write_text(json.dumps(summary | details, indent=2))
     for recipe, error in failures:
         print(f"FAILED {recipe}: {error}", file=sys.stderr)
     print(json.dumps(summary))

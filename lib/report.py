@@ -65,6 +65,31 @@ def render_markdown(recipe: str, report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tiny_report(folder: Path) -> dict:
+    """What a --tiny run proved, from its manifests: the model that stood in for the recipe's and the CUDA-only
+    parts replaced (named by the run itself), every GGUF the recipe names written or not, and the files judged."""
+    stages = collect(folder)["stages"]
+    config = next((s["config"] for s in _manifests(folder)), {})
+    train, export, evaluation = (stages.get(s, {}) for s in ("03_train", "04_merge_export", "05_eval_edge"))
+    written = sorted(s["file"] for s in export.get("sizes", []) if s.get("real_bytes"))
+    expected = [s["file"] for s in export.get("sizes", [])]
+    return {"recipe": config.get("recipe"), "tiny_model": config.get("model"), "teacher": config.get("teacher"),
+            "tokenizer": config.get("tokenizer"), "stand_ins": train.get("stand_ins", config.get("stand_ins")),
+            "backend": train.get("backend"), "steps": train.get("steps"),
+            "loss": [train.get("first_loss"), train.get("last_loss")],
+            "memory": train.get("tiny_memory"), "merge": {k: v for k, v in export.items() if k != "sizes"},
+            "gguf_expected": expected, "gguf_written": written, "all_gguf_written": bool(expected)
+            and sorted(expected) == written, "judged": [r["label"] for r in evaluation.get("results", [])],
+            "timings": collect(folder)["timings"]}
+
+
+def _manifests(folder: Path):
+    for stage in STAGES:
+        path = folder / stage / "manifest.json"
+        if path.is_file():
+            yield json.loads(path.read_text())
+
+
 def main(recipe: str) -> int:
     folder = run_dir(recipe)
     report = collect(folder)
