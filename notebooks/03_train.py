@@ -44,14 +44,24 @@ dataset, max_length = read_masked_examples(cfg)  # exactly what 02 masked, and t
 display(facts_table({"masked examples": len(dataset), "max_length (from 02)": max_length}))
 
 # %% [markdown]
-# ## Memory plan on the recipe's target card
-# Weights at the chosen precision, LoRA weights/gradients/optimizer state, activations at `max_length`,
-# logits, and the CUDA context, against `vram_budget_gib` (`lib.plan.memory` documents each assumption).
+# ## Memory plan on the recipe's target card, and what 04 will need
+# The plan is for the backend a real run uses (`planned_backend`: the one found on a CUDA machine, else Unsloth
+# on the recipe's GPU): weights at the chosen precision, LoRA weights/gradients/optimizer state, activations at
+# `max_length`, the logits as that backend's loss holds them, and the CUDA context, against `vram_budget_gib`
+# (`lib.plan.memory` documents each assumption). Training below refuses a plan over the budget unless the recipe
+# sets `allow_over_budget: true`. The second table is 04's RAM for the merge and disk for every file, known
+# before the hours of training rather than after.
 
 # %%
-plan = memory_plan(cfg.recipe, max_length).as_dict()
-display(facts_table({"hardware": cfg.recipe.hardware, "fits": plan["fits"], "total GiB": plan["total_gib"],
-                     "budget GiB": plan["budget_gib"], **plan["components_gib"]}))
+from lib.plan.export_plan import export_plan, export_plan_rows
+from lib.train.backends import planned_backend
+
+backend, how = planned_backend(cfg.recipe)
+plan = memory_plan(cfg.recipe, max_length, backend).as_dict()
+display(facts_table({"hardware": cfg.recipe.hardware, "backend": backend.name, "backend chosen by": how,
+                     "fits": plan["fits"], "total GiB": plan["total_gib"], "budget GiB": plan["budget_gib"],
+                     **plan["components_gib"]}))
+display(facts_table(export_plan_rows(export_plan(cfg.recipe)), title="04 merge + export: RAM and disk"))
 
 # %% [markdown]
 # ## Train (or validate on the meta device)

@@ -4,16 +4,27 @@ Usage: ``dataset, max_length = read_masked_examples(cfg); facts = run_training(c
 
 Nothing is re-tokenised here: the examples and the max_length they fit are 02_masking's. In a dry-run the mode
 builds the recipe's architecture on the meta device with its LoRA adapters and validates the TRL config.
+Before anything trains, in every mode, the recipe's real-size memory plan on the backend a real run uses
+(`planned_backend`) is checked against `vram_budget_gib`: a run that cannot fit stops here (`OverBudget`), unless
+the recipe says `allow_over_budget: true`.
 """
 from __future__ import annotations
 
 import json
 
 from lib.masking.dataset import read_masked
+from lib.plan.budget import budget_verdict
 from lib.plan.recipe_plan import memory_plan
+from lib.recipe import ParamsError, Recipe
 from lib.run_config import RunConfig, read_manifest, stage_file, write_manifest
+from lib.train.backends import planned_backend
 
 STAGE = "03_train"
+
+
+class OverBudget(ParamsError):
+    """The recipe's memory plan exceeds its vram_budget_gib; the message names the params file, the largest parts
+    of the plan and what to change."""
 
 
 def read_masked_examples(cfg: RunConfig):
@@ -21,11 +32,24 @@ def read_masked_examples(cfg: RunConfig):
     return read_masked(stage_file(cfg, "02_masking", "masked")), read_manifest(cfg, "02_masking")["facts"]["max_length"]
 
 
+def check_memory_budget(recipe: Recipe, max_length: int) -> dict:
+    """The plan's facts for the manifest; raises `OverBudget` when the real-size plan on the planned backend
+    exceeds vram_budget_gib, unless `allow_over_budget` (then the facts carry the message as a warning)."""
+    backend, how = planned_backend(recipe)
+    plan = memory_plan(recipe, max_length, backend)
+    verdict = budget_verdict(plan, recipe)
+    if verdict and not recipe.allow_over_budget:
+        raise OverBudget(verdict)
+    facts = {"memory_plan_gib": plan.as_dict()["total_gib"], "memory_budget_gib": recipe.vram_budget_gib,
+             "memory_plan_backend": f"{backend.name} ({how})"}
+    return facts | ({"warning": f"allow_over_budget: true, so training goes on: {verdict}"} if verdict else {})
+
+
 def run_training(cfg: RunConfig, dataset, max_length: int) -> dict:
-    """Train (real run) or validate (dry-run); returns the facts also written to the stage manifest."""
+    """Check the memory plan, then train (real run) or validate (dry-run); returns the facts also written to the
+    stage manifest."""
     recipe, out = cfg.recipe, cfg.stage_dir(STAGE)
-    facts = {"memory_plan_gib": memory_plan(recipe, max_length).as_dict()["total_gib"], "examples": len(dataset),
-             "max_length": max_length}
+    facts = check_memory_budget(recipe, max_length) | {"examples": len(dataset), "max_length": max_length}
     trained, produced = cfg.mode.train(cfg, dataset, max_length, out)
     facts |= trained
     write_manifest(cfg, STAGE, {"masked": stage_file(cfg, "02_masking", "masked")}, produced, facts)
