@@ -1,10 +1,11 @@
-"""Command line: ``python -m lib {run,plan,recipes,mask,data,teacher} …`` (see README for examples)."""
+"""Command line: ``python -m lib {run,plan,recipes,mask,data,teacher,gpu-check} …`` (see README for examples)."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
+from lib import gpu_check
 from lib.data.filters import reply_matches_reference
 from lib.data.rows import read_reasoning_rows
 from lib.masking.check import run_data_check, run_mask_check
@@ -12,6 +13,7 @@ from lib.plan.recipe_plan import recipe_plan
 from lib.recipe import ParamsError, list_recipes, load_recipe
 from lib.runner import StageFailed, run_recipe
 from lib.teacher import cli as teacher_cli
+from lib.train.backends import TRANSFORMERS, UNSLOTH, planned_backend, select_backend
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,10 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="execute the notebooks for a recipe with papermill into runs/RECIPE/")
     run.add_argument("recipe")
     run.add_argument("--dry-run", action="store_true", help="no GPU, no download: validate everything")
+    run.add_argument("--tiny", action="store_true",
+                     help="the real chain on CPU with a tiny random model of the recipe's family (runs/RECIPE-tiny)")
     run.add_argument("--stages", help="comma-separated stage prefixes, e.g. 01,03 (default: all)")
-    run.add_argument("--run-dir", default="", help="output folder (default runs/RECIPE[-dry-run])")
-    plan = sub.add_parser("plan", help="print the memory plan and GGUF size estimates as one JSON object")
+    run.add_argument("--run-dir", default="", help="output folder (default runs/RECIPE[-dry-run|-tiny])")
+    plan = sub.add_parser("plan", help="print the backend, memory plan, 04's RAM/disk and GGUF sizes as one JSON "
+                                       "object")
     plan.add_argument("recipe")
+    plan.add_argument("--backend", choices=[UNSLOTH, TRANSFORMERS],
+                      help="plan this stack on the recipe's GPU (default: the one a real run uses, planned_backend)")
     sub.add_parser("recipes", help="list the recipes in params/")
     mask = sub.add_parser("mask", help="inspect response-only loss masks").add_subparsers(dest="mask_command",
                                                                                          required=True)
@@ -57,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         dest="teacher_command", required=True)
     teacher_cli.add_arguments(teacher.add_parser(
         "generate", help="run a recipe's teacher_generation block (resumable; prints one JSON line)"))
+    gpu_check.add_arguments(sub.add_parser(
+        "gpu-check", help="train a shrunk Llama-3.2 on every GPU path here; loss, peak memory vs plan as JSON",
+        description="Real training steps on each path this machine can run (LoRA, distillation, NF4 QLoRA, 8-bit "
+                    "optimizers, Unsloth), each in its own process; prints one JSON report. Exit 0 when every path "
+                    "that could run ran and its loss fell, 1 otherwise, 2 when the check could not start."))
     args = parser.parse_args(argv)
 
     if args.command == "data":
@@ -66,22 +78,32 @@ def main(argv: list[str] | None = None) -> int:
                               args.template_kwargs)
     if args.command == "teacher":
         return teacher_cli.main(args, read_reasoning_rows, reply_matches_reference)
+    if args.command == "gpu-check":
+        return gpu_check.main(args)
     try:
         if args.command == "recipes":
             print("\n".join(list_recipes()))
         elif args.command == "plan":
-            print(json.dumps(recipe_plan(load_recipe(args.recipe)), indent=2))
+            print(json.dumps(plan_on_backend(load_recipe(args.recipe), args.backend), indent=2))
         else:
             try:
-                timings = run_recipe(args.recipe, args.dry_run, args.stages, args.run_dir)
+                timings = run_recipe(args.recipe, args.dry_run, args.stages, args.run_dir, tiny=args.tiny)
             except StageFailed as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 1
-            print(json.dumps({"recipe": args.recipe, "dry_run": args.dry_run, "seconds": timings}))
+            print(json.dumps({"recipe": args.recipe, "dry_run": args.dry_run, "tiny": args.tiny, "seconds": timings}))
     except (ParamsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def plan_on_backend(recipe, backend: str | None) -> dict:
+    """`recipe_plan` on the backend a real run uses (`planned_backend`), or on `backend` on the recipe's GPU."""
+    if backend is None:
+        return recipe_plan(recipe, *planned_backend(recipe))
+    chosen = select_backend(recipe, has_cuda=True, has_unsloth=backend == UNSLOTH)
+    return recipe_plan(recipe, chosen, f"--backend {backend}: the recipe's GPU with this stack")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ STAGES = ["data", "masking", "train", "export", "evaluate"]  # pipeline order: a
 # above the stages: what notebooks and the shell call (they wire stages together); everything else at lib/'s top
 # level is the shared foundation below every stage
 ENTRY = {"lib.__main__", "lib.modes", "lib.display", "lib.runner", "lib.dryrun_matrix", "lib.report",
-         "lib.notebook_sync"}
+         "lib.notebook_sync", "lib.gpu_check", "lib.gpu_check_child"}
 SHARED, TOP = "lib (shared)", "lib (entry points)"
 BELOW_STAGES = ["plan", "teacher"]  # folders every stage may use; they import only the shared foundation
 
