@@ -27,8 +27,9 @@ from lib.rejects import reject_counts
 from lib.run_config import RunConfig, set_seed, stage_file
 from lib.teacher.config import TeacherConfigError, teacher_settings
 from lib.teacher.generate import run_teacher
-from lib.tiny import (TINY_EVAL_ROWS, TINY_TRAIN_ROWS, ensure_tiny_snapshot, hub_id_of, tiny_hub_cache, tiny_recipe,
-                      tiny_spec, tiny_summary)
+from lib.plan.recipe_plan import memory_plan
+from lib.tiny import (TINY_EVAL_ROWS, TINY_TRAIN_ROWS, current_rss_bytes, ensure_tiny_snapshot, hub_id_of,
+                      peak_rss_bytes, tiny_architecture, tiny_hub_cache, tiny_recipe, tiny_spec, tiny_summary)
 from lib.train.backends import Backend, detect_backend, train_lora, training_facts, validate_on_meta_device
 
 DRY_RUN_TRAIN_ROWS = 16  # enough to see masks and length stats, fast on any machine
@@ -158,6 +159,22 @@ class TinyRun(RealRun):
 
     def backend(self) -> Backend:
         return detect_backend(self.recipe, stand_ins_allowed=True)
+
+    def train(self, cfg: RunConfig, dataset, max_length: int, out: Path) -> tuple[dict, dict]:
+        """A real run's training, and the memory plan of the tiny shapes on the CPU next to what this process
+        really grew by while training (its peak RSS over its RSS before)."""
+        before = current_rss_bytes()
+        facts, produced = super().train(cfg, dataset, max_length, out)
+        recipe = cfg.recipe
+        plan = memory_plan(recipe, max_length, self.backend(), architecture=tiny_architecture(recipe),
+                           teacher_architecture=tiny_architecture(recipe, teacher=True)
+                           if recipe.teacher_architecture else None).as_dict()
+        peak = peak_rss_bytes()
+        facts["tiny_memory"] = {"plan_gib": plan["total_gib"], "plan_components_gib": plan["components_gib"],
+                                "rss_before_training_gib": round(before / 2**30, 2),
+                                "peak_rss_gib": round(peak / 2**30, 2),
+                                "measured_training_gib": round((peak - before) / 2**30, 2)}
+        return facts, produced
 
     def summary(self) -> dict:
         return {"train_source": self.train_source, "train_rows": self.train_rows, "eval_rows": self.eval_rows,

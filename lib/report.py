@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from lib.paths import run_dir
-from lib.runner import STAGES
+from lib.run_config import STAGES
 
 
 def collect(folder: Path) -> dict:

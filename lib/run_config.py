@@ -20,6 +20,10 @@ from lib.paths import atomic_write_text
 from lib.recipe import Recipe
 
 
+# the notebooks of a run, in pipeline order (notebooks/<stage>.ipynb, runs/<recipe>/<stage>/)
+STAGES = ("01_data", "02_masking", "03_train", "04_merge_export", "05_eval_edge")
+
+
 class RunMode(Protocol):
     """What differs between a real run and a dry-run, as named steps (implemented in `lib.modes`)."""
 

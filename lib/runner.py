@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 from lib.recipe import recipe_path
+from lib.report import tiny_report
+from lib.run_config import STAGES
 from lib.paths import NOTEBOOKS_DIR, atomic_write_text, run_dir as default_run_dir
-
-STAGES = ("01_data", "02_masking", "03_train", "04_merge_export", "05_eval_edge")
 
 
 class StageFailed(RuntimeError):
@@ -60,8 +60,6 @@ def run_recipe(recipe: str, dry_run: bool = False, stages: str | None = None, ru
         timings[stage] = round(time.time() - started, 1)
         record_timing(out_dir / "timings.json", stage, timings[stage])
     if tiny:  # the run's own account of what stood in for what, and which files it wrote
-        from lib.report import tiny_report
-
         atomic_write_text(out_dir / "tiny_report.json", json.dumps(tiny_report(out_dir), indent=2))
     return timings
 

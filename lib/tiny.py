@@ -18,8 +18,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from lib.architectures import hf_config_dict
+from lib.architectures import architecture_from_config, hf_config_dict
+from lib.models import PACKAGED_GGUF_HUB_IDS, fixture_tokenizer_size, load_fixture_tokenizer
 from lib.paths import atomic_write_bytes, atomic_write_text, cache_dir, publish_dir
+from lib.recipe import with_overrides
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
@@ -86,8 +88,6 @@ def tiny_hub_cache() -> Path:
 def tiny_spec(architecture: str, tokenizer_fixture: str, dtype: str, stand_in: bool) -> dict[str, Any]:
     """Everything a tiny model is built from: the HF config (shrunk), its tokenizer and dtype. Pure but for reading
     the fixture's size."""
-    from lib.models import fixture_tokenizer_size
-
     base = hf_config_dict(architecture)
     vocab = tiny_vocab_size(base["vocab_size"], fixture_tokenizer_size(tokenizer_fixture), stand_in)
     return {"format": TINY_FORMAT, "architecture": architecture, "tokenizer_fixture": tokenizer_fixture,
@@ -132,8 +132,6 @@ def _write_tiny_model(spec: dict[str, Any], folder: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from lib.models import load_fixture_tokenizer
-
     fields = copy.deepcopy(spec["config"])  # transformers rewrites nested rope settings in place
     config = AutoConfig.for_model(fields.pop("model_type"), **fields)
     # a fixed seed per architecture: the same snapshot whichever process builds it
@@ -155,21 +153,24 @@ TINY_OVERRIDES = {"max_steps": 2, "logging_steps": 1, "save_steps": 2, "eval_max
 
 def tiny_recipe(recipe):
     """`recipe` with the tiny run's sizes (`TINY_OVERRIDES`); everything else, the code path included, is its own."""
-    from lib.recipe import with_overrides
-
     return with_overrides(recipe, **TINY_OVERRIDES)
 
 
 def hub_id_of(model_name_or_path: str) -> str:
     """The hub id a tiny model is filed under: the recipe's own, or the hub id of a packaged model."""
-    from lib.models import PACKAGED_GGUF_HUB_IDS
-
     if model_name_or_path in PACKAGED_GGUF_HUB_IDS:
         return PACKAGED_GGUF_HUB_IDS[model_name_or_path]
     if model_name_or_path.count("/") != 1 or model_name_or_path.startswith((".", "/")):
         raise ValueError(f"model_name_or_path {model_name_or_path!r} is not a hub id (owner/name): a --tiny run "
                          "builds its model under the recipe's hub id; a local folder has none")
     return model_name_or_path
+
+
+def tiny_architecture(recipe, teacher: bool = False):
+    """The `Architecture` of the tiny model (or tiny teacher) of `recipe`: what a --tiny run's memory plan plans."""
+    name = recipe.teacher_architecture if teacher else recipe.architecture
+    spec = tiny_spec(name, recipe.tokenizer_fixture, recipe.torch_dtype, recipe.tokenizer_stand_in)
+    return architecture_from_config(f"tiny {name}", spec["config"])
 
 
 def tiny_summary(recipe) -> dict[str, Any]:
@@ -190,3 +191,17 @@ def tiny_summary(recipe) -> dict[str, Any]:
     if recipe.teacher_architecture:
         facts["teacher"] = f"{recipe.teacher_model_name_or_path} -> {describe(recipe.teacher_architecture)}"
     return facts
+
+
+def current_rss_bytes() -> int:
+    """This process's resident memory now."""
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

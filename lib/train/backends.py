@@ -107,12 +107,15 @@ def detect_backend(recipe: Recipe, stand_ins_allowed: bool = False) -> Backend:
 
 
 def planned_backend(recipe: Recipe) -> tuple[Backend, str]:
-    """The backend of a real run on the recipe's target card, and how it was decided: on a CUDA machine the one
-    that will run here; elsewhere the one `pip install -e '.[gpu]'` gives a GPU machine (Unsloth)."""
+    """The backend of a real run of `recipe` on its target hardware, and how that was decided: on a CUDA machine
+    the one that will run here; for a recipe whose `hardware` is not a GPU (smollm2_135m: a CPU) the one that runs
+    here; otherwise the one `pip install -e '.[gpu]'` gives the recipe's GPU (Unsloth)."""
     if cuda_available():
         return detect_backend(recipe), "detected on this machine"
+    if "gpu" not in recipe.hardware.lower():
+        return detect_backend(recipe), f"the recipe's hardware is {recipe.hardware!r}: the CPU backend of this machine"
     return (select_backend(recipe, has_cuda=True, has_unsloth=True),
-            "no CUDA GPU here: assumed the recipe's GPU with the [gpu] extra (unsloth) installed")
+            f"no CUDA GPU here: the recipe's {recipe.hardware} with the [gpu] extra (unsloth) installed")
 
 
 def lora_config(recipe: Recipe):
