@@ -42,7 +42,7 @@ GPU_COMPAT_TESTS := tests/masking tests/train tests/data tests/plan tests/test_a
   tests/test_recipes.py tests/test_run_config.py tests/test_runner_and_notebooks.py tests/test_golden_restructure.py \
   tests/test_slow_smollm2.py
 
-.PHONY: install demo test test-unit test-dryrun sync check-sync clean \
+.PHONY: install demo test test-unit test-dryrun test-tiny sync check-sync clean gpu-check-wheels \
   install-gpu-compat test-gpu-compat refresh-gpu-metadata resolve-gpu-constraints
 
 install: $(STAMP)
@@ -72,7 +72,7 @@ demo: install
 
 # pytest last, so its summary line closes the output; the GPU-versions env before the CPU dry-run, so runs/*-dry-run
 # ends as the CPU env wrote it
-test: install check-sync test-gpu-compat test-dryrun test-unit
+test: install check-sync test-gpu-compat test-dryrun test-tiny test-unit
 
 test-unit: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
@@ -80,10 +80,38 @@ test-unit: install
 test-dryrun: install
 	HF_HUB_OFFLINE=1 $(PY) -m lib.dryrun_matrix
 
+# every recipe's real chain (train, merge, GGUF, llama.cpp) with a tiny random model of its family (lib/tiny.py);
+# the tiny models are built once into $(CACHE)/tiny-hub, a hub-style cache
+test-tiny: install
+	HF_HUB_OFFLINE=1 $(PY) -m lib.dryrun_matrix --tiny
+
+# the wheels `python -m lib gpu-check` needs on a GPU machine without network (requirements-gpu-check.txt, 45.7 MB);
+# for that machine's Python (the lent machines run 3.12)
+GPU_CHECK_PYTHON ?= 3.12
+gpu-check-wheels:
+	rm -rf wheels-gpu-check
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_CHECK_PYTHON) --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 -r requirements-gpu-check.txt -d wheels-gpu-check
+	du -ch wheels-gpu-check/*.whl | tail -1
+
 sync: install
 	$(VENV)/bin/jupytext --sync notebooks/*.py
 
-check-sync: install
+check-# every recipe's real chain (train, merge, GGUF, llama.cpp) with a tiny random model of its family (lib/tiny.py);
+# the tiny models are built once into $(CACHE)/tiny-hub, a hub-style cache
+test-tiny: install
+	HF_HUB_OFFLINE=1 $(PY) -m lib.dryrun_matrix --tiny
+
+# the wheels `python -m lib gpu-check` needs on a GPU machine without network (requirements-gpu-check.txt, 45.7 MB);
+# for that machine's Python (the lent machines run 3.12)
+GPU_CHECK_PYTHON ?= 3.12
+gpu-check-wheels:
+	rm -rf wheels-gpu-check
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_CHECK_PYTHON) --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 -r requirements-gpu-check.txt -d wheels-gpu-check
+	du -ch wheels-gpu-check/*.whl | tail -1
+
+sync: install
 	$(PY) -m lib.notebook_sync notebooks
 
 clean:
