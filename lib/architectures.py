@@ -6,6 +6,10 @@ number was confirmed. From these files the module works out exact parameter coun
 LoRA parameter count, and the GGUF tensor list that llama.cpp's converter writes.
 Nothing is downloaded.
 
+Four block layouts are known (``model_type``): Llama and Mistral (no biases unless the Llama
+config asks for them), Qwen2 (biases on q/k/v) and Qwen3 (an RMSNorm on each query and key
+head). The differences are read from the config keys, never from the model's name.
+
     >>> parameter_count(load_architecture("llama-3.2-3b"))
     3212749824
 """
@@ -13,6 +17,7 @@ Nothing is downloaded.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,6 +34,21 @@ LORA_MODULES: dict[str, tuple[str, str]] = {
     "up_proj": ("hidden_size", "intermediate_size"),
     "down_proj": ("intermediate_size", "hidden_size"),
 }
+
+# The tensor name llama.cpp's converter gives each of those Linears (gguf-py's tensor map: q_proj -> attn_q ...).
+GGUF_NAMES: dict[str, str] = {
+    "q_proj": "attn_q",
+    "k_proj": "attn_k",
+    "v_proj": "attn_v",
+    "o_proj": "attn_output",
+    "gate_proj": "ffn_gate",
+    "up_proj": "ffn_up",
+    "down_proj": "ffn_down",
+}
+
+KNOWN_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+_MLP = ("gate_proj", "up_proj", "down_proj")
 
 
 
@@ -62,6 +82,10 @@ class Architecture:
     torch_dtype: str | None = None
     bos_token_id: int | None = None
     eos_token_id: int | tuple[int, ...] | None = None
+    # The Linears (LORA_MODULES names) that carry a bias vector, e.g. Qwen2's ("q_proj", "k_proj", "v_proj").
+    bias_modules: tuple[str, ...] = ()
+    # Qwen3: an RMSNorm of head_dim weights on every query and key head (q_norm, k_norm), before rope.
+    qk_norm: bool = False
 
     @property
     def q_dim(self) -> int:
@@ -119,6 +143,25 @@ def load_architecture(name: str) -> Architecture:
     return architecture_from_config(name, hf_config_dict(name))
 
 
+def bias_modules(cfg: dict[str, Any]) -> tuple[str, ...]:
+    """The Linears that transformers builds with a bias for this HF config dict, in LORA_MODULES order.
+
+    Read from the keys as each modeling file reads them: Qwen2 always biases q/k/v (its config has no
+    switch); Llama and Qwen3 bias all four attention projections when `attention_bias` is true, and
+    Llama its MLP when `mlp_bias` is; Mistral has no bias at all.
+
+    Usage: ``bias_modules({"model_type": "qwen2"})  # -> ("q_proj", "k_proj", "v_proj")``
+    """
+    model_type = cfg["model_type"]
+    if model_type not in KNOWN_MODEL_TYPES:
+        # a new family may add tensors this module cannot see: refuse rather than miscount them
+        raise ValueError(f"unknown model_type {model_type!r}; known: {', '.join(KNOWN_MODEL_TYPES)}")
+    if model_type == "qwen2":
+        return _ATTENTION[:3]
+    biased = _ATTENTION if model_type in ("llama", "qwen3") and cfg.get("attention_bias") else ()
+    return biased + (_MLP if model_type == "llama" and cfg.get("mlp_bias") else ())
+
+
 def architecture_from_config(name: str, cfg: dict[str, Any]) -> Architecture:
     """The Architecture of an HF config dict (a bundled one, or one shrunk by `lib.tiny` for a --tiny run)."""
     heads = cfg["num_attention_heads"]
@@ -147,6 +190,8 @@ def architecture_from_config(name: str, cfg: dict[str, Any]) -> Architecture:
         torch_dtype=cfg.get("torch_dtype"),
         bos_token_id=cfg.get("bos_token_id"),
         eos_token_id=tuple(eos) if isinstance(eos, list) else eos,
+        bias_modules=bias_modules(cfg),
+        qk_norm=cfg["model_type"] == "qwen3",  # Qwen3Attention always builds q_norm/k_norm; no config switch
     )
 
 
@@ -155,28 +200,32 @@ def _layer_linear_shapes(arch: Architecture) -> dict[str, tuple[int, int]]:
     return {mod: (getattr(arch, i), getattr(arch, o)) for mod, (i, o) in LORA_MODULES.items()}
 
 
+def _block_tensors(arch: Architecture) -> list[tuple[str, tuple[int, ...]]]:
+    """One decoder block's tensors as (llama.cpp name without the blk.N. prefix, GGUF shape), in HF module order."""
+    h, lin = arch.hidden_size, _layer_linear_shapes(arch)
+
+    def linear(module: str) -> list[tuple[str, tuple[int, ...]]]:
+        weight = [(f"{GGUF_NAMES[module]}.weight", lin[module])]
+        # a bias has one value per output feature; the converter keeps it 1-D (F32)
+        return weight + ([(f"{GGUF_NAMES[module]}.bias", (lin[module][1],))] if module in arch.bias_modules else [])
+
+    attention = [t for module in _ATTENTION for t in linear(module)]
+    if arch.qk_norm:
+        attention += [("attn_q_norm.weight", (arch.head_dim,)), ("attn_k_norm.weight", (arch.head_dim,))]
+    return [("attn_norm.weight", (h,)), *attention, ("ffn_norm.weight", (h,)), *(t for m in _MLP for t in linear(m))]
+
+
 def gguf_tensor_shapes(arch: Architecture) -> list[tuple[str, tuple[int, ...]]]:
-    """Tensors that llama.cpp's convert_hf_to_gguf writes for a Llama-family model.
+    """Tensors that llama.cpp's convert_hf_to_gguf writes for a model of a known family (KNOWN_MODEL_TYPES).
 
     The shapes are in GGUF order, where ne0 (the first number) is the row length, i.e. the
-    Linear's in_features. That is the reverse of PyTorch's (out, in) weight shape.
+    Linear's in_features. That is the reverse of PyTorch's (out, in) weight shape. Biases and
+    Qwen3's per-head norms are 1-D.
     """
-    h, lin = arch.hidden_size, _layer_linear_shapes(arch)
-    # Per block in HF module order; the llama.cpp names map q_proj->attn_q, etc.
-    block = [
-        ("attn_norm", (h,)),
-        ("attn_q", lin["q_proj"]),
-        ("attn_k", lin["k_proj"]),
-        ("attn_v", lin["v_proj"]),
-        ("attn_output", lin["o_proj"]),
-        ("ffn_norm", (h,)),
-        ("ffn_gate", lin["gate_proj"]),
-        ("ffn_up", lin["up_proj"]),
-        ("ffn_down", lin["down_proj"]),
-    ]
+    h, block = arch.hidden_size, _block_tensors(arch)
     shapes: list[tuple[str, tuple[int, ...]]] = [("token_embd.weight", (h, arch.vocab_size))]
     for i in range(arch.num_hidden_layers):
-        shapes += [(f"blk.{i}.{n}.weight", s) for n, s in block]
+        shapes += [(f"blk.{i}.{n}", s) for n, s in block]
     shapes.append(("output_norm.weight", (h,)))
     if not arch.tie_word_embeddings:
         # With tied embeddings there is no output.weight: llama.cpp reuses token_embd.
@@ -190,18 +239,18 @@ def gguf_tensor_shapes(arch: Architecture) -> list[tuple[str, tuple[int, ...]]]:
 
 def parameter_count(arch: Architecture) -> int:
     """Exact number of trainable HF parameters (tied embeddings are counted once)."""
-    h = arch.hidden_size
-    linear = sum(i * o for i, o in _layer_linear_shapes(arch).values())
-    per_layer = linear + 2 * h  # plus the two RMSNorm weights; these blocks have no biases
-    embeddings = arch.vocab_size * h * (1 if arch.tie_word_embeddings else 2)
-    return arch.num_hidden_layers * per_layer + embeddings + h  # + the final norm
+    # every block tensor is an HF parameter: Linears, their biases, the two RMSNorms, Qwen3's q/k norms
+    per_layer = sum(math.prod(shape) for _, shape in _block_tensors(arch))
+    embeddings = arch.vocab_size * arch.hidden_size * (1 if arch.tie_word_embeddings else 2)
+    return arch.num_hidden_layers * per_layer + embeddings + arch.hidden_size  # + the final norm
 
 
 def lora_parameter_count(arch: Architecture, r: int, target_modules: list[str] | tuple[str, ...]) -> int:
     """Parameters that PEFT LoRA adds: r * (in + out) for each adapted Linear in each layer.
 
-    An unknown module name raises ValueError naming it, so that a typo does not silently
-    count as zero.
+    A bias adds nothing: PEFT's A and B matrices carry none, and the base layer's bias stays frozen
+    (bias="none", PEFT's default). An unknown module name raises ValueError naming it, so that a
+    typo does not silently count as zero.
     """
     if r <= 0:
         raise ValueError(f"LoRA rank must be positive, got {r}")

@@ -11,6 +11,8 @@ import pytest
 from lib.architectures import (
     LORA_MODULES,
     Architecture,
+    architecture_from_config,
+    bias_modules,
     build_hf_config,
     gguf_tensor_shapes,
     hf_config_dict,
@@ -20,7 +22,8 @@ from lib.architectures import (
     parameter_count,
 )
 
-EXPECTED = {"smollm2-135m", "llama-3.2-1b", "llama-3.2-3b", "llama-3-8b", "mistral-small-2409", "nanbeige4-3b-base"}
+EXPECTED = {"smollm2-135m", "llama-3.2-1b", "llama-3.2-3b", "llama-3-8b", "mistral-small-2409", "nanbeige4-3b-base",
+            "qwen3-1.7b", "deepseek-r1-distill-qwen-1.5b"}
 
 # Published exact totals (model cards / safetensors metadata of the upstream repos).
 PUBLISHED_TOTALS = {
@@ -29,6 +32,8 @@ PUBLISHED_TOTALS = {
     "llama-3.2-3b": 3_212_749_824,
     "llama-3-8b": 8_030_261_248,
     "mistral-small-2409": 22_247_282_688,
+    # several independent loads of revision ad9f0ae (Qwen2ForCausalLM, 339 tensors): the q/k/v biases included
+    "deepseek-r1-distill-qwen-1.5b": 1_777_088_000,
 }
 ALL7 = list(LORA_MODULES)
 SMOL = load_architecture("smollm2-135m")
@@ -85,7 +90,8 @@ def test_gguf_shapes_hold_every_parameter_exactly_once(name):
     assert len(names) == len(set(names))
     hf_params = sum(math.prod(s) for n, s in shapes if n != "rope_freqs.weight")
     assert hf_params == parameter_count(arch)
-    assert len(shapes) == 2 + 9 * arch.num_hidden_layers + (0 if arch.tie_word_embeddings else 1) + (
+    per_block = 9 + len(arch.bias_modules) + (2 if arch.qk_norm else 0)
+    assert len(shapes) == 2 + per_block * arch.num_hidden_layers + (0 if arch.tie_word_embeddings else 1) + (
         1 if arch.rope_type == "llama3" else 0)
 
 
@@ -129,9 +135,8 @@ def test_lora_unknown_module_is_named():
         lora_parameter_count(load_architecture("smollm2-135m"), 8, ["q_proj", "qkv_proj"])
 
 
-def test_configs_load_in_transformers_and_build_on_meta_device():
+def test_configs_load_in_transformers():
     transformers = pytest.importorskip("transformers")
-    torch = pytest.importorskip("torch")
     for name in sorted(EXPECTED):
         fields = hf_config_dict(name)
         model_type = fields.pop("model_type")
@@ -142,9 +147,114 @@ def test_configs_load_in_transformers_and_build_on_meta_device():
             arch.hidden_size, arch.num_hidden_layers, arch.vocab_size)
         assert getattr(config, "head_dim", None) in (None, arch.head_dim)
         assert config.tie_word_embeddings == arch.tie_word_embeddings
-    # Building a model is slow for the big configs, so only SmolLM2 is built. Its parameter
-    # total must match ours, which shows that the config carries every shape-relevant key.
+        # Qwen2/Qwen3 configs default to a sliding window unless told otherwise: the bundled ones must not get one
+        assert set(getattr(config, "layer_types", None) or ["full_attention"]) == {"full_attention"}, name
+
+
+@pytest.mark.parametrize("name", known_architectures())
+def test_parameter_count_equals_the_meta_device_model_of_every_bundled_config(name):
+    """The oracle is transformers itself: the model it builds from the bundled config, on the meta device (no
+    memory), has exactly parameter_count parameters, with the biases and q/k norms the Architecture lists."""
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    arch = load_architecture(name)
     with torch.device("meta"):
-        model = transformers.AutoModelForCausalLM.from_config(build_hf_config("smollm2-135m"))
-    assert sum(p.numel() for p in model.parameters()) == parameter_count(SMOL)
-    assert model.config.tie_word_embeddings and model.lm_head.weight is model.model.embed_tokens.weight
+        model = transformers.AutoModelForCausalLM.from_config(build_hf_config(name))
+    assert sum(p.numel() for p in model.parameters()) == parameter_count(arch)
+    layer = model.model.layers[0]
+    linears = {**{m: getattr(layer.self_attn, m) for m in ("q_proj", "k_proj", "v_proj", "o_proj")},
+               **{m: getattr(layer.mlp, m) for m in ("gate_proj", "up_proj", "down_proj")}}
+    assert tuple(m for m in LORA_MODULES if linears[m].bias is not None) == arch.bias_modules
+    assert hasattr(layer.self_attn, "q_norm") == arch.qk_norm == hasattr(layer.self_attn, "k_norm")
+    if arch.tie_word_embeddings:
+        assert model.lm_head.weight is model.model.embed_tokens.weight
+
+
+def test_qwen_block_features_come_from_the_config_keys_not_the_name():
+    r1 = load_architecture("deepseek-r1-distill-qwen-1.5b")
+    assert r1.bias_modules == ("q_proj", "k_proj", "v_proj") and not r1.qk_norm
+    qwen3 = load_architecture("qwen3-1.7b")
+    assert qwen3.bias_modules == () and qwen3.qk_norm
+    assert all(load_architecture(n).bias_modules == () and not load_architecture(n).qk_norm
+               for n in ("llama-3.2-3b", "mistral-small-2409", "nanbeige4-3b-base"))
+    # a misleading name changes nothing; the keys decide
+    qwen2_named_llama = architecture_from_config("llama-3.2-3b", hf_config_dict("deepseek-r1-distill-qwen-1.5b"))
+    assert qwen2_named_llama.bias_modules == r1.bias_modules
+    assert bias_modules({**hf_config_dict("qwen3-1.7b"), "attention_bias": True}) == (
+        "q_proj", "k_proj", "v_proj", "o_proj")
+    assert bias_modules({"model_type": "llama", "attention_bias": False, "mlp_bias": True}) == (
+        "gate_proj", "up_proj", "down_proj")
+    assert bias_modules({"model_type": "mistral", "attention_bias": True}) == ()  # MistralAttention has no switch
+    with pytest.raises(ValueError, match="unknown model_type 'gemma2'"):
+        bias_modules({"model_type": "gemma2"})
+
+
+def test_qwen_gguf_shapes_name_biases_and_head_norms_as_llama_cpp_does():
+    s = dict(gguf_tensor_shapes(load_architecture("deepseek-r1-distill-qwen-1.5b")))
+    assert s["blk.0.attn_q.bias"] == (1536,) and s["blk.27.attn_k.bias"] == (256,) and s["blk.3.attn_v.bias"] == (256,)
+    assert "blk.0.attn_output.bias" not in s and "blk.0.attn_q_norm.weight" not in s
+    assert s["output.weight"] == (1536, 151936)  # untied
+    q3 = dict(gguf_tensor_shapes(load_architecture("qwen3-1.7b")))
+    assert q3["blk.0.attn_q_norm.weight"] == q3["blk.27.attn_k_norm.weight"] == (128,)
+    assert q3["blk.0.attn_q.weight"] == (2048, 2048) and q3["blk.0.attn_k.weight"] == (2048, 1024)
+    assert "blk.0.attn_q.bias" not in q3 and "output.weight" not in q3  # tied: llama.cpp reuses token_embd
+
+
+def test_qwen3_total_matches_the_published_safetensors_size():
+    # Qwen/Qwen3-1.7B at 70d244cc holds 4,063,479,808 bytes of bf16 tensors; its files store lm_head as well,
+    # although tie_word_embeddings is true, so the file holds one vocab x hidden matrix more than the model
+    arch = load_architecture("qwen3-1.7b")
+    assert 2 * (parameter_count(arch) + arch.vocab_size * arch.hidden_size) == 4_063_479_808
+
+
+# --- the oracles below build real (tiny) models -------------------------------------------------------------
+
+TINY_FAMILIES = [("llama-3.2-1b", "llama3_2"), ("deepseek-r1-distill-qwen-1.5b", "r1_distill_qwen"),
+                 ("qwen3-1.7b", "qwen3")]
+
+
+def _tiny_model(name: str, vocab_size: int):
+    """A random model of `name`'s family, shrunk by lib.tiny (two layers, width 256), and its shrunk config."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from lib.tiny import shrunk_config
+
+    config = shrunk_config(hf_config_dict(name), vocab_size=vocab_size)
+    fields = dict(config)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(fields.pop("model_type"), **fields)), config
+
+
+@pytest.mark.parametrize("name", [name for name, _ in TINY_FAMILIES])
+def test_lora_count_equals_peft_on_a_tiny_model_and_biases_add_nothing(name):
+    peft = pytest.importorskip("peft")
+    model, config = _tiny_model(name, vocab_size=512)
+    arch = architecture_from_config(name, config)
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=ALL7))
+    trainable = {n: p.numel() for n, p in lora.named_parameters() if p.requires_grad}
+    assert sum(trainable.values()) == lora_parameter_count(arch, 4, ALL7)
+    assert all("lora_" in n for n in trainable)  # the q/k/v biases stay frozen
+    assert sum(p.numel() for p in lora.parameters()) == parameter_count(arch) + lora_parameter_count(arch, 4, ALL7)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, fixture", TINY_FAMILIES)
+def test_gguf_shapes_equal_what_llama_cpp_writes_for_a_tiny_model(name, fixture, tmp_path):
+    """llama.cpp's own converter on a tiny random model of each family (the fixture's real vocabulary): the GGUF
+    holds exactly the tensors gguf_tensor_shapes lists, names and shapes. 30-60 s per family."""
+    gguf = pytest.importorskip("gguf")
+    from lib.export.gguf import convert_to_gguf
+    from lib.models import load_fixture_tokenizer
+    from lib.tiny import tiny_vocab_size
+
+    tokenizer = load_fixture_tokenizer(fixture)
+    model, config = _tiny_model(name, tiny_vocab_size(hf_config_dict(name)["vocab_size"], len(tokenizer), False))
+    model.save_pretrained(tmp_path / "hf")
+    tokenizer.save_pretrained(tmp_path / "hf")
+    reader = gguf.GGUFReader(convert_to_gguf(tmp_path / "hf", tmp_path / "tiny-F16.gguf"))
+    written = {t.name: tuple(int(n) for n in t.shape) for t in reader.tensors}
+    assert written == dict(gguf_tensor_shapes(architecture_from_config(name, config)))
+    if fixture == "r1_distill_qwen":  # llama.cpp recognises the fixture as R1-Distill-Qwen's own tokenizer
+        pre = reader.fields["tokenizer.ggml.pre"]
+        assert bytes(pre.parts[pre.data[0]]).decode() == "deepseek-r1-qwen"

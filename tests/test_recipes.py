@@ -10,7 +10,7 @@ from lib.plan.recipe_plan import recipe_plan
 from lib.modes import make_run_config
 
 RECIPES = ["llama32_1b_kd", "llama32_3b", "llama32_3b_thinking8k", "mistral22b", "nanbeige4_3b_coldstart",
-           "smollm2_135m"]
+           "qwen3_1_7b", "r1_distill_qwen_1_5b", "smollm2_135m"]
 
 
 def test_all_recipes_present():
@@ -32,11 +32,21 @@ def test_gpu_recipes_fit_their_card_and_q4km_is_the_published_size(name, card_gi
     assert abs(plan["gguf_bytes"]["Q4_K_M"] - q4km_bytes) / q4km_bytes < 0.02
 
 
-def test_dry_run_is_one_switch_turned_into_a_mode(tmp_path):
+def test_dry_run_is_one_switch_turned_into_a_mode(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from lib.models import ModelNotFoundError
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty cache
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     real = make_run_config("mistral22b", dry_run=False, run_dir=str(tmp_path / "a"))
     dry = make_run_config("mistral22b", dry_run=True, run_dir=str(tmp_path / "b"))
     assert real.recipe == dry.recipe  # one recipe, read the same way in both modes
-    assert real.mode.model_path == "mistralai/Mistral-Small-Instruct-2409"  # a hub id resolves to itself
+    # a hub id resolves to its downloaded snapshot folder (lib.models.resolve_base_model); offline with an empty
+    # cache that is an error saying how to download it at the recipe's revision
+    with pytest.raises(ModelNotFoundError, match=f"hf download mistralai/Mistral-Small-Instruct-2409 --revision "
+                                                 f"{real.recipe.revision}"):
+        real.mode.model_path
     assert real.mode.train_source == real.recipe.dataset_path and real.mode.train_rows == real.recipe.train_rows
     assert dry.mode.train_source == dry.recipe.dry_run_dataset_path and 0 < dry.mode.train_rows < 100
     assert dry.mode.summary()["tokenizer"] == "fixtures/tokenizers/mistral_v3"

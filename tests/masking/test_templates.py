@@ -81,8 +81,13 @@ def _build(family, messages, assistant_turns="all"):
     return tok, build_masked_example(messages, tok, KWARGS.get(family), assistant_turns)
 
 
+# Tested in their own section below: R1-Distill's template deletes the reasoning of every reply it renders, so the
+# cases above (each reply trained as written) do not apply to it.
+OWN_SECTION = ["r1_distill_qwen"]
+
+
 def test_every_shipped_fixture_family_is_covered():
-    assert fixture_names() == FAMILIES
+    assert fixture_names() == sorted(FAMILIES + OWN_SECTION)
 
 
 # --- exact trained text, every family ----------------------------------------------------------------------
@@ -510,19 +515,9 @@ def test_property_qwen3_all_turns_trains_the_last_reply_and_lists_the_rewritten_
 
 @pytest.fixture(scope="module")
 def r1_distill():
-    """Qwen2.5's tokenizer with R1-Distill's template (the copy TRL ships) and its three special tokens, as
-    DeepSeek-R1-Distill-Qwen's tokenizer has them."""
-    from pathlib import Path
-
-    import trl
-
-    from lib.models import load_fixture_tokenizer
-
-    tok = load_fixture_tokenizer("qwen2_5")  # a fresh copy: the session-cached one must stay unmodified
-    tok.add_special_tokens({"additional_special_tokens": ["<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>"]})
-    tok.add_tokens(["<think>", "</think>"])  # added, not special: as in R1-Distill-Qwen's tokenizer
-    tok.chat_template = (Path(trl.__file__).parent / "chat_templates" / "deepseek_r1_distill.jinja").read_text()
-    return tok
+    """DeepSeek-R1-Distill-Qwen's tokenizer and template: Qwen2.5's BPE with DeepSeek's added tokens at their real ids
+    (fixtures/tokenizers/r1_distill_qwen)."""
+    return shared_fixture_tokenizer("r1_distill_qwen")
 
 
 def test_r1_distill_trains_what_follows_the_prompts_think_and_lists_rewritten_history(r1_distill):

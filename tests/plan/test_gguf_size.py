@@ -103,6 +103,20 @@ def test_smollm2_k_quant_fallbacks_for_576_wide_rows():
     assert tensor_types(SMOL, "Q4_0")["blk.4.attn_q.weight"] == "Q4_0"
 
 
+def test_qwen_biases_and_head_norms_stay_f32_and_the_mix_rules_apply_as_for_llama():
+    r1, qwen3 = load_architecture("deepseek-r1-distill-qwen-1.5b"), load_architecture("qwen3-1.7b")
+    t = tensor_types(r1, "Q4_K_M")
+    assert t["blk.0.attn_q.bias"] == t["blk.0.attn_k.bias"] == t["blk.0.attn_v.bias"] == "F32"
+    assert t["output.weight"] == "Q6_K" and t["token_embd.weight"] == "Q4_K"  # untied
+    assert t["blk.0.attn_v.weight"] == "Q6_K" and t["blk.3.attn_v.weight"] == "Q4_K"  # use_more_bits(i, 28)
+    assert t["blk.0.ffn_down.weight"] == "Q6_K"  # 8960-wide rows = 35 x 256: no fallback
+    q = tensor_types(qwen3, "Q4_K_M")
+    assert q["blk.5.attn_q_norm.weight"] == q["blk.5.attn_k_norm.weight"] == "F32"
+    assert q["token_embd.weight"] == "Q6_K" and "output.weight" not in q  # tied: the output rule
+    # 1-D tensors cost 4 bytes a value in every file type
+    assert {b.nbytes for b in tensor_bytes(r1, "Q8_0") if b.name == "blk.0.attn_q.bias"} == {4 * 1536}
+
+
 def test_float_file_types_apply_no_mix_rules():
     for quant in ("F16", "BF16", "F32"):
         types = tensor_types(LLAMA3B, quant)
@@ -135,6 +149,13 @@ PUBLISHED = [
     ("mistral-small-2409", "Q4_K_M", 13.3e9),
     ("mistral-small-2409", "Q6_K", 18.3e9),
     ("mistral-small-2409", "Q8_0", 23.6e9),
+    # Qwen/Qwen3-1.7B-GGUF's Q8_0 (HF LFS metadata) and unsloth/Qwen3-1.7B-GGUF's Q4_K_M, both without output.weight
+    ("qwen3-1.7b", "Q8_0", 1_834_426_016),
+    ("qwen3-1.7b", "Q4_K_M", 1_107_409_472),
+    # bartowski/DeepSeek-R1-Distill-Qwen-1.5B-GGUF's Q4_K_M; unsloth's Q8_0 and Q5_K_M (1.89 GB, 1.29 GB)
+    ("deepseek-r1-distill-qwen-1.5b", "Q4_K_M", 1_117_320_800),
+    ("deepseek-r1-distill-qwen-1.5b", "Q8_0", 1.89e9),
+    ("deepseek-r1-distill-qwen-1.5b", "Q5_K_M", 1.29e9),
 ]
 
 
