@@ -103,7 +103,8 @@ class RealRun:
 
     def train(self, cfg: RunConfig, dataset, max_length: int, out: Path) -> tuple[dict, dict]:
         recipe, backend = cfg.recipe, self.backend()
-        teacher = self.resolve(recipe.teacher_model_name_or_path) if recipe.teacher_model_name_or_path else ""
+        teacher = (self.resolve(recipe.teacher_model_name_or_path, recipe.teacher_revision)
+                   if recipe.teacher_model_name_or_path else "")
         result = train_lora(recipe, self.model_path, dataset, max_length, out, backend, teacher_path=teacher)
         return training_facts(result, backend), {"adapter": result.adapter_dir, "train_log": out / "train_log.json"}
 

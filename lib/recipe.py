@@ -106,6 +106,7 @@ class Recipe:
 
     # --- Distillation (logit-level KD; empty teacher = plain SFT) ---
     teacher_model_name_or_path: str = ""
+    teacher_revision: str = ""  # the teacher's hub commit, as `revision` is the student's
     teacher_architecture: str = ""
     teacher_load_in_4bit: bool = True
     distill_alpha: float = 0.5  # weight of T^2 * KL against (1 - alpha) * CE

@@ -48,16 +48,18 @@ def test_vocabulary_is_the_recipes_own_or_the_stand_ins():
 def llama_snapshot(tmp_path_factory):
     hub = tmp_path_factory.mktemp("hub")
     spec = tiny_spec("llama-3.2-1b", "llama3_2", "bfloat16", stand_in=False)
-    return hub, spec, ensure_tiny_snapshot("meta-llama/Llama-3.2-1B-Instruct", "", spec, hub)
+    revision = load_recipe("llama32_1b_kd").revision  # the commit the recipe pins: its snapshot's name
+    return hub, spec, ensure_tiny_snapshot("meta-llama/Llama-3.2-1B-Instruct", revision, spec, hub)
 
 
 def test_snapshot_has_the_hub_layout_and_is_found_offline_by_the_download_call(llama_snapshot):
     hub, spec, snapshot = llama_snapshot
     repo = hub / "models--meta-llama--Llama-3.2-1B-Instruct"
-    assert (repo / "refs" / "main").read_text() == snapshot.name
+    assert (repo / "refs" / "main").read_text() == snapshot.name == load_recipe("llama32_1b_kd").revision
     assert all((snapshot / f).is_symlink() and (snapshot / f).resolve().parent == (repo / "blobs").resolve()
                for f in ("config.json", "model.safetensors", "tokenizer.json"))
-    assert resolve_base_model("meta-llama/Llama-3.2-1B-Instruct", "", hub, offline=True) == str(snapshot)
+    assert resolve_base_model("meta-llama/Llama-3.2-1B-Instruct", "", hub, offline=True) == str(snapshot)  # main
+    assert resolve_base_model("meta-llama/Llama-3.2-1B-Instruct", snapshot.name, hub, offline=True) == str(snapshot)
     config = json.loads((snapshot / "config.json").read_text())
     assert config["vocab_size"] == 128256 and config["hidden_size"] == 256 and config["dtype"] == "bfloat16"
     with pytest.raises(ModelNotFoundError, match="hf download meta-llama/Llama-3.2-3B-Instruct --revision abc"):
