@@ -38,6 +38,15 @@ def prompt_messages(example: dict, system_prompt: str = "") -> list[dict]:
     return to_chat_messages(example, system_prompt)[:-1]
 
 
+def generation_prompt_opens_think(tokenizer, messages: list[dict], template_kwargs: dict | None = None) -> bool:
+    """Whether the chat template's generation prompt already writes `<think>` (DeepSeek-R1-Distill's ends with
+    `<｜Assistant｜><think>\n`): the model's output then starts inside the block, and judging it must put the
+    opening back."""
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                           **(template_kwargs or {}))
+    return prompt.rstrip().endswith(THINK_OPEN)
+
+
 def plain_prompt(plain_format: str, problem: str) -> str:
     """The prompt half of a base-model format (`plain_format` of the recipe): everything before `<think>`.
 

@@ -37,6 +37,14 @@ def score_output(text: str, reference: str | None) -> dict:
             "predicted": predicted, "correct": bool(reference is not None and answers_match(predicted, reference))}
 
 
+def reply_text(generated: str, prompt_opens_think: bool) -> str:
+    """The reply a user sees: what the model generated, behind the `<think>` its generation prompt wrote when the
+    template opens the block itself (DeepSeek-R1-Distill); judged as such, its opening and closing count."""
+    if prompt_opens_think and not generated.lstrip().startswith(THINK_OPEN):
+        return f"{THINK_OPEN}\n{generated}"
+    return generated
+
+
 def summarize(records: list[dict]) -> dict:
     """Aggregate per-prompt records into the numbers the report shows (pure)."""
     n = len(records)
@@ -94,12 +102,13 @@ def run_prompts(gguf_path: Path, prompts: list[dict], max_tokens: int, n_ctx: in
             out = llm.create_chat_completion(item["messages"], max_tokens=max_tokens, **sampling)
             text = out["choices"][0]["message"]["content"] or ""
         seconds = time.perf_counter() - start
-        think, _ = think_and_answer(text)
+        reply = reply_text(text, item.get("prompt_opens_think", False))
+        think, _ = think_and_answer(reply)
         think_tokens = len(llm.tokenize(think.encode(), add_bos=False, special=False)) if think else 0
         records.append({"id": item["id"], "reference": item.get("answer"), "output": text,
                         "completion_tokens": out["usage"]["completion_tokens"], "seconds": round(seconds, 3),
                         "finish_reason": out["choices"][0]["finish_reason"], "think_tokens": think_tokens,
-                        **score_output(text, item.get("answer"))})
+                        **score_output(reply, item.get("answer"))})
     return records
 
 

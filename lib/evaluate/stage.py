@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lib.conversation import prompt_messages
+from lib.conversation import generation_prompt_opens_think, prompt_messages
 from lib.evaluate.answers import answers_match
 from lib.jsonl import read_jsonl, write_jsonl
 from lib.paths import atomic_write_text
@@ -26,10 +26,16 @@ def read_heldout(cfg: RunConfig) -> list[dict]:
 
 
 def write_prompts(cfg: RunConfig, heldout: list[dict]) -> Path:
-    """Held-out prompts as the model will see them (template messages + reference answer)."""
-    path = cfg.stage_dir(STAGE) / "prompts.jsonl"
-    write_jsonl(path, [{"id": row["id"], "messages": prompt_messages(row, cfg.recipe.system_prompt),
-                        "answer": row.get("answer")} for row in heldout])
+    """Held-out prompts as the model will see them (template messages + reference answer), each marked when the
+    template's generation prompt opens `<think>` itself (scoring then restores it: `lib.evaluate.llama_runs`)."""
+    recipe, path = cfg.recipe, cfg.stage_dir(STAGE) / "prompts.jsonl"
+    tokenizer = cfg.mode.tokenizer() if recipe.chat_format == "template" else None
+    rows = []
+    for row in heldout:
+        messages = prompt_messages(row, recipe.system_prompt)
+        opens = bool(tokenizer) and generation_prompt_opens_think(tokenizer, messages, recipe.chat_template_kwargs)
+        rows.append({"id": row["id"], "messages": messages, "answer": row.get("answer"), "prompt_opens_think": opens})
+    write_jsonl(path, rows)
     return path
 
 

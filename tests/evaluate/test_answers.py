@@ -72,3 +72,27 @@ def test_peak_rss_is_this_process_not_a_forking_parent(tmp_path):
     assert peak_rss_mib() > 300
     assert float(child.stdout) < 150
     del ballast
+
+
+def test_a_reply_whose_think_the_prompt_opened_is_judged_with_that_opening():
+    """DeepSeek-R1-Distill's generation prompt ends with `<think>\n`: the model writes only the rest of the block.
+    Judged as generated, it would never open (or close) its thinking."""
+    from lib.evaluate.llama_runs import reply_text
+
+    generated = "2 + 3 = 5.\n</think>\n\nThe answer is 5."
+    assert score_output(generated, "5")["closed_think"] is False  # the bug: the opening is in the prompt
+    scored = score_output(reply_text(generated, prompt_opens_think=True), "5")
+    assert scored == {"opened_think": True, "closed_think": True, "predicted": "5", "correct": True}
+    assert reply_text("<think>x</think>y", prompt_opens_think=True) == "<think>x</think>y"  # not twice
+    assert reply_text(generated, prompt_opens_think=False) == generated
+
+
+def test_only_a_template_that_opens_think_in_its_prompt_is_marked():
+    from lib.conversation import generation_prompt_opens_think
+    from lib.models import load_fixture_tokenizer
+
+    messages = [{"role": "user", "content": "What is 2 + 3?"}]
+    assert generation_prompt_opens_think(load_fixture_tokenizer("r1_distill_qwen"), messages)
+    assert not generation_prompt_opens_think(load_fixture_tokenizer("qwen3"), messages)
+    assert not generation_prompt_opens_think(load_fixture_tokenizer("llama3_2"), messages,
+                                             {"date_string": "26 Jul 2024"})
