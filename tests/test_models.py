@@ -21,8 +21,21 @@ def test_missing_model_package_says_how_to_install(monkeypatch):
         packaged_gguf("no_such_model_pkg")
 
 
-def test_hub_ids_pass_through_unchanged():
-    assert resolve_base_model("meta-llama/Llama-3.2-3B-Instruct") == "meta-llama/Llama-3.2-3B-Instruct"
+def test_a_hub_id_becomes_its_snapshot_folder_or_says_how_to_download_it(tmp_path):
+    """A hub id resolves to a folder (what llama.cpp's converter and every later step need), never to itself."""
+    with pytest.raises(ModelNotFoundError, match="hf download meta-llama/Llama-3.2-3B-Instruct"):
+        resolve_base_model("meta-llama/Llama-3.2-3B-Instruct", hub_cache=tmp_path, offline=True)
+    snapshot = tmp_path / "models--meta-llama--Llama-3.2-3B-Instruct" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("a" * 40)
+    assert resolve_base_model("meta-llama/Llama-3.2-3B-Instruct", hub_cache=tmp_path, offline=True) == str(snapshot)
+
+
+def test_a_name_that_is_neither_a_folder_nor_a_hub_id_is_refused():
+    with pytest.raises(ModelNotFoundError, match="neither a folder"):
+        resolve_base_model("Llama-3.2-3B-Instruct")
 
 
 def test_local_hf_folder_is_used_as_is(tmp_path):

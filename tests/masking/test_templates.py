@@ -8,6 +8,7 @@ import copy
 import re
 import time
 import types
+import unicodedata
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -308,7 +309,8 @@ def test_plain_nanbeige_format_on_llama_trains_the_response_and_eos():
     # plain_prompt leaves it out of the prompt so inference asks for the same tokens (see the next test).
     assert trained_chars(example) == " " + response
     assert trained_text(example, tok) == " " + response
-    assert example.text == "User: What is 2+2?\nAssistant: " + response
+    # Llama 3's tokenizer adds <|begin_of_text|> to plain text, as llama.cpp does: the example starts with it
+    assert example.text == "<|begin_of_text|>User: What is 2+2?\nAssistant: " + response
     assert "User" not in trained_chars(example) and "What is" not in trained_chars(example)
     assert example.input_ids[-1] == tok.eos_token_id and example.labels[-1] == tok.eos_token_id
 
@@ -339,9 +341,10 @@ def test_plain_example_starts_with_bos_exactly_when_the_tokenizer_adds_one():
     assert example.text.startswith("<s>User: q")
     assert example.input_ids[0] == mistral.bos_token_id and example.input_ids.count(mistral.bos_token_id) == 1
     assert trained_text(example, mistral) == "<think>\nt\n</think>\ns</s>"
-    for name in ("llama3_2", "smollm2"):  # these tokenizers add no BOS on their own (smollm2's bos is <|im_start|>)
-        tok = shared_fixture_tokenizer(name)
-        assert build_plain_example("q", "t", "s", tok, NANBEIGE).text.startswith("User: q")
+    llama = shared_fixture_tokenizer("llama3_2")  # Llama 3 adds <|begin_of_text|> by its post-processor too
+    assert build_plain_example("q", "t", "s", llama, NANBEIGE).text.startswith("<|begin_of_text|>User: q")
+    smollm2 = shared_fixture_tokenizer("smollm2")  # adds no BOS on its own (its bos is <|im_start|>)
+    assert build_plain_example("q", "t", "s", smollm2, NANBEIGE).text.startswith("User: q")
 
 
 def test_plain_format_errors():
@@ -545,7 +548,8 @@ def test_property_r1_distill_last_reply_is_exactly_what_the_model_generates(r1_d
         example = build_masked_example(messages, r1_distill)
         expected = messages[-1]["content"].removeprefix("<think>\n") + "<｜end▁of▁sentence｜>"
         assert trained_chars(example) == expected
-        assert trained_text(example, r1_distill) == expected
+        # R1-Distill's tokenizer normalises to NFC (as the real tokenizer.json): the ids decode to the NFC form
+        assert trained_text(example, r1_distill) == unicodedata.normalize("NFC", expected)
     prop()
 
 
