@@ -23,6 +23,16 @@ def collect(folder: Path) -> dict:
     return {"stages": facts, "timings": json.loads(timings.read_text()) if timings.is_file() else {}}
 
 
+def merge_line(export: dict) -> str:
+    """One line for 04's merge check, whichever ran: logits (in memory) or re-derived tensors (shard by shard)."""
+    if export.get("check") == "per_tensor":
+        return (f"Merge ({export.get('strategy')}): {export['tensors_checked']} merged tensors re-derived, "
+                f"max difference {export['max_difference_over_bound']:.2f} of one {export.get('dtype')} rounding")
+    return (f"Merge ({export.get('strategy', 'in_memory')}): max |logit difference| = "
+            f"{export['max_logit_difference']:.2e} (tolerance {export['tolerance']:.2e}: "
+            f"{export.get('tolerance_rule', '')})")
+
+
 def render_markdown(recipe: str, report: dict) -> str:
     """The human-readable report (pure: tested on a hand-made report dict)."""
     stages, timings = report["stages"], report["timings"]
@@ -49,9 +59,7 @@ def render_markdown(recipe: str, report: dict) -> str:
                   f"{train['trainable_params']:,} trainable parameters", ""]
     export = stages.get("04_merge_export", {})
     if any(s["real_bytes"] for s in export.get("sizes", [])):
-        lines += [f"Merge check: max |logit difference| = {export['max_logit_difference']:.2e} "
-                  f"(tolerance {export['merge_atol']})", "", "| file | real bytes | estimated | error |",
-                  "|---|---|---|---|"]
+        lines += [merge_line(export), "", "| file | real bytes | estimated | error |", "|---|---|---|---|"]
         lines += [f"| {s['file']} | {s['real_bytes']:,} | {s['estimated_bytes']:,} | {s['error_pct']:+.2f} % |"
                   for s in export["sizes"] if s["real_bytes"] is not None] + [""]
     evaluation = stages.get("05_eval_edge", {})

@@ -37,6 +37,7 @@ from lib.conversation import to_chat_messages
 from lib.display import facts_table, table
 from lib.export.stage import run_export
 from lib.jsonl import read_jsonl
+from lib.export.merge import MERGE_FACTS
 from lib.modes import make_run_config
 from lib.run_config import stage_file
 
@@ -47,10 +48,14 @@ probe_texts = ["\n".join(m["content"] for m in to_chat_messages(row)) for row in
 
 # %% [markdown]
 # ## Merge, check, convert, quantize
+# The merge runs in memory when the machine has the RAM (merged and checked in float32, saved in the recipe's
+# dtype), else shard by shard. The check compares the merged model's logits with the adapter model's, against a
+# tolerance that follows from the dtype (bf16 rounds each merged weight once); a sharded merge re-derives merged
+# tensors instead. For a QLoRA adapter the gap to the NF4 forward it was trained against is shown too.
 
 # %%
 facts = run_export(cfg, probe_texts)
-display(facts_table({k: v for k, v in facts.items() if k in ("mode", "max_logit_difference", "merge_atol")}))
+display(facts_table({k: v for k, v in facts.items() if k in MERGE_FACTS}))
 
 # %% [markdown]
 # ## Real sizes beside the estimates
@@ -64,7 +69,8 @@ display(table([{"file": quant, **counts} for quant, counts in facts["tensor_type
 
 # %% [markdown]
 # ## In this notebook we
-# - merged the adapter into the base weights and checked the merged logits against the adapter's,
+# - merged the adapter into the base weights and checked the merge (logits against the adapter's, or merged
+#   tensors re-derived when it went shard by shard),
 # - exported an F16 GGUF with llama.cpp's converter and quantized it to the recipe's types,
 # - compared every real file size with the architecture-based estimate.
 #

@@ -53,6 +53,18 @@ def test_report_markdown_from_stage_facts():
     assert "| distilled-Q8_0 | 96% | 4% | 80.5 | 61.2 | 410.0 |" in text
 
 
+def test_report_names_the_merge_check_that_ran():
+    from lib.report import merge_line
+
+    logits = {"strategy": "in_memory", "check": "logits", "max_logit_difference": 0.0052, "tolerance": 0.026,
+              "tolerance_rule": "max(0.001, 1·sqrt(layers)·eps(bfloat16)·max|logits|)"}
+    assert merge_line(logits) == ("Merge (in_memory): max |logit difference| = 5.20e-03 (tolerance 2.60e-02: "
+                                  "max(0.001, 1·sqrt(layers)·eps(bfloat16)·max|logits|))")
+    tensors = {"strategy": "sharded", "check": "per_tensor", "tensors_checked": 8, "max_difference_over_bound": 0.5,
+               "dtype": "bfloat16"}
+    assert merge_line(tensors) == "Merge (sharded): 8 merged tensors re-derived, max difference 0.50 of one bfloat16 rounding"
+
+
 def test_jupytext_config_pairs_every_notebook_with_a_percent_script():
     # JupyterLab and `jupytext --sync` read jupytext.toml: without it, saving the .ipynb would not update the .py
     from jupytext.config import find_jupytext_configuration_file, load_jupytext_configuration_file

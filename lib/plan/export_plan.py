@@ -8,19 +8,19 @@ converter and quantizer stream tensors from memory-mapped files, so the GGUF ste
 """
 from __future__ import annotations
 
-import math
-
 from lib.architectures import load_architecture, lora_parameter_count, parameter_count
 from lib.plan.gguf_size import estimate_gguf_bytes
 from lib.plan.memory import DTYPE_BYTES, GIB, LORA_WEIGHT_BYTES
 from lib.recipe import Recipe
 
-# RAM the in-memory merge needs beyond the weights: the same rule as lib.export.merge.in_memory_merge_bytes (its
-# IN_MEMORY_MARGIN_BYTES / IN_MEMORY_MARGIN_FRACTION: measured +0.27 GiB over the weights for SmolLM2-135M; 2 GiB
-# or 10 % of the weights, whichever is larger, for the probes' logits and transient copies). Kept equal by
-# tests/plan/test_export_plan.py; lib/plan cannot import lib/export (the stages sit above lib/plan).
-MERGE_MARGIN_BYTES = 2 * GIB
-MERGE_MARGIN_FRACTION = 0.10
+# probes are cut to their first tokens: any token runs through every merged weight, while a whole 8k-token training
+# conversation would cost tokens x vocab x 4 bytes of logits per forward (4 GB for Llama 3's 128k vocabulary)
+MAX_PROBE_TOKENS = 256
+PROBES = 3  # 04 checks the merge on the first three training conversations (notebooks/04_merge_export.py)
+# RAM of the in-memory merge beyond its weights, adapter and logits: runtime, PEFT's per-layer deltas, allocator
+# slack. Measured (peak RSS, SmolLM2-135M, bf16 checkpoint merged to bf16): 0.83 GiB = 0.50 float32 weights + 0.25
+# bf16 weights + 0.08; a fixed 1 GiB covers that with room for a larger model's per-layer temporaries
+IN_MEMORY_MARGIN_BYTES = GIB
 
 
 def gguf_estimates(recipe: Recipe) -> dict[str, int]:
@@ -29,10 +29,19 @@ def gguf_estimates(recipe: Recipe) -> dict[str, int]:
     return {quant: estimate_gguf_bytes(arch, quant) for quant in recipe.gguf_files()}
 
 
-def in_memory_merge_bytes(weight_bytes: int, adapter_bytes: int) -> int:
-    """RAM of PEFT's in-memory merge: the weights in the merge dtype (merged in place, so once), the adapter, and
-    the margin above."""
-    return weight_bytes + adapter_bytes + max(MERGE_MARGIN_BYTES, math.ceil(MERGE_MARGIN_FRACTION * weight_bytes))
+def in_memory_merge_bytes(float32_bytes: int, dtype_bytes: int, adapter_bytes: int, logits_bytes: int) -> int:
+    """RAM the in-memory merge and its logit check need at their peak (the one rule: lib.export.merge uses it).
+
+    The model is merged and checked in float32 (`lib.export.merge.merge_in_memory`): `float32_bytes`. Casting it to
+    the merge dtype for saving (or reading a bf16 checkpoint into float32) holds `dtype_bytes` more (0 for a float32
+    merge). Then the adapter, the kept logits (`probe_logits_bytes`) and `IN_MEMORY_MARGIN_BYTES`.
+    """
+    return float32_bytes + dtype_bytes + adapter_bytes + logits_bytes + IN_MEMORY_MARGIN_BYTES
+
+
+def probe_logits_bytes(probe_count: int, vocab_size: int) -> int:
+    """float32 logits the check keeps: adapter and merged, `MAX_PROBE_TOKENS` tokens per probe."""
+    return 2 * probe_count * MAX_PROBE_TOKENS * vocab_size * 4
 
 
 def export_plan(recipe: Recipe) -> dict:
@@ -46,7 +55,8 @@ def export_plan(recipe: Recipe) -> dict:
     params = parameter_count(arch)
     weights = params * DTYPE_BYTES[recipe.torch_dtype]
     adapter = lora_parameter_count(arch, recipe.lora_r, list(recipe.lora_target_modules)) * LORA_WEIGHT_BYTES
-    in_memory = in_memory_merge_bytes(weights, adapter)
+    cast = 0 if recipe.torch_dtype == "float32" else weights
+    in_memory = in_memory_merge_bytes(params * 4, cast, adapter, probe_logits_bytes(PROBES, arch.vocab_size))
     ram = {"base_weights": weights, "adapter": adapter, "in_memory_merge": in_memory}
     disk = {"base_download": params * DTYPE_BYTES[arch.torch_dtype or recipe.torch_dtype], "adapter": adapter,
             "merged": weights, **{f"{quant}.gguf": size for quant, size in gguf_estimates(recipe).items()}}
