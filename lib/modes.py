@@ -110,7 +110,8 @@ class RealRun:
 
     def merge(self, cfg: RunConfig, merged_dir: Path, probe_texts: list[str]) -> dict:
         adapter = stage_file(cfg, "03_train", "adapter")
-        return merge_checked(self.model_path, adapter, merged_dir, probe_texts, cfg.recipe.torch_dtype)
+        return merge_checked(self.model_path, adapter, merged_dir, probe_texts, cfg.recipe.torch_dtype,
+                             trained_in_4bit=self.backend().load_in_4bit)
 
     def convert(self, cfg: RunConfig, merged_dir: Path, gguf_dir: Path) -> dict[str, Path]:
         recipe = cfg.recipe
@@ -163,23 +164,28 @@ class TinyRun(RealRun):
 
     def train(self, cfg: RunConfig, dataset, max_length: int, out: Path) -> tuple[dict, dict]:
         """A real run's training, and the memory plan of the tiny shapes on the CPU next to what this process
-        really grew by while training (its peak RSS over its RSS before)."""
+        really grew by while training (its peak RSS over its RSS before).
+
+        The plan at `max_length` is the worst case a step can reach; the collator pads a batch only to its longest
+        example, so the plan at the longest example trained is the one to hold against the measurement."""
         before = current_rss_bytes()
         facts, produced = super().train(cfg, dataset, max_length, out)
-        recipe = cfg.recipe
-        plan = memory_plan(recipe, max_length, self.backend(), architecture=tiny_architecture(recipe),
-                           teacher_architecture=tiny_architecture(recipe, teacher=True)
-                           if recipe.teacher_architecture else None).as_dict()
         peak = peak_rss_bytes()
-        facts["tiny_memory"] = {"plan_gib": plan["total_gib"], "plan_components_gib": plan["components_gib"],
-                                "rss_before_training_gib": round(before / 2**30, 2),
-                                "peak_rss_gib": round(peak / 2**30, 2),
-                                "measured_training_gib": round((peak - before) / 2**30, 2)}
-        return facts, produced
+        recipe, longest = cfg.recipe, max(len(ids) for ids in dataset["input_ids"])
 
-    def summary(self) -> dict:
-        return {"train_source": self.train_source, "train_rows": self.train_rows, "eval_rows": self.eval_rows,
-                **tiny_summary(self.recipe), "stand_ins": list(self.backend().stand_ins)}
+        def plan(length: int) -> dict:
+            teacher = tiny_architecture(recipe, teacher=True) if recipe.teacher_architecture else None
+            return memory_plan(recipe, length, self.backend(), architecture=tiny_architecture(recipe),
+                               teacher_architecture=teacher).as_dict()
+
+        at_longest = plan(longest)
+        facts["tiny_memory"] = {
+            "plan_at_max_length_gib": plan(max_length)["total_gib"], "longest_example": longest,
+            "plan_at_longest_example_gib": at_longest["total_gib"],
+            "plan_at_longest_example_components_gib": at_longest["components_gib"],
+            "rss_before_training_gib": round(before / 2**30, 2), "peak_rss_gib": round(peak / 2**30, 2),
+            "measured_training_gib": round((peak - before) / 2**30, 2)}
+        return facts, produced
 
     def judged_files(self, cfg: RunConfig, out: Path) -> dict[str, Path]:
         """As a real run, with the base converted from the tiny snapshot (a packaged model has no tiny file)."""
