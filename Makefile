@@ -40,7 +40,7 @@ GPU_CACHE := $(CACHE)/gpu-compat
 # test_gpu_constraints.
 GPU_COMPAT_TESTS := tests/masking tests/train tests/data tests/plan tests/test_architectures.py tests/test_models.py \
   tests/test_recipes.py tests/test_run_config.py tests/test_runner_and_notebooks.py tests/test_golden_restructure.py \
-  tests/test_slow_smollm2.py
+  tests/test_slow_smollm2.py tests/export tests/test_tiny.py tests/evaluate/test_answers.py tests/test_tokenizer_fixtures.py
 
 .PHONY: install demo test test-unit test-dryrun test-tiny sync check-sync clean gpu-check-wheels \
   install-gpu-compat test-gpu-compat refresh-gpu-metadata resolve-gpu-constraints
@@ -97,21 +97,7 @@ gpu-check-wheels:
 sync: install
 	$(VENV)/bin/jupytext --sync notebooks/*.py
 
-check-# every recipe's real chain (train, merge, GGUF, llama.cpp) with a tiny random model of its family (lib/tiny.py);
-# the tiny models are built once into $(CACHE)/tiny-hub, a hub-style cache
-test-tiny: install
-	HF_HUB_OFFLINE=1 $(PY) -m lib.dryrun_matrix --tiny
-
-# the wheels `python -m lib gpu-check` needs on a GPU machine without network (requirements-gpu-check.txt, 45.7 MB);
-# for that machine's Python (the lent machines run 3.12)
-GPU_CHECK_PYTHON ?= 3.12
-gpu-check-wheels:
-	rm -rf wheels-gpu-check
-	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_CHECK_PYTHON) --implementation cp \
-	  --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 -r requirements-gpu-check.txt -d wheels-gpu-check
-	du -ch wheels-gpu-check/*.whl | tail -1
-
-sync: install
+check-sync: install
 	$(PY) -m lib.notebook_sync notebooks
 
 clean:

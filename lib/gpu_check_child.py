@@ -42,8 +42,8 @@ def main(spec_file: str, result_file: str, import_failure: str | None) -> int:
     """Run the spec's path (or report why it could not start) and write its result as JSON; 0 unless this
     process itself breaks (the path's own failure is in the result)."""
     spec = json.loads(Path(spec_file).read_text())
-    if import_failure:
-        result = {"ran": False, "reason": import_failure}
+    if import_failure:  # installed (else it would not have been started) but broken: a failure, not a skip
+        result = {"ran": False, "ok": False, "reason": import_failure}
     else:
         result = run_path(PATHS_BY_NAME[spec["path"]], spec)
     Path(result_file).write_text(json.dumps(result))

@@ -153,7 +153,7 @@ def load_fixture_tokenizer(name: str):
 
 
 def load_model_tokenizer(path_or_id: str, trust_remote_code: bool = False):
-    """The tokenizer stored with a model folder (or hub id, which needs network)."""
+    """The tokenizer stored with a model folder (a resolved one: `resolve_base_model`)."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path_or_id, trust_remote_code=trust_remote_code)

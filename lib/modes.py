@@ -24,12 +24,12 @@ from lib.models import (PACKAGED_GGUF_MODELS, load_fixture_tokenizer, load_model
 from lib.paths import project_path, run_dir as default_run_dir
 from lib.recipe import ParamsError, Recipe, load_recipe, recipe_source
 from lib.rejects import reject_counts
-from lib.run_config import RunConfig, set_seed, stage_file
+from lib.run_config import RunConfig, read_manifest, set_seed, stage_file
 from lib.teacher.config import TeacherConfigError, teacher_settings
 from lib.teacher.generate import run_teacher
 from lib.plan.recipe_plan import memory_plan
-from lib.tiny import (TINY_EVAL_ROWS, TINY_TRAIN_ROWS, current_rss_bytes, ensure_tiny_snapshot, hub_id_of,
-                      peak_rss_bytes, tiny_architecture, tiny_hub_cache, tiny_recipe, tiny_spec, tiny_summary)
+from lib.tiny import (PACKAGED_BASE_STAND_IN, TINY_EVAL_ROWS, TINY_TRAIN_ROWS, RssPeak, ensure_tiny_snapshot,
+                      hub_id_of, tiny_architecture, tiny_hub_cache, tiny_recipe, tiny_spec, tiny_summary)
 from lib.train.backends import Backend, detect_backend, train_lora, training_facts, validate_on_meta_device
 
 DRY_RUN_TRAIN_ROWS = 16  # enough to see masks and length stats, fast on any machine
@@ -89,6 +89,10 @@ class RealRun:
     def backend(self) -> Backend:
         return detect_backend(self.recipe)
 
+    def base_model_name(self) -> str:
+        """The name 05's base GGUF is made from (`base_model_gguf`)."""
+        return self.recipe.model_name_or_path
+
     def summary(self) -> dict:
         return {"train_source": self.train_source, "train_rows": self.train_rows or "all",
                 "eval_rows": self.eval_rows, "tokenizer": "the model's own",
@@ -110,8 +114,9 @@ class RealRun:
 
     def merge(self, cfg: RunConfig, merged_dir: Path, probe_texts: list[str]) -> dict:
         adapter = stage_file(cfg, "03_train", "adapter")
+        trained_in_4bit = read_manifest(cfg, "03_train")["facts"].get("load_in_4bit", False)  # what 03 really did
         return merge_checked(self.model_path, adapter, merged_dir, probe_texts, cfg.recipe.torch_dtype,
-                             trained_in_4bit=self.backend().load_in_4bit)
+                             trained_in_4bit=trained_in_4bit)
 
     def convert(self, cfg: RunConfig, merged_dir: Path, gguf_dir: Path) -> dict[str, Path]:
         recipe = cfg.recipe
@@ -120,7 +125,7 @@ class RealRun:
     def judged_files(self, cfg: RunConfig, out: Path) -> dict[str, Path]:
         """The untrained base as a GGUF (`base_model_gguf`), then every file 04 exported."""
         recipe = cfg.recipe
-        base = base_model_gguf(recipe.model_name_or_path, self.model_path, out / f"{recipe.name}-base-F16.gguf")
+        base = base_model_gguf(self.base_model_name(), self.model_path, out / f"{recipe.name}-base-F16.gguf")
         return {"base": base} | {f"distilled-{q}": stage_file(cfg, "04_merge_export", q) for q in recipe.gguf_files()}
 
     def evaluate(self, cfg: RunConfig, runs: list[dict], prompts: Path, out: Path) -> list[dict]:
@@ -156,11 +161,19 @@ class TinyRun(RealRun):
         repo_id = hub_id_of(model_name_or_path)
         spec = tiny_spec(recipe.teacher_architecture if teacher else recipe.architecture, recipe.tokenizer_fixture,
                          recipe.torch_dtype, recipe.tokenizer_stand_in)
-        ensure_tiny_snapshot(repo_id, revision, spec, tiny_hub_cache())
-        return resolve_base_model(repo_id, revision, hub_cache=tiny_hub_cache(), offline=True)
+        ensure_tiny_snapshot(repo_id, revision, spec, tiny_hub_cache(spec))
+        return resolve_base_model(repo_id, revision, hub_cache=tiny_hub_cache(spec), offline=True)
 
     def backend(self) -> Backend:
         return detect_backend(self.recipe, stand_ins_allowed=True)
+
+    def base_model_name(self) -> str:
+        return hub_id_of(self.recipe.model_name_or_path)  # a packaged model's tiny stand-in is a hub snapshot
+
+    def summary(self) -> dict:
+        return {"train_source": self.train_source, "train_rows": self.train_rows, "eval_rows": self.eval_rows,
+                **tiny_summary(self.recipe), "stand_ins": list(self.backend().stand_ins)
+                + ([PACKAGED_BASE_STAND_IN] if self.recipe.model_name_or_path in PACKAGED_GGUF_MODELS else [])}
 
     def train(self, cfg: RunConfig, dataset, max_length: int, out: Path) -> tuple[dict, dict]:
         """A real run's training, and the memory plan of the tiny shapes on the CPU next to what this process
@@ -168,9 +181,9 @@ class TinyRun(RealRun):
 
         The plan at `max_length` is the worst case a step can reach; the collator pads a batch only to its longest
         example, so the plan at the longest example trained is the one to hold against the measurement."""
-        before = current_rss_bytes()
-        facts, produced = super().train(cfg, dataset, max_length, out)
-        peak = peak_rss_bytes()
+        with RssPeak() as rss:
+            facts, produced = super().train(cfg, dataset, max_length, out)
+        before, peak = rss.before, rss.peak
         recipe, longest = cfg.recipe, max(len(ids) for ids in dataset["input_ids"])
 
         def plan(length: int) -> dict:
@@ -187,12 +200,6 @@ class TinyRun(RealRun):
             "measured_training_gib": round((peak - before) / 2**30, 2)}
         return facts, produced
 
-    def judged_files(self, cfg: RunConfig, out: Path) -> dict[str, Path]:
-        """As a real run, with the base converted from the tiny snapshot (a packaged model has no tiny file)."""
-        recipe = cfg.recipe
-        base = base_model_gguf(hub_id_of(recipe.model_name_or_path), self.model_path,
-                               out / f"{recipe.name}-base-F16.gguf")
-        return {"base": base} | {f"distilled-{q}": stage_file(cfg, "04_merge_export", q) for q in recipe.gguf_files()}
 
 
 class DryRun:

