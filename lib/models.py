@@ -78,9 +78,13 @@ def download_snapshot(repo_id: str, revision: str = "", hub_cache: str | Path | 
                       offline: bool = False) -> Path:
     """The local snapshot folder of hub model `repo_id` at `revision` ("" = main), downloading what is missing
     (HF_HUB_OFFLINE=1 or `offline`: the cache only). Errors say how to get the files."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, OfflineModeIsEnabled,
+                                        RepositoryNotFoundError)
 
+    # HF_HUB_OFFLINE=1 means the cache only: huggingface_hub 1.33 (the GPU pins) does not fall back to the cache by
+    # itself when offline and a revision is given (it lists the repo first and raises OfflineModeIsEnabled); 2.4 does
+    offline = offline or constants.is_offline_mode()
     try:
         return Path(snapshot_download(repo_id, revision=revision or None, cache_dir=hub_cache,
                                       local_files_only=offline, allow_patterns=HUB_ALLOW_PATTERNS,
@@ -90,7 +94,7 @@ def download_snapshot(repo_id: str, revision: str = "", hub_cache: str | Path | 
                                  f"`hf auth login` ({err.__class__.__name__})") from err
     except RepositoryNotFoundError as err:
         raise ModelNotFoundError(f"{repo_id}: no such model on the hub (or it is private: `hf auth login`)") from err
-    except LocalEntryNotFoundError as err:
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
         where = hub_cache or "the Hugging Face cache (HF_HUB_CACHE)"
         raise ModelNotFoundError(
             f"{repo_id}{'@' + revision if revision else ''} is not in {where} and downloads are off (offline): "
