@@ -33,7 +33,11 @@ FLOAT32_ATOL = 1e-3  # absolute floor: float32 merges of SmolLM2-135M differ by 
 # 1.0 lies between, 1.5x above the worst honest merge. What no tolerance can see is a wrong merge smaller than the
 # dtype's own rounding: at 1 % deltas a x0.5 scale reaches only 0.6-1.3, one q_proj of SmolLM2's 210 modules
 # skipped 0.2 (the facts' adapter_logit_effect says how far the adapter itself moves the logits).
-RELATIVE_FACTOR = 1.0
+# The --tiny runs of all eight recipes (trained adapters, not random ones) put honest bf16 merges higher: 0.75-1.66
+# of the unit (mistral22b 1.00, r1_distill_qwen_1_5b 1.66 failed at 1.0). 3.0 keeps a 1.8x margin over those and
+# still catches the calibration's wrong merges (x2 >= 3.1 and the tests' x0.5 / skipped-module cases); smaller wrong
+# merges are below what a bf16 merge can tell from its own rounding.
+RELATIVE_FACTOR = 3.0
 SAVE_SHARD_SIZE = "5GB"  # bounds what one safetensors write holds beyond the model (transformers 5 defaults to 50GB)
 
 
