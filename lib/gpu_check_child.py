@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -22,6 +21,7 @@ from lib.gpu_check import FAMILY, PATHS_BY_NAME, SEED, TEACHER_FAMILY, TOKENIZER
 from lib.plan.memory import GIB, MemoryPlan
 from lib.plan.recipe_plan import memory_plan as recipe_memory_plan
 from lib.recipe import Recipe, recipe_from_dict
+from lib.tiny import RssPeak
 from lib.train.backends import Backend, select_backend, train_lora
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -29,7 +29,6 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 # visibly overfitted within a few steps (a constant schedule: no warm-up to wait for)
 LEARNING_RATE = 2e-3
 CUDA_PEAK, CPU_PEAK = "cuda max_memory_allocated", "cpu peak RSS growth"
-RSS_SAMPLE_S = 0.005
 WITHIN = 0.15  # the plan's target accuracy against a measured peak
 CPU_NOTE = ("ratio = peak RSS growth / the CPU plan of these shapes (no CUDA context), reported but not judged: "
             "resident memory also holds Python's and the allocator's own, which the plan does not model")
@@ -127,24 +126,11 @@ def peak_memory(on_gpu: bool) -> Iterator[dict]:
             figures.update(kind=CUDA_PEAK, bytes=torch.cuda.max_memory_allocated(),
                            reserved_bytes=torch.cuda.max_memory_reserved())
         return
-    import psutil
-
-    process, stop = psutil.Process(), threading.Event()
-    start = process.memory_info().rss
-    peak = [start]
-
-    def sample() -> None:
-        while not stop.wait(RSS_SAMPLE_S):
-            peak[0] = max(peak[0], process.memory_info().rss)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     try:
-        yield figures
+        with RssPeak() as rss:
+            yield figures
     finally:
-        stop.set()
-        sampler.join()
-        figures.update(kind=CPU_PEAK, bytes=max(peak[0], process.memory_info().rss) - start)
+        figures.update(kind=CPU_PEAK, bytes=rss.peak - rss.before)
 
 
 def memory_versus_plan(measured: dict, plan: MemoryPlan) -> dict:
