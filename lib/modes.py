@@ -29,7 +29,7 @@ from lib.teacher.config import TeacherConfigError, teacher_settings
 from lib.teacher.generate import run_teacher
 from lib.plan.recipe_plan import memory_plan
 from lib.tiny import (PACKAGED_BASE_STAND_IN, TINY_EVAL_ROWS, TINY_TRAIN_ROWS, RssPeak, ensure_tiny_snapshot,
-                      hub_id_of, tiny_architecture, tiny_hub_cache, tiny_recipe, tiny_spec, tiny_summary)
+                      hub_id_of, recipe_tiny_spec, tiny_architecture, tiny_hub_cache, tiny_recipe, tiny_summary)
 from lib.train.backends import Backend, detect_backend, train_lora, training_facts, validate_on_meta_device
 
 DRY_RUN_TRAIN_ROWS = 16  # enough to see masks and length stats, fast on any machine
@@ -159,8 +159,7 @@ class TinyRun(RealRun):
         recipe = self.recipe
         teacher = model_name_or_path == recipe.teacher_model_name_or_path
         repo_id = hub_id_of(model_name_or_path)
-        spec = tiny_spec(recipe.teacher_architecture if teacher else recipe.architecture, recipe.tokenizer_fixture,
-                         recipe.torch_dtype, recipe.tokenizer_stand_in)
+        spec = recipe_tiny_spec(recipe, teacher)
         ensure_tiny_snapshot(repo_id, revision, spec, tiny_hub_cache(spec))
         return resolve_base_model(repo_id, revision, hub_cache=tiny_hub_cache(spec), offline=True)
 

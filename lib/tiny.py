@@ -80,12 +80,17 @@ TINY_FORMAT = 1  # bump when the shrink rule or the files written change: older 
 MARKER = "thinkdistill_tiny.json"  # the spec a snapshot was built from; only a complete snapshot has it
 
 
+def tiny_hub_root() -> Path:
+    """The folder of every tiny model's hub cache."""
+    return cache_dir() / "tiny-hub"
+
+
 def tiny_hub_cache(spec: dict[str, Any]) -> Path:
     """The hub cache (the layout huggingface_hub writes) holding the tiny model of `spec`, beside the project's other
     caches: one per spec, so two recipes naming the same hub id and revision with other dtypes or tokenizers never
     replace each other's model (nor one a kernel is loading)."""
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-    return cache_dir() / "tiny-hub" / digest
+    return tiny_hub_root() / digest
 
 
 def tiny_spec(architecture: str, tokenizer_fixture: str, dtype: str, stand_in: bool) -> dict[str, Any]:
@@ -95,6 +100,12 @@ def tiny_spec(architecture: str, tokenizer_fixture: str, dtype: str, stand_in: b
     vocab = tiny_vocab_size(base["vocab_size"], fixture_tokenizer_size(tokenizer_fixture), stand_in)
     return {"format": TINY_FORMAT, "architecture": architecture, "tokenizer_fixture": tokenizer_fixture,
             "tokenizer_stand_in": stand_in, "dtype": dtype, "config": shrunk_config(base, vocab)}
+
+
+def recipe_tiny_spec(recipe, teacher: bool = False) -> dict[str, Any]:
+    """`tiny_spec` of `recipe`'s model (or of its distillation teacher, which shares the student's tokenizer)."""
+    return tiny_spec(recipe.teacher_architecture if teacher else recipe.architecture, recipe.tokenizer_fixture,
+                     recipe.torch_dtype, recipe.tokenizer_stand_in)
 
 
 def ensure_tiny_snapshot(repo_id: str, revision: str, spec: dict[str, Any], hub_cache: Path) -> Path:
@@ -174,28 +185,27 @@ def hub_id_of(model_name_or_path: str) -> str:
 
 def tiny_architecture(recipe, teacher: bool = False):
     """The `Architecture` of the tiny model (or tiny teacher) of `recipe`: what a --tiny run's memory plan plans."""
-    name = recipe.teacher_architecture if teacher else recipe.architecture
-    spec = tiny_spec(name, recipe.tokenizer_fixture, recipe.torch_dtype, recipe.tokenizer_stand_in)
-    return architecture_from_config(f"tiny {name}", spec["config"])
+    spec = recipe_tiny_spec(recipe, teacher)
+    return architecture_from_config(f"tiny {spec['architecture']}", spec["config"])
 
 
 def tiny_summary(recipe) -> dict[str, Any]:
     """What the tiny model of `recipe` is, for the run's report (and its teacher's, for distillation)."""
-    def describe(architecture: str) -> str:
-        spec = tiny_spec(architecture, recipe.tokenizer_fixture, recipe.torch_dtype, recipe.tokenizer_stand_in)
-        c = spec["config"]
+    def describe(teacher: bool) -> str:
+        spec = recipe_tiny_spec(recipe, teacher)
+        architecture, c = spec["architecture"], spec["config"]
         vocab = (f"vocab {c['vocab_size']} of the stand-in tokenizer {recipe.tokenizer_fixture!r}"
                  if recipe.tokenizer_stand_in else f"vocab {c['vocab_size']} (the recipe's)")
         return (f"random {c['model_type']} shrunk from {architecture}: {c['num_hidden_layers']} layers x "
                 f"{c['hidden_size']} hidden, {c['num_attention_heads']}/{c['num_key_value_heads']} heads of "
                 f"{c['head_dim']}, mlp {c['intermediate_size']}, {vocab}, {spec['dtype']}")
 
-    facts = {"model": f"{hub_id_of(recipe.model_name_or_path)} -> {describe(recipe.architecture)}",
+    facts = {"model": f"{hub_id_of(recipe.model_name_or_path)} -> {describe(teacher=False)}",
              "tokenizer": f"fixtures/tokenizers/{recipe.tokenizer_fixture}"
                           + (" (a stand-in)" if recipe.tokenizer_stand_in else ""),
-             "hub_cache": str(cache_dir() / "tiny-hub")}
+             "hub_cache": str(tiny_hub_root())}
     if recipe.teacher_architecture:
-        facts["teacher"] = f"{recipe.teacher_model_name_or_path} -> {describe(recipe.teacher_architecture)}"
+        facts["teacher"] = f"{recipe.teacher_model_name_or_path} -> {describe(teacher=True)}"
     return facts
 
 
