@@ -13,10 +13,10 @@ import os
 import subprocess
 import sys
 import tarfile
-from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
+from lib.export.gguf_layout import read_gguf_layout
 from lib.paths import atomic_path, cache_dir, publish_dir
 
 _CONVERTER_MEMBERS = ("vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/conversion/",
@@ -96,9 +96,7 @@ def quantize_gguf(source: Path, target: Path, quant_type: str, n_threads: int = 
 
 def gguf_tensor_type_counts(path: Path) -> dict[str, int]:
     """How many tensors of each ggml type a GGUF holds (shows llama.cpp's fallbacks, e.g. in Q4_K_M)."""
-    from gguf import GGUFReader  # llama.cpp's gguf-py: only an export or a test reads GGUF files
-
-    return dict(Counter(t.tensor_type.name for t in GGUFReader(path).tensors).most_common())
+    return read_gguf_layout(path).type_counts()
 
 
 def size_table(files: dict[str, Path], estimates: dict[str, int], names: dict[str, str]) -> list[dict]:

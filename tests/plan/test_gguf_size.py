@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import struct
+from pathlib import Path
 
 import pytest
 
 from lib.architectures import gguf_tensor_shapes, load_architecture
+from lib.export.gguf_layout import read_gguf_layout
 from lib.plan.gguf_size import (
     GGML_TYPE_TRAITS,
     QUANT_TYPES,
@@ -176,61 +177,6 @@ def _smollm2_gguf() -> str:
     return path
 
 
-def _read_gguf_layout(path: str):
-    """Tensor infos and the data offset of a GGUF file.
-
-    The layout is walked with struct, using the gguf package's enums and quant sizes. This
-    is much faster than gguf.GGUFReader, which also decodes ~100k tokenizer strings into
-    Python objects.
-    """
-    gguf = pytest.importorskip("gguf")
-    scalar = {gguf.GGUFValueType.UINT8: 1, gguf.GGUFValueType.INT8: 1, gguf.GGUFValueType.BOOL: 1,
-              gguf.GGUFValueType.UINT16: 2, gguf.GGUFValueType.INT16: 2, gguf.GGUFValueType.UINT32: 4,
-              gguf.GGUFValueType.INT32: 4, gguf.GGUFValueType.FLOAT32: 4, gguf.GGUFValueType.UINT64: 8,
-              gguf.GGUFValueType.INT64: 8, gguf.GGUFValueType.FLOAT64: 8}
-    with open(path, "rb") as f:
-        buf = f.read(4 << 20)  # the metadata of this file is < 2 MB
-    assert struct.unpack_from("<I", buf, 0)[0] == gguf.GGUF_MAGIC
-    n_tensors, n_kv = struct.unpack_from("<QQ", buf, 8)
-    pos = 24
-
-    def skip_value(vtype: int, pos: int) -> int:
-        vt = gguf.GGUFValueType(vtype)
-        if vt == gguf.GGUFValueType.STRING:
-            return pos + 8 + struct.unpack_from("<Q", buf, pos)[0]
-        if vt == gguf.GGUFValueType.ARRAY:
-            item, count = struct.unpack_from("<IQ", buf, pos)
-            pos += 12
-            if gguf.GGUFValueType(item) in scalar:
-                return pos + count * scalar[gguf.GGUFValueType(item)]
-            for _ in range(count):
-                pos = skip_value(item, pos)
-            return pos
-        return pos + scalar[vt]
-
-    for _ in range(n_kv):
-        pos += 8 + struct.unpack_from("<Q", buf, pos)[0]  # key
-        vtype = struct.unpack_from("<I", buf, pos)[0]
-        pos = skip_value(vtype, pos + 4)
-    tensors = {}
-    for _ in range(n_tensors):
-        n = struct.unpack_from("<Q", buf, pos)[0]
-        name = buf[pos + 8: pos + 8 + n].decode()
-        pos += 8 + n
-        n_dims = struct.unpack_from("<I", buf, pos)[0]
-        shape = struct.unpack_from(f"<{n_dims}Q", buf, pos + 4)
-        ttype, _offset = struct.unpack_from("<IQ", buf, pos + 4 + 8 * n_dims)
-        pos += 4 + 8 * n_dims + 12
-        qtype = gguf.GGMLQuantizationType(ttype)
-        block, size = gguf.GGML_QUANT_SIZES[qtype]
-        rows = 1
-        for d in shape[1:]:
-            rows *= d
-        tensors[name] = (qtype.name, shape[0] // block * size * rows, tuple(shape))
-    data_offset = (pos + 31) // 32 * 32
-    return data_offset, tensors
-
-
 def test_type_traits_agree_with_gguf_package():
     gguf = pytest.importorskip("gguf")
     for name, traits in GGML_TYPE_TRAITS.items():
@@ -239,7 +185,9 @@ def test_type_traits_agree_with_gguf_package():
 
 def test_real_smollm2_q4_1_gguf_matches_tensor_by_tensor():
     path = _smollm2_gguf()
-    data_offset, real = _read_gguf_layout(path)
+    layout = read_gguf_layout(Path(path))
+    data_offset = layout.data_offset
+    real = {t.name: (t.ggml_type, t.nbytes, t.shape) for t in layout.tensors.values()}
     ours = {t.name: (t.ggml_type, t.nbytes, t.shape) for t in tensor_bytes(SMOL, "Q4_1")}
     assert real == ours
     assert real["token_embd.weight"][0] == "Q8_0"  # the tied output rule plus the Q6_K -> Q8_0 fallback
