@@ -50,15 +50,19 @@ def packaged_gguf(package: str) -> Path:
 # and Llama's `original/` folder (Meta's checkpoint and tiktoken file).
 HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt", "*.tiktoken", "*.py"]
 HUB_IGNORE_PATTERNS = ["consolidated*", "original/*"]
+# the weights' files: a stage that needs only the tokenizer (01, 02, 05's prompts) leaves them out, so checking a
+# recipe's data does not download 44 GB of Mistral weights first
+HUB_WEIGHT_PATTERNS = ["*.safetensors"]
 
 
 def resolve_base_model(model_name_or_path: str, revision: str = "", hub_cache: str | Path | None = None,
-                       offline: bool = False) -> str:
+                       offline: bool = False, weights: bool = True) -> str:
     """A local folder `from_pretrained` and llama.cpp's converter both accept: the converted cache folder of a
     packaged GGUF, a local folder, or the snapshot folder of a hub id (downloaded once, at `revision`).
 
     Hub ids go through `huggingface_hub.snapshot_download`: the same call fetches a GPU user's model and finds a
     --tiny run's model in its hub-style cache (`hub_cache`, `offline`), so every later step gets a folder.
+    `weights=False`: a hub id's configs and tokenizer only (the same snapshot folder; the weights come later).
     """
     if model_name_or_path in PACKAGED_GGUF_MODELS:
         return str(_converted_from_gguf(packaged_gguf(model_name_or_path),
@@ -71,35 +75,47 @@ def resolve_base_model(model_name_or_path: str, revision: str = "", hub_cache: s
     if model_name_or_path.startswith((".", "/")) or model_name_or_path.count("/") != 1:
         raise ModelNotFoundError(f"model {model_name_or_path!r} is neither a folder ({local} not found) nor a hub id "
                                  "(owner/name): set model_name_or_path to one of them")
-    return str(download_snapshot(model_name_or_path, revision, hub_cache, offline))
+    return str(download_snapshot(model_name_or_path, revision, hub_cache, offline, weights))
 
 
 def download_snapshot(repo_id: str, revision: str = "", hub_cache: str | Path | None = None,
-                      offline: bool = False) -> Path:
+                      offline: bool = False, weights: bool = True) -> Path:
     """The local snapshot folder of hub model `repo_id` at `revision` ("" = main), downloading what is missing
     (HF_HUB_OFFLINE=1 or `offline`: the cache only). Errors say how to get the files."""
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, OfflineModeIsEnabled,
-                                        RepositoryNotFoundError)
+                                        RepositoryNotFoundError, RevisionNotFoundError)
 
     # HF_HUB_OFFLINE=1 means the cache only: huggingface_hub 1.33 (the GPU pins) does not fall back to the cache by
     # itself when offline and a revision is given (it lists the repo first and raises OfflineModeIsEnabled); 2.4 does
     offline = offline or constants.is_offline_mode()
+    allow = HUB_ALLOW_PATTERNS if weights else [p for p in HUB_ALLOW_PATTERNS if p not in HUB_WEIGHT_PATTERNS]
+    pinned = f"{repo_id}{'@' + revision if revision else ''}"
     try:
-        return Path(snapshot_download(repo_id, revision=revision or None, cache_dir=hub_cache,
-                                      local_files_only=offline, allow_patterns=HUB_ALLOW_PATTERNS,
-                                      ignore_patterns=HUB_IGNORE_PATTERNS))
+        folder = Path(snapshot_download(repo_id, revision=revision or None, cache_dir=hub_cache,
+                                        local_files_only=offline, allow_patterns=allow,
+                                        ignore_patterns=HUB_IGNORE_PATTERNS))
     except GatedRepoError as err:
         raise ModelNotFoundError(f"{repo_id} is gated on the hub: accept its licence on the model page, then "
                                  f"`hf auth login` ({err.__class__.__name__})") from err
     except RepositoryNotFoundError as err:
         raise ModelNotFoundError(f"{repo_id}: no such model on the hub (or it is private: `hf auth login`)") from err
+    except RevisionNotFoundError as err:
+        raise ModelNotFoundError(f"{repo_id} has no revision {revision!r} on the hub: correct the recipe key that "
+                                 "pins it (`revision`, or `teacher_revision` for the teacher) to a commit of the "
+                                 "model page's history, or remove the key to use the latest") from err
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
         where = hub_cache or "the Hugging Face cache (HF_HUB_CACHE)"
+        why = "downloads are off (offline)" if offline else f"it could not be downloaded ({err})"
         raise ModelNotFoundError(
-            f"{repo_id}{'@' + revision if revision else ''} is not in {where} and downloads are off (offline): "
-            f"download it once with network (`hf download {repo_id}{' --revision ' + revision if revision else ''}`)"
-        ) from err
+            f"{pinned} is not in {where} and {why}: download it once with network "
+            f"(`hf download {repo_id}{' --revision ' + revision if revision else ''}`)") from err
+    if weights and not any(folder.glob("*.safetensors")):
+        raise ModelNotFoundError(
+            f"{pinned} has no safetensors weights in {folder} (only the old pytorch_model.bin format, or an "
+            "interrupted download): this project loads and merges safetensors; convert the model once "
+            "(`save_pretrained(..., safe_serialization=True)`) and set model_name_or_path to that folder")
+    return folder
 
 
 def _converted_from_gguf(gguf_path: Path, tokenizer_fixture: str) -> Path:

@@ -66,6 +66,12 @@ def check_recipe(recipe: Recipe) -> None:
             raise ParamsError(f"{recipe_source(recipe)}: teacher_generation: {err}") from err
 
 
+def teacher_not_called(settings, why: str) -> dict:
+    """01's teacher-generation facts when the mode validates the settings but calls no teacher."""
+    return {"teacher": settings.teacher.served_model, "prompts": settings.prompts, "rows": settings.rows or "all",
+            "output": settings.output, "status": f"validated; {why}"}
+
+
 class RealRun:
     """Everything for real: the recipe's data, its model (resolved once), training, export and llama.cpp runs."""
 
@@ -76,10 +82,11 @@ class RealRun:
         self.train_source, self.train_rows = recipe.dataset_path, recipe.train_rows
         self.eval_source, self.eval_rows = recipe.eval_dataset_path, recipe.eval_rows
 
-    def resolve(self, model_name_or_path: str, revision: str = "") -> str:
+    def resolve(self, model_name_or_path: str, revision: str = "", teacher: bool = False,
+                weights: bool = True) -> str:
         """A model name of the recipe as a local folder (`lib.models.resolve_base_model`): a hub id is downloaded
-        once into the Hugging Face cache."""
-        return resolve_base_model(model_name_or_path, revision)
+        once into the Hugging Face cache (`weights=False`: its configs and tokenizer only)."""
+        return resolve_base_model(model_name_or_path, revision, weights=weights)
 
     @functools.cached_property
     def model_path(self) -> str:
@@ -99,7 +106,12 @@ class RealRun:
                 "model": self.recipe.model_name_or_path}
 
     def tokenizer(self):
-        return load_model_tokenizer(self.model_path, self.recipe.trust_remote_code)
+        """The model's own tokenizer; before the weights are needed, from the configs and tokenizer files alone
+        (checking a recipe's data in 01/02 must not download the whole model first)."""
+        recipe = self.recipe
+        folder = self.__dict__.get("model_path") or self.resolve(recipe.model_name_or_path, recipe.revision,
+                                                                 weights=False)
+        return load_model_tokenizer(folder, recipe.trust_remote_code)
 
     def generate_traces(self, settings, read_prompts, verify) -> dict:
         prompts, rejects = read_prompts(settings.prompts, settings.prompts_format, limit=settings.rows)
@@ -107,7 +119,7 @@ class RealRun:
 
     def train(self, cfg: RunConfig, dataset, max_length: int, out: Path) -> tuple[dict, dict]:
         recipe, backend = cfg.recipe, self.backend()
-        teacher = (self.resolve(recipe.teacher_model_name_or_path, recipe.teacher_revision)
+        teacher = (self.resolve(recipe.teacher_model_name_or_path, recipe.teacher_revision, teacher=True)
                    if recipe.teacher_model_name_or_path else "")
         result = train_lora(recipe, self.model_path, dataset, max_length, out, backend, teacher_path=teacher)
         return training_facts(result, backend), {"adapter": result.adapter_dir, "train_log": out / "train_log.json"}
@@ -155,13 +167,15 @@ class TinyRun(RealRun):
         self.train_source, self.train_rows = recipe.dry_run_dataset_path, TINY_TRAIN_ROWS
         self.eval_source, self.eval_rows = recipe.eval_dataset_path, TINY_EVAL_ROWS
 
-    def resolve(self, model_name_or_path: str, revision: str = "") -> str:
-        recipe = self.recipe
-        teacher = model_name_or_path == recipe.teacher_model_name_or_path
-        repo_id = hub_id_of(model_name_or_path)
-        spec = recipe_tiny_spec(recipe, teacher)
+    def resolve(self, model_name_or_path: str, revision: str = "", teacher: bool = False,
+                weights: bool = True) -> str:
+        repo_id, spec = hub_id_of(model_name_or_path), recipe_tiny_spec(self.recipe, teacher)
         ensure_tiny_snapshot(repo_id, revision, spec, tiny_hub_cache(spec))
-        return resolve_base_model(repo_id, revision, hub_cache=tiny_hub_cache(spec), offline=True)
+        return resolve_base_model(repo_id, revision, hub_cache=tiny_hub_cache(spec), offline=True, weights=weights)
+
+    def generate_traces(self, settings, read_prompts, verify) -> dict:
+        """Validated, not run: the teacher is a real model (a server or a GGUF), not part of the tiny chain."""
+        return teacher_not_called(settings, "a --tiny run calls no teacher (run without --tiny to generate traces)")
 
     def backend(self) -> Backend:
         return detect_backend(self.recipe, stand_ins_allowed=True)
@@ -220,8 +234,7 @@ class DryRun:
         return load_fixture_tokenizer(self.recipe.tokenizer_fixture)
 
     def generate_traces(self, settings, read_prompts, verify) -> dict:
-        return {"teacher": settings.teacher.served_model, "prompts": settings.prompts, "rows": settings.rows or "all",
-                "output": settings.output, "status": "validated; no prompt is read and no request sent in a dry-run"}
+        return teacher_not_called(settings, "no prompt is read and no request sent in a dry-run")
 
     def train(self, cfg: RunConfig, dataset, max_length: int, out: Path) -> tuple[dict, dict]:
         return validate_on_meta_device(cfg.recipe, max_length, out), {}

@@ -30,6 +30,11 @@ def test_a_hub_id_becomes_its_snapshot_folder_or_says_how_to_download_it(tmp_pat
     (snapshot / "config.json").write_text("{}")
     (snapshot.parent.parent / "refs").mkdir()
     (snapshot.parent.parent / "refs" / "main").write_text("a" * 40)
+    assert resolve_base_model("meta-llama/Llama-3.2-3B-Instruct", hub_cache=tmp_path, offline=True,
+                              weights=False) == str(snapshot)  # configs and tokenizer: enough for 01, 02, 05
+    with pytest.raises(ModelNotFoundError, match="has no safetensors weights"):  # not a folder that fails later
+        resolve_base_model("meta-llama/Llama-3.2-3B-Instruct", hub_cache=tmp_path, offline=True)
+    (snapshot / "model.safetensors").write_bytes(b"")
     assert resolve_base_model("meta-llama/Llama-3.2-3B-Instruct", hub_cache=tmp_path, offline=True) == str(snapshot)
 
 

@@ -44,7 +44,7 @@ def test_too_many_bad_rows_stop_the_stage_naming_the_reasons_and_the_key(tmp_pat
         build_splits(strict)
 
 
-def test_teacher_block_is_validated_and_only_checked_in_a_dry_run(tmp_path):
+def test_teacher_block_is_validated_and_only_checked_in_a_dry_run_or_a_tiny_run(tmp_path):
     with pytest.raises(ValueError, match="missing output"):
         teacher_settings({"prompts": "data/gsm8k/train.jsonl.gz", "base_url": "http://127.0.0.1:8080/v1"})
     with pytest.raises(ValueError, match="api_key is never written"):
@@ -56,6 +56,12 @@ def test_teacher_block_is_validated_and_only_checked_in_a_dry_run(tmp_path):
     assert report["status"].startswith("validated") and report["rows"] == 3
     assert not (tmp_path / "traces.jsonl").exists()
     assert teacher_traces(make_run_config("smollm2_135m", dry_run=True, run_dir=str(tmp_path))) is None
+    # a --tiny run is real, but its teacher would be a real model: validated and named, not called
+    tiny = config_for(with_overrides(load_recipe("smollm2_135m"), teacher_generation=block), False,
+                      str(tmp_path / "tiny"), tiny=True)
+    report = teacher_traces(tiny)
+    assert report["status"] == "validated; a --tiny run calls no teacher (run without --tiny to generate traces)"
+    assert not (tmp_path / "traces.jsonl").exists()
 
 
 def test_kept_teacher_traces_are_written_in_a_schema_the_data_stage_reads_back():
