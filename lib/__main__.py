@@ -13,7 +13,7 @@ from lib.plan.recipe_plan import recipe_plan
 from lib.recipe import ParamsError, list_recipes, load_recipe
 from lib.runner import StageFailed, run_recipe
 from lib.teacher import cli as teacher_cli
-from lib.train.backends import TRANSFORMERS, UNSLOTH, planned_backend, select_backend
+from lib.train.backends import TRANSFORMERS, UNSLOTH, BackendError, planned_backend, select_backend
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {err}", file=sys.stderr)
                 return 1
             print(json.dumps({"recipe": args.recipe, "dry_run": args.dry_run, "tiny": args.tiny, "seconds": timings}))
-    except (ParamsError, ValueError) as err:
+    except (ParamsError, ValueError, BackendError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -92,9 +92,14 @@ def select_backend(recipe: Recipe, has_cuda: bool, has_unsloth: bool, stand_ins_
         name, checkpointing = UNSLOTH, "unsloth" if recipe.gradient_checkpointing else False
     else:
         name, checkpointing = TRANSFORMERS, recipe.gradient_checkpointing
-        if stand_ins_allowed and not has_cuda:
+        if stand_ins_allowed and not has_cuda and targets_gpu(recipe):  # a CPU recipe never uses Unsloth
             stand_ins.append("Unsloth FastLanguageModel (needs a CUDA GPU) -> transformers + PEFT")
     return Backend(name, has_cuda, load_in_4bit, teacher_4bit, optim, checkpointing, tuple(stand_ins))
+
+
+def targets_gpu(recipe: Recipe) -> bool:
+    """Whether the recipe's `hardware` line names a GPU (every recipe but the CPU one, smollm2_135m)."""
+    return "gpu" in recipe.hardware.lower()
 
 
 def unsloth_installed() -> bool:
@@ -112,7 +117,7 @@ def planned_backend(recipe: Recipe) -> tuple[Backend, str]:
     here; otherwise the one `pip install -e '.[gpu]'` gives the recipe's GPU (Unsloth)."""
     if cuda_available():
         return detect_backend(recipe), "detected on this machine"
-    if "gpu" not in recipe.hardware.lower():
+    if not targets_gpu(recipe):
         return detect_backend(recipe), f"the recipe's hardware is {recipe.hardware!r}: the CPU backend of this machine"
     return (select_backend(recipe, has_cuda=True, has_unsloth=True),
             f"no CUDA GPU here: the recipe's {recipe.hardware} with the [gpu] extra (unsloth) installed")

@@ -17,7 +17,7 @@ from lib.plan.budget import budget_verdict
 from lib.plan.recipe_plan import memory_plan
 from lib.recipe import ParamsError, Recipe
 from lib.run_config import RunConfig, read_manifest, stage_file, write_manifest
-from lib.train.backends import planned_backend
+from lib.train.backends import UNSLOTH, Backend, planned_backend, select_backend
 
 STAGE = "03_train"
 
@@ -32,12 +32,18 @@ def read_masked_examples(cfg: RunConfig):
     return read_masked(stage_file(cfg, "02_masking", "masked")), read_manifest(cfg, "02_masking")["facts"]["max_length"]
 
 
-def check_memory_budget(recipe: Recipe, max_length: int) -> dict:
+def check_memory_budget(recipe: Recipe, max_length: int, planned: tuple[Backend, str] | None = None) -> dict:
     """The plan's facts for the manifest; raises `OverBudget` when the real-size plan on the planned backend
-    exceeds vram_budget_gib, unless `allow_over_budget` (then the facts carry the message as a warning)."""
-    backend, how = planned_backend(recipe)
+    (`planned_backend`, or `planned`) exceeds vram_budget_gib, unless `allow_over_budget` (then the facts carry
+    the message as a warning). On a GPU without Unsloth the message says when Unsloth's plan would fit."""
+    backend, how = planned or planned_backend(recipe)
     plan = memory_plan(recipe, max_length, backend)
     verdict = budget_verdict(plan, recipe)
+    if verdict and backend.on_gpu and backend.name != UNSLOTH:
+        unsloth = memory_plan(recipe, max_length, select_backend(recipe, has_cuda=True, has_unsloth=True))
+        if unsloth.fits:
+            verdict += (f" With Unsloth (pip install -e '.[gpu]') the plan is {unsloth.total_bytes / 2**30:.2f} GiB: "
+                        "within the budget.")
     if verdict and not recipe.allow_over_budget:
         raise OverBudget(verdict)
     facts = {"memory_plan_gib": plan.as_dict()["total_gib"], "memory_budget_gib": recipe.vram_budget_gib,

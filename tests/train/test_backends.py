@@ -34,6 +34,9 @@ def test_a_tiny_run_replaces_each_cuda_only_part_and_names_it():
         "Unsloth FastLanguageModel (needs a CUDA GPU)"]
     kd = select_backend(load_recipe("llama32_1b_kd"), has_cuda=False, has_unsloth=False, stand_ins_allowed=True)
     assert not kd.teacher_load_in_4bit and any(s.startswith("NF4 4-bit teacher") for s in kd.stand_ins)
+    # the CPU recipe's real path is transformers + PEFT already: nothing stands in for it
+    assert select_backend(load_recipe("smollm2_135m"), has_cuda=False, has_unsloth=False,
+                          stand_ins_allowed=True).stand_ins == ()
 
 
 def test_checkpointing_is_switched_on_once(tmp_path):

@@ -6,7 +6,7 @@ from lib.modes import config_for
 from lib.plan.budget import top_terms
 from lib.plan.recipe_plan import memory_plan
 from lib.recipe import ParamsError, list_recipes, load_recipe, with_overrides
-from lib.train.backends import planned_backend
+from lib.train.backends import planned_backend, select_backend
 from lib.train.stage import STAGE, OverBudget, check_memory_budget, run_training
 
 
@@ -41,3 +41,14 @@ def test_every_shipped_recipe_fits_on_its_planned_backend(name):
     facts = check_memory_budget(recipe, recipe.max_length)
     assert "warning" not in facts and facts["memory_plan_gib"] <= recipe.vram_budget_gib
     assert facts["memory_plan_backend"].startswith(planned_backend(recipe)[0].name)
+
+
+def test_a_gpu_without_unsloth_is_refused_with_the_way_to_fit():
+    """mistral22b fits its 24 GB only with Unsloth: on a CUDA machine without it, 03 refuses and says so."""
+    recipe = load_recipe("mistral22b")
+    without = (select_backend(recipe, has_cuda=True, has_unsloth=False), "a CUDA machine without unsloth")
+    with pytest.raises(OverBudget, match=r"transformers\+peft on cuda.* With Unsloth \(pip install -e '\.\[gpu\]'\) "
+                                         r"the plan is 1\d\.\d\d GiB: within the budget\."):
+        check_memory_budget(recipe, recipe.max_length, without)
+    with_unsloth = (select_backend(recipe, has_cuda=True, has_unsloth=True), "with unsloth")
+    assert check_memory_budget(recipe, recipe.max_length, with_unsloth)["memory_plan_gib"] <= 24
