@@ -25,6 +25,7 @@ GPU (16-bit weights, a CUDA context) and a CPU run holds float32 weights and Pyt
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import importlib.metadata
 import importlib.util
@@ -181,7 +182,7 @@ def run_paths(paths: list[CheckPath], base: dict, tmp: Path, deadline: float) ->
 
 
 def cuda_available() -> bool:
-    import torch  # here, not at the top: `python -m lib` must not pay for torch on every command
+    import torch  # here, not at the top: the Unsloth child imports this module before unsloth
 
     return torch.cuda.is_available()
 
@@ -267,7 +268,7 @@ def save_random_model(config: dict, dtype: str, folder: Path, seed: int) -> int:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    fields = dict(config)
+    fields = copy.deepcopy(config)  # transformers rewrites nested rope settings in place (see lib.tiny)
     model_type = fields.pop("model_type")  # for_model takes it positionally
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **fields))

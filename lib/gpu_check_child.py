@@ -126,11 +126,13 @@ def peak_memory(on_gpu: bool) -> Iterator[dict]:
             figures.update(kind=CUDA_PEAK, bytes=torch.cuda.max_memory_allocated(),
                            reserved_bytes=torch.cuda.max_memory_reserved())
         return
+    rss = RssPeak()
     try:
-        with RssPeak() as rss:
+        with rss:
             yield figures
     finally:
-        figures.update(kind=CPU_PEAK, bytes=rss.peak - rss.before)
+        if rss.peak:  # 0 when RssPeak could not start: its own error is the one to see
+            figures.update(kind=CPU_PEAK, bytes=rss.peak - rss.before)
 
 
 def memory_versus_plan(measured: dict, plan: MemoryPlan) -> dict:

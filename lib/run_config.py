@@ -27,7 +27,7 @@ STAGES = ("01_data", "02_masking", "03_train", "04_merge_export", "05_eval_edge"
 class RunMode(Protocol):
     """What differs between a real run and a dry-run, as named steps (implemented in `lib.modes`)."""
 
-    name: str  # "real" or "dry-run": shown, never branched on
+    name: str  # "real", "dry-run" or "tiny": shown, never branched on
     cli_flag: str  # what `python -m lib run` needs to repeat this mode ("" or " --dry-run")
     train_source: str  # file path or hub dataset name
     train_rows: int  # 0 = all

@@ -125,15 +125,17 @@ def ensure_tiny_snapshot(repo_id: str, revision: str, spec: dict[str, Any], hub_
 
     def fill(folder: Path) -> None:
         built = folder.parent / f".{folder.name}.files"
-        _write_tiny_model(spec, built)
-        (built / MARKER).write_text(spec_text)
-        for file in sorted(built.iterdir()):  # each file into blobs/ by content, linked from the snapshot
-            data = file.read_bytes()
-            blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-            if not blob.is_file():
-                atomic_write_bytes(blob, data)
-            (folder / file.name).symlink_to(Path("..", "..", "blobs", blob.name))
-        shutil.rmtree(built)
+        try:
+            _write_tiny_model(spec, built)
+            (built / MARKER).write_text(spec_text)
+            for file in sorted(built.iterdir()):  # each file into blobs/ by content, linked from the snapshot
+                data = file.read_bytes()
+                blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+                if not blob.is_file():
+                    atomic_write_bytes(blob, data)
+                (folder / file.name).symlink_to(Path("..", "..", "blobs", blob.name))
+        finally:
+            shutil.rmtree(built, ignore_errors=True)
 
     publish_dir(snapshot, fill, MARKER)
     for ref in {"main", revision} - {"", commit}:  # what snapshot_download reads to turn a branch into a commit
@@ -214,6 +216,7 @@ class RssPeak:
     in a thread (`ru_maxrss` would also count peaks from before the block)."""
 
     INTERVAL_S = 0.005
+    before = peak = 0  # bytes; still 0 when the block could not start
 
     def __enter__(self) -> "RssPeak":
         import threading

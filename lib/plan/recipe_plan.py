@@ -3,8 +3,8 @@ RAM and disk, and GGUF file sizes.
 
 Usage: ``python -m lib plan mistral22b``  or  ``recipe_plan(load_recipe("mistral22b"), *planned_backend(recipe))``
 
-The backend is passed in, never chosen here (`lib.train.backends.planned_backend` chooses it; lib/plan imports no
-stage): anything with the attributes of `PlannedBackend` will do.
+The backend is passed in (`lib.train.backends.planned_backend` chooses it; lib/plan imports no stage): anything with
+the attributes of `PlannedBackend` will do. Left out, it is Unsloth on the recipe's GPU (`gpu_unsloth_backend`).
 """
 from __future__ import annotations
 

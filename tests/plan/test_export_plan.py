@@ -2,9 +2,8 @@
 import pytest
 
 from lib.architectures import load_architecture, lora_parameter_count, parameter_count
-from lib.export.merge import in_memory_merge_bytes as export_stage_rule
 from lib.plan.export_plan import (IN_MEMORY_MARGIN_BYTES, PROBES, export_plan, export_plan_rows, gguf_estimates,
-                                  in_memory_merge_bytes, probe_logits_bytes)
+                                  probe_logits_bytes)
 from lib.plan.memory import GIB
 from lib.recipe import load_recipe
 
@@ -44,8 +43,3 @@ def test_a_small_float32_recipe_merges_in_float32_with_no_second_copy():
     assert set(plan["disk_bytes"]) >= {"F16.gguf", "Q8_0.gguf", "Q4_K_M.gguf"}
     rows = export_plan_rows(plan)
     assert rows["merge"] == plan["merge"] and rows["disk: total (GiB)"] == plan["disk_gib"]["total"]
-
-
-def test_the_merge_uses_the_plans_ram_rule():
-    """One rule: the export stage chooses its strategy with the plan's own function."""
-    assert export_stage_rule is in_memory_merge_bytes

@@ -168,7 +168,7 @@ def test_an_import_error_is_a_failed_path_with_its_message(tmp_path):
 
 def test_importing_the_check_imports_no_hf_library():
     """The Unsloth path's process imports lib.gpu_check first, then unsloth: nothing may import transformers,
-    TRL or PEFT before it (nor torch, so `python -m lib` stays fast)."""
+    TRL or PEFT before it (nor torch, which unsloth also wants to see first)."""
     code = ("import sys, lib.gpu_check; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'trl', 'peft'}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT)
