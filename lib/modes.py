@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from lib.architectures import Architecture, load_architecture
 from lib.data.pipeline import DataPolicy
 from lib.evaluate.llama_runs import evaluate_files
 from lib.export.gguf import convert_to_gguf, export_ggufs
@@ -95,6 +96,10 @@ class RealRun:
 
     def backend(self) -> Backend:
         return detect_backend(self.recipe)
+
+    def architecture(self) -> Architecture:
+        """The shapes this run trains and exports (04's size estimates and 05's KV cache are of these)."""
+        return load_architecture(self.recipe.architecture)
 
     def base_model_name(self) -> str:
         """The name 05's base GGUF is made from (`base_model_gguf`)."""
@@ -180,6 +185,9 @@ class TinyRun(RealRun):
     def backend(self) -> Backend:
         return detect_backend(self.recipe, stand_ins_allowed=True)
 
+    def architecture(self) -> Architecture:
+        return tiny_architecture(self.recipe)
+
     def base_model_name(self) -> str:
         return hub_id_of(self.recipe.model_name_or_path)  # a packaged model's tiny stand-in is a hub snapshot
 
@@ -232,6 +240,9 @@ class DryRun:
 
     def tokenizer(self):
         return load_fixture_tokenizer(self.recipe.tokenizer_fixture)
+
+    def architecture(self) -> Architecture:
+        return load_architecture(self.recipe.architecture)
 
     def generate_traces(self, settings, read_prompts, verify) -> dict:
         return teacher_not_called(settings, "no prompt is read and no request sent in a dry-run")

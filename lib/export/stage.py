@@ -19,7 +19,7 @@ def run_export(cfg: RunConfig, probe_texts: list[str]) -> dict:
     facts = cfg.mode.merge(cfg, out / "merged", probe_texts)  # the mode finds 03's adapter (a dry-run has none)
     files = cfg.mode.convert(cfg, out / "merged", out / "gguf")
     names = {quant: gguf_name(recipe.name, quant) for quant in recipe.gguf_files()}
-    facts |= {"sizes": size_table(files, gguf_estimates(recipe), names),
+    facts |= {"sizes": size_table(files, gguf_estimates(recipe, cfg.mode.architecture()), names),
               "tensor_types": {q: gguf_tensor_type_counts(p) for q, p in files.items()}}
     write_manifest(cfg, STAGE, {"train_manifest": cfg.run_dir / "03_train" / "manifest.json"}, files, facts)
     return facts

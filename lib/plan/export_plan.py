@@ -8,7 +8,7 @@ converter and quantizer stream tensors from memory-mapped files, so the GGUF ste
 """
 from __future__ import annotations
 
-from lib.architectures import load_architecture, lora_parameter_count, parameter_count
+from lib.architectures import Architecture, load_architecture, lora_parameter_count, parameter_count
 from lib.plan.gguf_size import estimate_gguf_bytes
 from lib.plan.memory import DTYPE_BYTES, GIB, LORA_WEIGHT_BYTES
 from lib.recipe import Recipe
@@ -23,9 +23,10 @@ PROBES = 3  # 04 checks the merge on the first three training conversations (not
 IN_MEMORY_MARGIN_BYTES = GIB
 
 
-def gguf_estimates(recipe: Recipe) -> dict[str, int]:
-    """Estimated GGUF bytes for every file the export stage writes (F16 first, then the recipe's quant types)."""
-    arch = load_architecture(recipe.architecture)
+def gguf_estimates(recipe: Recipe, architecture: Architecture | None = None) -> dict[str, int]:
+    """Estimated GGUF bytes for every file the export stage writes (F16 first, then the recipe's quant types), of
+    the recipe's architecture or of `architecture` (a --tiny run's shrunk one)."""
+    arch = architecture or load_architecture(recipe.architecture)
     return {quant: estimate_gguf_bytes(arch, quant) for quant in recipe.gguf_files()}
 
 

@@ -20,10 +20,9 @@ from pathlib import Path
 
 from lib.architectures import build_hf_config, load_architecture, parameter_count
 from lib.paths import atomic_write_text
+from lib.plan.memory import TRANSFORMERS, UNSLOTH  # the backends' names: one place, the plan's
 from lib.recipe import Recipe
 from lib.train import distill_trainer
-
-UNSLOTH, TRANSFORMERS = "unsloth", "transformers+peft"
 
 
 class BackendError(RuntimeError):
