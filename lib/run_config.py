@@ -25,10 +25,10 @@ STAGES = ("01_data", "02_masking", "03_train", "04_merge_export", "05_eval_edge"
 
 
 class RunMode(Protocol):
-    """What differs between a real run and a dry-run, as named steps (implemented in `lib.modes`)."""
+    """What differs between a real run, a dry-run and a --tiny run, as named steps (implemented in `lib.modes`)."""
 
     name: str  # "real", "dry-run" or "tiny": shown, never branched on
-    cli_flag: str  # what `python -m lib run` needs to repeat this mode ("" or " --dry-run")
+    cli_flag: str  # what `python -m lib run` needs to repeat this mode ("", " --dry-run" or " --tiny")
     train_source: str  # file path or hub dataset name
     train_rows: int  # 0 = all
     eval_source: str
@@ -36,6 +36,7 @@ class RunMode(Protocol):
 
     def summary(self) -> dict: ...
     def tokenizer(self) -> Any: ...
+    def architecture(self) -> Any: ...  # the lib.architectures.Architecture this run trains and exports
     def generate_traces(self, settings, read_prompts, verify) -> dict: ...
     def train(self, cfg: RunConfig, dataset, max_length: int, out: Path) -> tuple[dict, dict]: ...  # facts, produced
     def merge(self, cfg: RunConfig, merged_dir: Path, probe_texts: list[str]) -> dict: ...
