@@ -33,9 +33,8 @@ run_dir = ""
 # %%
 from IPython.display import display
 
-from lib.conversation import to_chat_messages
 from lib.display import facts_table, table
-from lib.export.stage import run_export
+from lib.export.stage import merge_probe_texts, run_export
 from lib.jsonl import read_jsonl
 from lib.export.merge import MERGE_FACTS
 from lib.modes import make_run_config
@@ -44,7 +43,7 @@ from lib.run_config import stage_file
 cfg = make_run_config(model, dry_run, run_dir, tiny=tiny)
 train = read_jsonl(stage_file(cfg, "01_data", "train"))
 # probe texts for the merge check: real training conversations, question and reasoning included
-probe_texts = ["\n".join(m["content"] for m in to_chat_messages(row)) for row in train[:3]]
+probe_texts = merge_probe_texts(train)
 
 # %% [markdown]
 # ## Merge, check, convert, quantize

@@ -6,11 +6,19 @@ In a dry-run the mode merges and converts nothing: the sizes table then holds th
 """
 from __future__ import annotations
 
+from lib.conversation import to_chat_messages
 from lib.export.gguf import gguf_name, gguf_tensor_type_counts, size_table
+from lib.plan.export_plan import PROBES
 from lib.plan.recipe_plan import gguf_estimates
 from lib.run_config import RunConfig, write_manifest
 
 STAGE = "04_merge_export"
+
+
+def merge_probe_texts(train_rows: list[dict]) -> list[str]:
+    """The merge check's probes: the first `PROBES` training conversations (the export plan counts their logits),
+    question and reasoning included."""
+    return ["\n".join(m["content"] for m in to_chat_messages(row)) for row in train_rows[:PROBES]]
 
 
 def run_export(cfg: RunConfig, probe_texts: list[str]) -> dict:

@@ -16,7 +16,7 @@ from lib.recipe import Recipe
 # probes are cut to their first tokens: any token runs through every merged weight, while a whole 8k-token training
 # conversation would cost tokens x vocab x 4 bytes of logits per forward (4 GB for Llama 3's 128k vocabulary)
 MAX_PROBE_TOKENS = 256
-PROBES = 3  # 04 checks the merge on the first three training conversations (notebooks/04_merge_export.py)
+PROBES = 3  # 04 checks the merge on the first three training conversations (lib.export.stage.merge_probe_texts)
 # RAM of the in-memory merge beyond its weights, adapter and logits: runtime, PEFT's per-layer deltas, allocator
 # slack. Measured (peak RSS, SmolLM2-135M, bf16 checkpoint merged to bf16): 0.83 GiB = 0.50 float32 weights + 0.25
 # bf16 weights + 0.08; a fixed 1 GiB covers that with room for a larger model's per-layer temporaries
