@@ -50,8 +50,8 @@ def packaged_gguf(package: str) -> Path:
 # and Llama's `original/` folder (Meta's checkpoint and tiktoken file).
 HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt", "*.tiktoken", "*.py"]
 HUB_IGNORE_PATTERNS = ["consolidated*", "original/*"]
-# the weights' files: a stage that needs only the tokenizer (01, 02, 05's prompts) leaves them out, so checking a
-# recipe's data does not download 44 GB of Mistral weights first
+# the weights' files: a stage that needs only the tokenizer (02's masking, 05's prompts) leaves them out, so checking
+# a recipe's masks does not download 44 GB of Mistral weights first
 HUB_WEIGHT_PATTERNS = ["*.safetensors"]
 
 
@@ -110,12 +110,32 @@ def download_snapshot(repo_id: str, revision: str = "", hub_cache: str | Path | 
         raise ModelNotFoundError(
             f"{pinned} is not in {where} and {why}: download it once with network "
             f"(`hf download {repo_id}{' --revision ' + revision if revision else ''}`)") from err
-    if weights and not any(folder.glob("*.safetensors")):
-        raise ModelNotFoundError(
-            f"{pinned} has no safetensors weights in {folder} (only the old pytorch_model.bin format, or an "
-            "interrupted download): this project loads and merges safetensors; convert the model once "
-            "(`save_pretrained(..., safe_serialization=True)`) and set model_name_or_path to that folder")
+    missing = missing_weight_files(folder) if weights else []
+    if missing:
+        fetch = (f"run this step once with network, or `hf download {repo_id}"
+                 f"{' --revision ' + revision if revision else ''} --include '*.safetensors'`")
+        if offline and (folder / "config.json").is_file():
+            why = ("the snapshot holds the configs and tokenizer only (02 and 05 fetch just those) and downloads "
+                   f"are off (offline): {fetch}")
+        else:
+            why = (f"the download is incomplete, or the model ships only the old pytorch_model.bin format, which "
+                   f"this project does not load: {fetch}; for a .bin-only model, save it once with "
+                   "`save_pretrained(..., safe_serialization=True)` and point model_name_or_path at that folder "
+                   "(a local folder has no revision pin, and --tiny runs need a hub id)")
+        raise ModelNotFoundError(f"{pinned}: weight files missing in {folder} ({', '.join(missing[:3])}"
+                                 f"{' …' if len(missing) > 3 else ''}): {why}")
     return folder
+
+
+def missing_weight_files(folder: Path) -> list[str]:
+    """The safetensors files a model folder lacks: the shards its index names, else any `*.safetensors` at all."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        import json
+
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [shard for shard in shards if not (folder / shard).is_file()]
+    return [] if any(folder.glob("*.safetensors")) else ["*.safetensors"]
 
 
 def _converted_from_gguf(gguf_path: Path, tokenizer_fixture: str) -> Path:

@@ -112,7 +112,7 @@ class RealRun:
 
     def tokenizer(self):
         """The model's own tokenizer; before the weights are needed, from the configs and tokenizer files alone
-        (checking a recipe's data in 01/02 must not download the whole model first)."""
+        (checking a recipe's masks in 02 must not download the whole model first)."""
         recipe = self.recipe
         folder = self.__dict__.get("model_path") or self.resolve(recipe.model_name_or_path, recipe.revision,
                                                                  weights=False)

@@ -32,10 +32,18 @@ def test_a_hub_id_becomes_its_snapshot_folder_or_says_how_to_download_it(tmp_pat
     (snapshot.parent.parent / "refs" / "main").write_text("a" * 40)
     assert resolve_base_model("meta-llama/Llama-3.2-3B-Instruct", hub_cache=tmp_path, offline=True,
                               weights=False) == str(snapshot)  # configs and tokenizer: enough for 01, 02, 05
-    with pytest.raises(ModelNotFoundError, match="has no safetensors weights"):  # not a folder that fails later
+    with pytest.raises(ModelNotFoundError, match="configs and tokenizer only .02 and 05 fetch just those. and "
+                                                 "downloads are off"):  # not a folder that fails later
         resolve_base_model("meta-llama/Llama-3.2-3B-Instruct", hub_cache=tmp_path, offline=True)
     (snapshot / "model.safetensors").write_bytes(b"")
     assert resolve_base_model("meta-llama/Llama-3.2-3B-Instruct", hub_cache=tmp_path, offline=True) == str(snapshot)
+    # a sharded model with one shard of two: the index names the missing one
+    (snapshot / "model.safetensors").unlink()
+    (snapshot / "model.safetensors.index.json").write_text(
+        '{"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}')
+    (snapshot / "model-00001-of-00002.safetensors").write_bytes(b"")
+    with pytest.raises(ModelNotFoundError, match=r"weight files missing in .* \(model-00002-of-00002.safetensors\)"):
+        resolve_base_model("meta-llama/Llama-3.2-3B-Instruct", hub_cache=tmp_path, offline=True)
 
 
 def test_a_name_that_is_neither_a_folder_nor_a_hub_id_is_refused():

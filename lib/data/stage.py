@@ -85,8 +85,9 @@ def teacher_traces(cfg: RunConfig) -> dict | None:
     """Run the optional teacher step (`teacher_generation` in the recipe); None when the recipe has none.
 
     Kept traces (complete, closed `</think>`, answer verified by math-verify) are written as chat messages with
-    `reasoning_content` to `<output stem>.kept.jsonl`, which a recipe's `dataset_path` can name. A dry-run only
-    validates the block (no prompt is read, no request sent). Prompts are any source 01 reads (file or hub name).
+    `reasoning_content` to `<output stem>.kept.jsonl`, which a recipe's `dataset_path` can name. A dry-run or a
+    --tiny run only validates the block (no prompt is read, no request sent). Prompts are any source 01 reads (file
+    or hub name).
     """
     if not cfg.recipe.teacher_generation:
         return None

@@ -91,7 +91,8 @@ def select_backend(recipe: Recipe, has_cuda: bool, has_unsloth: bool, stand_ins_
         name, checkpointing = UNSLOTH, "unsloth" if recipe.gradient_checkpointing else False
     else:
         name, checkpointing = TRANSFORMERS, recipe.gradient_checkpointing
-        if stand_ins_allowed and not has_cuda and targets_gpu(recipe):  # a CPU recipe never uses Unsloth
+        # on a CPU, a CPU recipe's real path is transformers + PEFT already: nothing stands in for it
+        if stand_ins_allowed and not has_cuda and targets_gpu(recipe):
             stand_ins.append("Unsloth FastLanguageModel (needs a CUDA GPU) -> transformers + PEFT")
     return Backend(name, has_cuda, load_in_4bit, teacher_4bit, optim, checkpointing, tuple(stand_ins))
 
@@ -113,7 +114,7 @@ def detect_backend(recipe: Recipe, stand_ins_allowed: bool = False) -> Backend:
 def planned_backend(recipe: Recipe) -> tuple[Backend, str]:
     """The backend of a real run of `recipe` on its target hardware, and how that was decided: on a CUDA machine
     the one that will run here; for a recipe whose `hardware` is not a GPU (smollm2_135m: a CPU) the one that runs
-    here; otherwise the one `pip install -e '.[gpu]'` gives the recipe's GPU (Unsloth)."""
+    here; otherwise the one `pip install -e '.[gpu]' -c constraints-gpu.txt` gives the recipe's GPU (Unsloth)."""
     if cuda_available():
         return detect_backend(recipe), "detected on this machine"
     if not targets_gpu(recipe):

@@ -42,7 +42,8 @@ def check_memory_budget(recipe: Recipe, max_length: int, planned: tuple[Backend,
     if verdict and backend.on_gpu and backend.name != UNSLOTH:
         unsloth = memory_plan(recipe, max_length, select_backend(recipe, has_cuda=True, has_unsloth=True))
         if unsloth.fits:
-            verdict += (f" With Unsloth (pip install -e '.[gpu]') the plan is {unsloth.total_bytes / 2**30:.2f} GiB: "
+            verdict += (f" With Unsloth (pip install -e '.[gpu]' -c constraints-gpu.txt) the plan is "
+                        f"{unsloth.total_bytes / 2**30:.2f} GiB: "
                         "within the budget.")
     if verdict and not recipe.allow_over_budget:
         raise OverBudget(verdict)

@@ -47,8 +47,8 @@ def test_a_gpu_without_unsloth_is_refused_with_the_way_to_fit():
     """mistral22b fits its 24 GB only with Unsloth: on a CUDA machine without it, 03 refuses and says so."""
     recipe = load_recipe("mistral22b")
     without = (select_backend(recipe, has_cuda=True, has_unsloth=False), "a CUDA machine without unsloth")
-    with pytest.raises(OverBudget, match=r"transformers\+peft on cuda.* With Unsloth \(pip install -e '\.\[gpu\]'\) "
-                                         r"the plan is 1\d\.\d\d GiB: within the budget\."):
+    with pytest.raises(OverBudget, match=r"transformers\+peft on cuda.* With Unsloth \(pip install -e '\.\[gpu\]' -c "
+                                         r"constraints-gpu\.txt\) the plan is 1\d\.\d\d GiB: within the budget\."):
         check_memory_budget(recipe, recipe.max_length, without)
     with_unsloth = (select_backend(recipe, has_cuda=True, has_unsloth=True), "with unsloth")
     assert check_memory_budget(recipe, recipe.max_length, with_unsloth)["memory_plan_gib"] <= 24
