@@ -1,5 +1,6 @@
 """--tiny runs: the shrink rule, the hub-style snapshots and their resolution, the CUDA stand-ins, and a recipe
 written here (not in params/) running its whole chain with no code change."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,9 +14,9 @@ from lib.architectures import architecture_from_config, hf_config_dict, known_ar
 from lib.models import ModelNotFoundError, packaged_gguf, resolve_base_model
 from lib.modes import TinyRun, base_model_gguf, config_for
 from lib.paths import PROJECT_ROOT
-from lib.recipe import load_recipe
-from lib.tiny import (MARKER, QUANT_BLOCK, ensure_tiny_snapshot, shrunk_config, tiny_spec, tiny_summary,
-                      tiny_vocab_size)
+from lib.recipe import list_recipes, load_recipe
+from lib.tiny import (MARKER, QUANT_BLOCK, TINY_MAX_ACCUMULATION, TINY_OVERRIDES, ensure_tiny_snapshot,
+                      shrunk_config, tiny_recipe, tiny_spec, tiny_summary, tiny_vocab_size)
 
 
 @pytest.mark.parametrize("name", known_architectures())
@@ -131,3 +132,14 @@ def test_a_new_recipe_file_runs_tiny_with_no_code_change(tmp_path):
     # ~280k merges are the documented ~3 MB under-estimate of lib.plan.gguf_size, 5-10 % of these small files)
     sizes = json.loads((run / "04_merge_export" / "manifest.json").read_text())["facts"]["sizes"]
     assert [row["quant"] for row in sizes] == ["F16", "Q6_K"] and all(abs(row["error_pct"]) < 12 for row in sizes)
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_a_tiny_recipe_changes_only_sizes(name):
+    """Steps, generated tokens, llama.cpp threads and accumulation (capped at 2, still > 1 where the recipe
+    accumulates) change; dtype, LoRA, length policy, trainer, quant list and sampling stay the recipe's."""
+    recipe = load_recipe(name)
+    tiny = tiny_recipe(recipe)
+    changed = {k for k, v in dataclasses.asdict(tiny).items() if v != getattr(recipe, k)}
+    assert changed <= set(TINY_OVERRIDES) | {"gradient_accumulation_steps"}
+    assert tiny.gradient_accumulation_steps == min(recipe.gradient_accumulation_steps, TINY_MAX_ACCUMULATION)
