@@ -85,9 +85,8 @@ def memory_plan(recipe: Recipe, max_length: int | None = None, backend: PlannedB
         dtype_bytes=DTYPE_BYTES[recipe.torch_dtype])
 
 
-def kv_cache_bytes(architecture: str | Architecture, n_ctx: int) -> int:
+def kv_cache_bytes(arch: Architecture, n_ctx: int) -> int:
     """llama.cpp's default f16 K and V cache for `n_ctx` tokens: 2 tensors x layers x ctx x kv_dim x 2 bytes."""
-    arch = load_architecture(architecture) if isinstance(architecture, str) else architecture
     return 2 * arch.num_hidden_layers * n_ctx * arch.num_key_value_heads * arch.head_dim * 2
 
 
