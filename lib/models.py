@@ -91,6 +91,7 @@ def download_snapshot(repo_id: str, revision: str = "", hub_cache: str | Path | 
     offline = offline or constants.is_offline_mode()
     allow = HUB_ALLOW_PATTERNS if weights else [p for p in HUB_ALLOW_PATTERNS if p not in HUB_WEIGHT_PATTERNS]
     pinned = f"{repo_id}{'@' + revision if revision else ''}"
+    hf_download = f"hf download {repo_id}{' --revision ' + revision if revision else ''}"
     try:
         folder = Path(snapshot_download(repo_id, revision=revision or None, cache_dir=hub_cache,
                                         local_files_only=offline, allow_patterns=allow,
@@ -109,11 +110,10 @@ def download_snapshot(repo_id: str, revision: str = "", hub_cache: str | Path | 
         why = "downloads are off (offline)" if offline else f"it could not be downloaded ({err})"
         raise ModelNotFoundError(
             f"{pinned} is not in {where} and {why}: download it once with network "
-            f"(`hf download {repo_id}{' --revision ' + revision if revision else ''}`)") from err
+            f"(`{hf_download}`)") from err
     missing = missing_weight_files(folder) if weights else []
     if missing:
-        fetch = (f"run this step once with network, or `hf download {repo_id}"
-                 f"{' --revision ' + revision if revision else ''} --include '*.safetensors'`")
+        fetch = f"run this step once with network, or `{hf_download} --include '*.safetensors'`"
         if offline and (folder / "config.json").is_file():
             why = ("the snapshot holds the configs and tokenizer only (02 and 05 fetch just those) and downloads "
                    f"are off (offline): {fetch}")
