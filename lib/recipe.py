@@ -94,6 +94,9 @@ class Recipe:
     max_steps: int = -1  # > 0 overrides epochs
     per_device_train_batch_size: int = 1
     gradient_accumulation_steps: int = 1
+    # the micro-batch's examples concatenated into one row, no padding (TRL's padding_free; position_ids restart per
+    # example and attention stays within each one): same loss as a padded batch, no work on padding
+    padding_free: bool = False
     learning_rate: float = 2e-4
     lr_scheduler_type: str = "linear"
     warmup_steps: float = 0.0  # >= 1: steps; in [0, 1): a ratio of the total (transformers 5 semantics)

@@ -22,7 +22,11 @@ from lib.architectures import build_hf_config, load_architecture, parameter_coun
 from lib.paths import atomic_write_text
 from lib.plan.memory import TRANSFORMERS, UNSLOTH  # the backends' names: one place, the plan's
 from lib.recipe import Recipe
-from lib.train import distill_trainer
+from lib.train import distill_trainer, resume
+from lib.train.lora_dropout import use_fast_lora_dropout
+from lib.train.packed_attention import register_packed_attention
+from lib.train.progress import mean_length, progress_callback
+from lib.train.trained_positions_loss import largest_batch, trained_positions_loss
 
 
 class BackendError(RuntimeError):
@@ -46,10 +50,18 @@ class Backend:
     # own, set by the trainer's arguments (and nowhere else); False: none
     gradient_checkpointing: bool | str
     stand_ins: tuple[str, ...] = ()  # "recipe's part -> what ran instead (why)", for the run's report
+    # padding-free micro-batches (recipe's padding_free) attended one example at a time (lib.train.packed_attention);
+    # Unsloth brings its own padding-free attention
+    packed_attention: bool = False
+    fast_lora_dropout: bool = False  # lib.train.lora_dropout: CPU only, where PyTorch's dropout draws dominate
+    # lib.train.trained_positions_loss instead of TRL's chunked loss: CPU only (on a GPU the logits' memory counts)
+    trained_positions_loss: bool = False
 
     def as_dict(self) -> dict:
         return {"backend": self.name, "device": "cuda" if self.on_gpu else "cpu", "load_in_4bit": self.load_in_4bit,
                 "optim": self.optim, "gradient_checkpointing": self.gradient_checkpointing,
+                "packed_attention": self.packed_attention, "fast_lora_dropout": self.fast_lora_dropout,
+                "trained_positions_loss": self.trained_positions_loss,
                 "stand_ins": list(self.stand_ins)}
 
 
@@ -94,7 +106,9 @@ def select_backend(recipe: Recipe, has_cuda: bool, has_unsloth: bool, stand_ins_
         # on a CPU, a CPU recipe's real path is transformers + PEFT already: nothing stands in for it
         if stand_ins_allowed and not has_cuda and targets_gpu(recipe):
             stand_ins.append("Unsloth FastLanguageModel (needs a CUDA GPU) -> transformers + PEFT")
-    return Backend(name, has_cuda, load_in_4bit, teacher_4bit, optim, checkpointing, tuple(stand_ins))
+    return Backend(name, has_cuda, load_in_4bit, teacher_4bit, optim, checkpointing, tuple(stand_ins),
+                   packed_attention=recipe.padding_free and name == TRANSFORMERS,
+                   fast_lora_dropout=not has_cuda and recipe.lora_dropout > 0, trained_positions_loss=not has_cuda)
 
 
 def targets_gpu(recipe: Recipe) -> bool:
@@ -107,8 +121,17 @@ def unsloth_installed() -> bool:
 
 
 def detect_backend(recipe: Recipe, stand_ins_allowed: bool = False) -> Backend:
-    """The backend that will train `recipe` on this machine."""
-    return select_backend(recipe, cuda_available(), unsloth_installed(), stand_ins_allowed)
+    """The backend that will train `recipe` on this machine. Launched data-parallel (`torchrun`/`accelerate
+    launch`: WORLD_SIZE > 1), transformers + PEFT even where Unsloth is installed: its open-source release trains
+    on one GPU."""
+    return select_backend(recipe, cuda_available(), unsloth_installed() and world_size() == 1, stand_ins_allowed)
+
+
+def world_size() -> int:
+    """Processes of this `torchrun` / `accelerate launch` job (1 without one)."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def planned_backend(recipe: Recipe) -> tuple[Backend, str]:
@@ -173,7 +196,8 @@ def sft_kwargs(recipe: Recipe, output_dir: Path, backend: Backend, max_length: i
     `get_peft_model`, and setting both would checkpoint twice.
     """
     return dict(
-        output_dir=str(output_dir), max_length=max_length or recipe.max_length,
+        # padding-free: TRL refuses a max_length it would not enforce without packing; 02 made every example fit
+        output_dir=str(output_dir), max_length=None if recipe.padding_free else max_length or recipe.max_length,
         num_train_epochs=recipe.num_train_epochs,
         max_steps=recipe.max_steps, per_device_train_batch_size=recipe.per_device_train_batch_size,
         gradient_accumulation_steps=recipe.gradient_accumulation_steps, learning_rate=recipe.learning_rate,
@@ -185,7 +209,9 @@ def sft_kwargs(recipe: Recipe, output_dir: Path, backend: Backend, max_length: i
         # bf16 autocast also on a CPU (AVX512-BF16 here): a bf16 recipe computes in bf16 wherever it runs
         bf16=recipe.torch_dtype == "bfloat16", fp16=backend.on_gpu and recipe.torch_dtype == "float16",
         use_cpu=not backend.on_gpu, report_to=[], dataloader_num_workers=0, remove_unused_columns=False,
-        disable_tqdm=True,
+        disable_tqdm=True, padding_free=recipe.padding_free,
+        # data-parallel: every LoRA weight gets a gradient each step, so DDP need not search for unused ones
+        ddp_find_unused_parameters=False,
     )
 
 
@@ -244,6 +270,8 @@ def load_for_training(recipe: Recipe, model_path: str, backend: Backend, max_len
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"dtype": dtype, "trust_remote_code": recipe.trust_remote_code}
+    if backend.packed_attention:
+        kwargs["attn_implementation"] = register_packed_attention()
     if backend.load_in_4bit:
         kwargs["quantization_config"] = nf4_config(dtype, double_quant=True)
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
@@ -254,7 +282,13 @@ def load_for_training(recipe: Recipe, model_path: str, backend: Backend, max_len
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=recipe.trust_remote_code)
     check_target_modules(model, recipe.lora_target_modules)
-    return get_peft_model(model, lora_config(recipe)), tokenizer
+    # LoRA's A matrices are drawn from torch's generator: seed it here so they depend on the recipe's seed alone,
+    # not on what ran before in this process (Unsloth's get_peft_model takes random_state for the same reason)
+    torch.manual_seed(recipe.seed)
+    model = get_peft_model(model, lora_config(recipe))
+    if backend.fast_lora_dropout:
+        use_fast_lora_dropout(model)
+    return model, tokenizer
 
 
 def nf4_config(compute_dtype, double_quant: bool):
@@ -265,30 +299,33 @@ def nf4_config(compute_dtype, double_quant: bool):
                               bnb_4bit_compute_dtype=compute_dtype)
 
 
-def sft_trainer_class(on_gpu: bool):
-    """TRL's `SFTTrainer`; on a CPU under TRL < 1.16, one whose loss is the model's own.
+def sft_trainer_class(positions_only: bool):
+    """TRL's `SFTTrainer`; on a CPU (`positions_only`: `Backend.trained_positions_loss`) one whose loss runs the LM
+    head at the trained positions only, once (`lib.train.trained_positions_loss`: TRL's chunked loss measured 35 %
+    of a SmolLM2 step there).
 
-    TRL 1.16.0 (the CPU pins) computes SFT's loss through a chunked LM head that runs in PyTorch off CUDA; TRL 1.15.0
-    (the GPU pins, constraints-gpu.txt: unsloth 2026.10.9 requires trl<=1.15.0) runs it only as a Triton kernel
-    (`trl.kernels` imports triton: CUDA/XPU), so on a CPU its first step fails (`'NoneType' object has no attribute
-    'apply'`). There the loss is transformers' `Trainer.compute_loss`: the model's own causal-LM cross-entropy over
-    the same trained tokens (labels != -100), without TRL's token-accuracy/entropy metrics. GPU runs and the CPU
-    pins keep TRL's loss. The one place this project branches on the TRL version.
+    That also covers TRL 1.15.0 (the GPU pins, constraints-gpu.txt: unsloth 2026.10.9 requires trl<=1.15.0), whose
+    own loss runs only as a Triton kernel (`trl.kernels` imports triton: CUDA/XPU) and fails on a CPU at the first
+    step (`'NoneType' object has no attribute 'apply'`). GPU runs keep TRL's loss and its token-accuracy/entropy
+    metrics; the CPU trainer logs the loss, gradient norm and learning rate only.
     """
-    import trl
-    from packaging.version import Version
     from trl import SFTTrainer
 
-    if on_gpu or Version(trl.__version__) >= Version("1.16.0"):
+    if not positions_only:
         return SFTTrainer
-    from transformers import Trainer
 
-    class ModelLossSFTTrainer(SFTTrainer):
+    class TrainedPositionsSFTTrainer(SFTTrainer):
+        largest_batch = None  # (tokens, trained tokens) of the largest training micro-batch, for the memory check
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
+            if model.training:
+                self.largest_batch = largest_batch(self.largest_batch, inputs)
+            scale_up = self.args.average_tokens_across_devices and num_items_in_batch is not None
+            loss = trained_positions_loss(model, inputs, num_items_in_batch,
+                                          self.accelerator.num_processes if scale_up else 1)
+            return (loss, None) if return_outputs else loss  # evaluation needs the loss only (prediction_loss_only)
 
-    return ModelLossSFTTrainer
+    return TrainedPositionsSFTTrainer
 
 
 @dataclass
@@ -299,36 +336,85 @@ class TrainResult:
     steps: int = 0
     trainable_params: int = 0
     total_params: int = 0
+    resumed_from: str = ""  # the checkpoint this process continued, "" when it trained from step 0
+    processes: int = 1  # data-parallel processes that trained together
+    largest_batch: tuple[int, int] | None = None  # (tokens, trained tokens) of the largest micro-batch (CPU trainers)
 
     def losses(self) -> list[tuple[int, float]]:
         return [(row["step"], row["loss"]) for row in self.log_history if "loss" in row]
 
 
 def train_lora(recipe: Recipe, model_path: str, dataset, max_length: int, out_dir: Path, backend: Backend,
-               teacher_path: str = "") -> TrainResult:
+               teacher_path: str = "", restart: bool = False, progress: bool = True) -> TrainResult:
     """Train LoRA adapters on the masked examples of 02 (a `datasets.Dataset` of input_ids/labels, TRL uses it as
-    is: no re-tokenising); save the adapter + tokenizer to `out_dir/adapter` and the log to `train_log.json`."""
-    model, tokenizer = load_for_training(recipe, model_path, backend, max_length)
-    args = sft_config(recipe, out_dir / "checkpoints", backend, max_length=max_length)
+    is: no re-tokenising); save the adapter + tokenizer to `out_dir/adapter` and the log to `train_log.json`.
+
+    A run killed before the end continues from its last complete checkpoint in `out_dir/checkpoints` when it was
+    made from the same recipe, backend and examples (`lib.train.resume`; `restart` deletes them and starts over)."""
+    from transformers.trainer_callback import PrinterCallback
+
     dataset = dataset.select_columns(["input_ids", "labels"])  # the id column is for people, not the collator
+    checkpoints = out_dir / "checkpoints"
+    fingerprint = resume.training_fingerprint(recipe, dataset, backend.as_dict())
+    start_from, resume_notes = resume.resume_point(checkpoints, fingerprint, restart, may_delete=is_main_process())
+    for note in resume_notes:
+        print(f"[03] {note}")
+    # the config first: building it sets up the process group of a data-parallel launch and each process's device,
+    # which loading (4-bit weights onto this rank's GPU) needs
+    args = sft_config(recipe, checkpoints, backend, max_length=max_length)
+    model, tokenizer = load_for_training(recipe, model_path, backend, max_length)
     if teacher_path:
         teacher = _load_teacher(recipe, teacher_path, backend)
         trainer = distill_trainer.DistillationTrainer(
             model=model, args=args, train_dataset=dataset, processing_class=tokenizer, teacher_model=teacher,
             alpha=recipe.distill_alpha, temperature=recipe.distill_temperature)
     else:
-        trainer = sft_trainer_class(backend.on_gpu)(model=model, args=args, train_dataset=dataset,
+        trainer = sft_trainer_class(backend.trained_positions_loss)(model=model, args=args, train_dataset=dataset,
                                                     processing_class=tokenizer)
+    trainer.add_callback(resume.checkpoint_marker_callback(fingerprint))
+    trainer.remove_callback(PrinterCallback)  # the raw log dictionaries: train_log.json keeps them
+    if progress:
+        trainer.add_callback(progress_callback(mean_length(dataset)))
     start = time.time()
-    output = trainer.train()
+    output = trainer.train(resume_from_checkpoint=str(start_from) if start_from else None)
     seconds = time.time() - start
     adapter_dir = out_dir / "adapter"
-    model.save_pretrained(adapter_dir)
-    tokenizer.save_pretrained(adapter_dir)
+    if trainer.is_world_process_zero():  # data-parallel: every process holds the same adapter; one writes it
+        publish_adapter(model, tokenizer, adapter_dir)
+        atomic_write_text(out_dir / "train_log.json", json.dumps(trainer.state.log_history, indent=1))
     trainable, total = model.get_nb_trainable_parameters()
-    result = TrainResult(adapter_dir, trainer.state.log_history, seconds, output.global_step, trainable, total)
-    atomic_write_text(out_dir / "train_log.json", json.dumps(trainer.state.log_history, indent=1))
-    return result
+    return TrainResult(adapter_dir, trainer.state.log_history, seconds, output.global_step, trainable, total,
+                       resumed_from=start_from.name if start_from else "",
+                       processes=trainer.args.world_size, largest_batch=getattr(trainer, "largest_batch", None))
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a `torchrun` / `accelerate launch` job, or a single process (read before the Trainer sets the
+    process group up)."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def publish_adapter(model, tokenizer, adapter_dir: Path) -> None:
+    """Save the adapter and tokenizer into a folder beside `adapter_dir`, then swap it in: a kill while saving
+    leaves the previous adapter (or none), never a half-written one."""
+    import shutil
+    import tempfile
+
+    adapter_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{adapter_dir.name}.", dir=adapter_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        old = adapter_dir.with_name(f".{adapter_dir.name}.old")
+        if adapter_dir.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            adapter_dir.rename(old)
+        tmp.rename(adapter_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def training_facts(result: TrainResult, backend: Backend) -> dict:
@@ -337,6 +423,7 @@ def training_facts(result: TrainResult, backend: Backend) -> dict:
     return {"mode": "trained", **backend.as_dict(), "adapter_dir": str(result.adapter_dir),
             "trainable_params": result.trainable_params, "total_params": result.total_params,
             "steps": result.steps, "train_seconds": round(result.seconds, 1),
+            "resumed_from": result.resumed_from or None, "data_parallel_processes": result.processes,
             "first_loss": losses[0][1] if losses else None, "last_loss": losses[-1][1] if losses else None}
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lib.train.distill_loss import check_distill_hparams, check_vocab_sizes, hybrid_distillation_loss
+from lib.train.trained_positions_loss import largest_batch
 
 
 def output_vocab_size(model: nn.Module) -> int:
@@ -123,6 +124,8 @@ def _distillation_trainer_class():
             num_items_in_batch: torch.Tensor | int | None = None,
         ) -> torch.Tensor | tuple[torch.Tensor, Any]:
             """Hybrid distillation loss for one micro-batch; ``num_items_in_batch`` is accepted for the API, unused."""
+            if model.training:  # for 03's CPU memory check, as the SFT trainer does
+                self.largest_batch = largest_batch(getattr(self, "largest_batch", None), inputs)
             labels = inputs["labels"]
             # Without labels (and without fused_lm_head=True) the model runs its original forward and returns the full
             # logits; the loss is ours, so the model must not compute its own CE as well.

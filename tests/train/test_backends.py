@@ -77,9 +77,10 @@ def test_meta_device_rejects_a_target_module_the_model_lacks():
         meta_lora_model(recipe)
 
 
-def test_on_a_cpu_under_trl_1_15_sft_trains_with_the_models_own_loss(tmp_path, monkeypatch):
-    """TRL 1.15 (the GPU pins) computes SFT's loss only with a Triton kernel: on a CPU the project trains with the
-    model's own cross-entropy instead, which gives TRL 1.16's loss (the CPU pins) on the same steps."""
+def test_on_a_cpu_sft_trains_with_the_trained_positions_loss(tmp_path):
+    """On a CPU the project's trainer computes SFT's loss at the trained positions only (`trained_positions_loss`):
+    the same losses as TRL 1.16's own on the same steps (the CPU pins; TRL 1.15's, the GPU pins', is Triton only,
+    so there the CPU trainer is the only one that runs)."""
     import trl
     from packaging.version import Version
     from trl import SFTTrainer
@@ -92,14 +93,12 @@ def test_on_a_cpu_under_trl_1_15_sft_trains_with_the_models_own_loss(tmp_path, m
         trainer.train()
         return [row["loss"] for row in trainer.state.log_history if "loss" in row]
 
-    installed = trl.__version__
-    monkeypatch.setattr(trl, "__version__", "1.15.0")
-    fallback = sft_trainer_class(on_gpu=False)
-    assert fallback is not SFTTrainer and issubclass(fallback, SFTTrainer)
-    assert sft_trainer_class(on_gpu=True) is SFTTrainer  # a GPU runs TRL's kernel
-    model_loss = losses(fallback)
-    assert len(model_loss) == 2
-    monkeypatch.setattr(trl, "__version__", installed)
-    if Version(installed) >= Version("1.16.0"):
-        assert sft_trainer_class(on_gpu=False) is SFTTrainer
-        assert model_loss == pytest.approx(losses(SFTTrainer), rel=1e-4)
+    assert select_backend(load_recipe("smollm2_135m"), has_cuda=False, has_unsloth=False).trained_positions_loss
+    assert not select_backend(load_recipe("smollm2_135m"), has_cuda=True, has_unsloth=False).trained_positions_loss
+    cpu_trainer = sft_trainer_class(positions_only=True)
+    assert cpu_trainer is not SFTTrainer and issubclass(cpu_trainer, SFTTrainer)
+    assert sft_trainer_class(positions_only=False) is SFTTrainer  # a GPU runs TRL's own loss
+    ours = losses(cpu_trainer)
+    assert len(ours) == 2
+    if Version(trl.__version__) >= Version("1.16.0"):  # TRL 1.15's loss cannot run on a CPU (Triton only)
+        assert ours == pytest.approx(losses(SFTTrainer), rel=1e-4)
