@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="the real chain on CPU with a tiny random model of the recipe's family (runs/RECIPE-tiny)")
     run.add_argument("--stages", help="comma-separated stage prefixes, e.g. 01,03 (default: all)")
     run.add_argument("--run-dir", default="", help="output folder (default runs/RECIPE[-dry-run|-tiny])")
+    run.add_argument("--restart", action="store_true",
+                     help="03 starts training at step 0, deleting its checkpoints (default: continue a killed run)")
     plan = sub.add_parser("plan", help="print the backend, memory plan, 04's RAM/disk and GGUF sizes as one JSON "
                                        "object")
     plan.add_argument("recipe")
@@ -87,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(plan_on_backend(load_recipe(args.recipe), args.backend), indent=2))
         else:
             try:
-                timings = run_recipe(args.recipe, args.dry_run, args.stages, args.run_dir, tiny=args.tiny)
+                timings = run_recipe(args.recipe, args.dry_run, args.stages, args.run_dir, tiny=args.tiny,
+                                     restart=args.restart)
             except StageFailed as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 1

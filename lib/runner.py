@@ -34,7 +34,7 @@ def select_stages(spec: str | None) -> list[str]:
 
 
 def run_recipe(recipe: str, dry_run: bool = False, stages: str | None = None, run_dir: str = "",
-               log=print, tiny: bool = False) -> dict:
+               log=print, tiny: bool = False, restart: bool = False) -> dict:
     """Execute the selected notebooks in order into the run folder; returns per-stage wall times."""
     import papermill
 
@@ -52,7 +52,8 @@ def run_recipe(recipe: str, dry_run: bool = False, stages: str | None = None, ru
         try:
             papermill.execute_notebook(str(source), str(target), cwd=str(NOTEBOOKS_DIR), progress_bar=False,
                                        parameters={"model": recipe, "dry_run": dry_run, "tiny": tiny,
-                                                   "run_dir": str(out_dir)},
+                                                   "run_dir": str(out_dir)}
+                                       | ({"restart": restart} if stage == "03_train" else {}),
                                        kernel_name="python3")
         except papermill.PapermillExecutionError as err:
             raise StageFailed(f"{stage} failed for {recipe}: {err.ename}: {err.evalue}\n"

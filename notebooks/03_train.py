@@ -29,6 +29,7 @@ model = "smollm2_135m"
 dry_run = False
 tiny = False
 run_dir = ""
+restart = False  # True: start training at step 0 (deletes this run's checkpoints); default: continue a killed run
 
 # %%
 import lib.train.unsloth_first  # noqa: F401  first: unsloth (GPU backend only) must patch transformers/TRL/PEFT
@@ -65,9 +66,13 @@ display(facts_table(export_plan_rows(export_plan(cfg.recipe)), title="04 merge +
 
 # %% [markdown]
 # ## Train (or validate on the meta device)
+# A line every ~5 % of the steps shows the loss, tokens/s and the time left. A checkpoint is written every
+# `save_steps`; if this run is killed (Ctrl-C, a Colab disconnect, a preempted instance), running this notebook or
+# `python -m lib run RECIPE --stages 03` again continues from the last complete checkpoint — same adapter as an
+# uninterrupted run — when the recipe and 02's examples are unchanged, and refuses otherwise (`restart` starts over).
 
 # %%
-facts = run_training(cfg, dataset, max_length)
+facts = run_training(cfg, dataset, max_length, restart=restart)
 display(facts_table(facts))
 
 # %% [markdown]
