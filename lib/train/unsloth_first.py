@@ -10,11 +10,13 @@ import transformers: it sits above every other import of 03 (`tests/train/test_u
 from __future__ import annotations
 
 import importlib.util
+import os
 
 
 def import_unsloth_if_it_will_train() -> bool:
-    """Import unsloth when it is installed and a CUDA GPU is present (the Unsloth backend); whether it was."""
-    if importlib.util.find_spec("unsloth") is None:
+    """Import unsloth when it is installed, a CUDA GPU is present and this is not one process of a data-parallel
+    launch (WORLD_SIZE > 1: transformers + PEFT trains, `lib.train.backends.detect_backend`); whether it was."""
+    if importlib.util.find_spec("unsloth") is None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return False
     import torch
 
