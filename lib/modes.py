@@ -122,12 +122,33 @@ class RealRun:
         prompts, rejects = read_prompts(settings.prompts, settings.prompts_format, limit=settings.rows)
         return run_teacher(settings, prompts, verify) | {"prompt_rejects": reject_counts(rejects)}
 
-    def train(self, cfg: RunConfig, dataset, max_length: int, out: Path) -> tuple[dict, dict]:
+    def train(self, cfg: RunConfig, dataset, max_length: int, out: Path, restart: bool = False) -> tuple[dict, dict]:
+        """Train (`train_lora`); on a CPU also measure this process's peak RSS (`cpu_memory`)."""
         recipe, backend = cfg.recipe, self.backend()
         teacher = (self.resolve(recipe.teacher_model_name_or_path, recipe.teacher_revision, teacher=True)
                    if recipe.teacher_model_name_or_path else "")
-        result = train_lora(recipe, self.model_path, dataset, max_length, out, backend, teacher_path=teacher)
-        return training_facts(result, backend), {"adapter": result.adapter_dir, "train_log": out / "train_log.json"}
+        with RssPeak() as rss:
+            result = train_lora(recipe, self.model_path, dataset, max_length, out, backend, teacher_path=teacher,
+                                restart=restart)
+        facts = training_facts(result, backend)
+        if not backend.on_gpu and result.largest_batch:
+            facts["cpu_memory"] = self.cpu_memory(backend, result.largest_batch, rss)
+        return facts, {"adapter": result.adapter_dir, "train_log": out / "train_log.json"}
+
+    def teacher_architecture(self) -> Architecture | None:
+        return load_architecture(self.recipe.teacher_architecture) if self.recipe.teacher_architecture else None
+
+    def cpu_memory(self, backend: Backend, largest_batch: tuple[int, int], rss: RssPeak) -> dict:
+        """The memory plan of the largest micro-batch this run trained next to the process's measured peak RSS
+        (the plan counts the process itself: `cpu_runtime`). The plan at max_length is the worst case; this is
+        the one a measurement can be held against."""
+        plan = memory_plan(self.recipe, backend=backend, architecture=self.architecture(),
+                           teacher_architecture=self.teacher_architecture(), batch=largest_batch).as_dict()
+        peak = rss.peak / 2**30
+        return {"largest_micro_batch_tokens": largest_batch[0], "its_trained_tokens": largest_batch[1],
+                "plan_gib": plan["total_gib"], "peak_rss_gib": round(peak, 3),
+                "plan_error": round(plan["total_gib"] / peak - 1, 3) if peak else None,
+                "rss_before_training_gib": round(rss.before / 2**30, 3), "plan_components_gib": plan["components_gib"]}
 
     def merge(self, cfg: RunConfig, merged_dir: Path, probe_texts: list[str]) -> dict:
         adapter = stage_file(cfg, "03_train", "adapter")
@@ -188,6 +209,9 @@ class TinyRun(RealRun):
     def architecture(self) -> Architecture:
         return tiny_architecture(self.recipe)
 
+    def teacher_architecture(self) -> Architecture | None:
+        return tiny_architecture(self.recipe, teacher=True) if self.recipe.teacher_architecture else None
+
     def base_model_name(self) -> str:
         return hub_id_of(self.recipe.model_name_or_path)  # a packaged model's tiny stand-in is a hub snapshot
 
@@ -195,32 +219,6 @@ class TinyRun(RealRun):
         return {"train_source": self.train_source, "train_rows": self.train_rows, "eval_rows": self.eval_rows,
                 **tiny_summary(self.recipe), "stand_ins": list(self.backend().stand_ins)
                 + ([PACKAGED_BASE_STAND_IN] if self.recipe.model_name_or_path in PACKAGED_GGUF_MODELS else [])}
-
-    def train(self, cfg: RunConfig, dataset, max_length: int, out: Path) -> tuple[dict, dict]:
-        """A real run's training, and the memory plan of the tiny shapes on the CPU next to what this process
-        really grew by while training (its peak RSS over its RSS before).
-
-        The plan at `max_length` is the worst case a step can reach; the collator pads a batch only to its longest
-        example, so the plan at the longest example trained is the one to hold against the measurement."""
-        with RssPeak() as rss:
-            facts, produced = super().train(cfg, dataset, max_length, out)
-        before, peak = rss.before, rss.peak
-        recipe, longest = cfg.recipe, max(len(ids) for ids in dataset["input_ids"])
-
-        def plan(length: int) -> dict:
-            teacher = tiny_architecture(recipe, teacher=True) if recipe.teacher_architecture else None
-            return memory_plan(recipe, length, self.backend(), architecture=tiny_architecture(recipe),
-                               teacher_architecture=teacher).as_dict()
-
-        at_longest = plan(longest)
-        facts["tiny_memory"] = {
-            "plan_at_max_length_gib": plan(max_length)["total_gib"], "longest_example": longest,
-            "plan_at_longest_example_gib": at_longest["total_gib"],
-            "plan_at_longest_example_components_gib": at_longest["components_gib"],
-            "rss_before_training_gib": round(before / 2**30, 2), "peak_rss_gib": round(peak / 2**30, 2),
-            "measured_training_gib": round((peak - before) / 2**30, 2)}
-        return facts, produced
-
 
 
 class DryRun:
@@ -247,7 +245,7 @@ class DryRun:
     def generate_traces(self, settings, read_prompts, verify) -> dict:
         return teacher_not_called(settings, "no prompt is read and no request sent in a dry-run")
 
-    def train(self, cfg: RunConfig, dataset, max_length: int, out: Path) -> tuple[dict, dict]:
+    def train(self, cfg: RunConfig, dataset, max_length: int, out: Path, restart: bool = False) -> tuple[dict, dict]:
         return validate_on_meta_device(cfg.recipe, max_length, out), {}
 
     def merge(self, cfg: RunConfig, merged_dir: Path, probe_texts: list[str]) -> dict:

@@ -85,7 +85,7 @@ def tiny_report(folder: Path) -> dict:
             "tokenizer": config.get("tokenizer"), "stand_ins": config.get("stand_ins", train.get("stand_ins")),
             "backend": train.get("backend"), "steps": train.get("steps"),
             "loss": [train.get("first_loss"), train.get("last_loss")],
-            "memory": train.get("tiny_memory"), "merge": {k: v for k, v in export.items() if k != "sizes"},
+            "memory": train.get("cpu_memory"), "merge": {k: v for k, v in export.items() if k != "sizes"},
             "gguf_expected": expected, "gguf_written": written, "all_gguf_written": bool(expected)
             and sorted(expected) == written, "judged": [r["label"] for r in evaluation.get("results", [])],
             "timings": collect(folder)["timings"]}

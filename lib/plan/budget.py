@@ -13,15 +13,18 @@ TOP_TERMS = 3
 _KEEP_BATCH = "raise gradient_accumulation_steps to keep the batch"
 
 
-def _length_or_batch(plan: MemoryPlan) -> str:
-    return (f"lower max_length ({plan.assumptions['max_length']}) or per_device_train_batch_size "
-            f"({plan.assumptions['per_device_train_batch_size']}; {_KEEP_BATCH})")
+def _length_or_batch(plan: MemoryPlan, recipe: Recipe) -> str:
+    # the recipe's own values: a plan of one measured micro-batch holds it as one row of its tokens
+    return (f"lower max_length ({recipe.max_length}) or per_device_train_batch_size "
+            f"({recipe.per_device_train_batch_size}; {_KEEP_BATCH})")
 
 
 def term_advice(term: str, recipe: Recipe, plan: MemoryPlan) -> str:
     """What shrinks one part of the plan, in the recipe's own keys (concrete for the parts a recipe controls)."""
+    if term == "lora_dropout":
+        return f"lora_dropout: 0 (no dropout copies), or {_length_or_batch(plan, recipe)}"
     if term in ("activations", "logits", "teacher_logits"):
-        advice = _length_or_batch(plan)
+        advice = _length_or_batch(plan, recipe)
         if term == "activations" and not plan.assumptions["gradient_checkpointing"]:
             advice += ", turn on gradient_checkpointing: true"
         return advice
@@ -56,6 +59,6 @@ def budget_verdict(plan: MemoryPlan, recipe: Recipe) -> str | None:
     parts = "; ".join(f"{name} {size / GIB:.2f} GiB: {term_advice(name, recipe, plan)}"
                       for name, size in top_terms(plan))
     return (f"{recipe_source(recipe)}: the memory plan needs {plan.total_bytes / GIB:.2f} GiB ({where}, "
-            f"{plan.assumptions['tokens_per_step']} tokens per step) but vram_budget_gib is "
+            f"{plan.assumptions['tokens_per_step']} tokens per micro-batch) but vram_budget_gib is "
             f"{recipe.vram_budget_gib:g} ({recipe.hardware}). Largest parts, and what shrinks them: {parts}. "
             "Or set allow_over_budget: true to train anyway (python -m lib plan shows every part).")

@@ -137,7 +137,22 @@ DISTILL_STUDENT_BYTES_PER_LOGIT = 4 + 4 + 4 + 3 * FP32 + FP32 + FP32 + 1 + FP32
 # The teacher is no accelerate-prepared model: its logits stay in the compute dtype (held by
 # the trainer for the whole loss).
 
-LOSSES = ("unsloth_fused_ce", "trl_chunked_lm_head", "model_ce", "distillation")
+# "trained_positions_ce": the CPU trainer's loss (lib.train.trained_positions_loss): the model's
+# own cross-entropy, but the LM head runs only at the trained positions, so the per-element
+# bytes of "model_ce" count only trained tokens, plus the gathered hidden states (compute
+# dtype) those positions are projected from.
+LOSSES = ("unsloth_fused_ce", "trl_chunked_lm_head", "model_ce", "trained_positions_ce", "distillation")
+# A CPU run's process before any weights: Python with torch, transformers, TRL, PEFT, datasets
+# and pyarrow imported, the tokenizer loaded (what a GPU run's CUDA context is to its card).
+# Measured: RSS of a fresh interpreter after those imports, torch 2.13 CPU, transformers 5.23,
+# TRL 1.16 (CPU_RUNTIME_NOTE says how).
+# Measured 0.45-0.50 GiB (psutil RSS after those imports and AutoTokenizer.from_pretrained of SmolLM2).
+CPU_RUNTIME_BYTES = int(0.5 * GIB)
+# With lora_dropout > 0 every LoRA module's A multiplies a new tensor, dropout(x): autograd keeps
+# it for A's weight gradient (in_features, compute dtype), and the dropout keeps its mask until
+# the backward (1 byte per element: nn.Dropout's bool mask, lib.train.lora_dropout's too). With
+# LoRA on all 7 projections of SmolLM2 that is as much again as the layer's own saved tensors.
+DROPOUT_MASK_BYTES = 1
 
 CHECKPOINT_MODES = (False, True, "unsloth")
 
@@ -226,6 +241,12 @@ def _backward_transient_elems_per_token(arch: Architecture) -> int:
     return 2 * arch.hidden_size + arch.intermediate_size
 
 
+def lora_dropout_bytes_per_token(arch: Architecture, lora_target_modules: list[str], dtype_bytes: int) -> int:
+    """One layer's dropout(x) copies and masks kept for the backward, per token (see DROPOUT_MASK_BYTES)."""
+    inputs = sum(getattr(arch, LORA_MODULES[m][0]) for m in lora_target_modules if m in LORA_MODULES)
+    return inputs * (dtype_bytes + DROPOUT_MASK_BYTES)
+
+
 def activation_bytes(arch: Architecture, tokens: int, gradient_checkpointing: bool | str,
                      backend: str = UNSLOTH, dtype_bytes: int = BYTES_16BIT) -> int:
     """Activation memory for `tokens` = batch * max_length, by checkpointing mode and stack.
@@ -272,8 +293,11 @@ def _model_ce_bytes_per_logit(dtype_bytes: int) -> int:
 
 
 def logits_bytes(arch: Architecture, batch: int, max_length: int, loss: str, dtype_bytes: int = BYTES_16BIT,
-                 on_gpu: bool = True, lm_head_fp32: bool = False) -> int:
+                 on_gpu: bool = True, lm_head_fp32: bool = False, trained_tokens: int | None = None) -> int:
     """Memory taken by the LM-head logits and the loss, by the way `loss` computes them (see the constants).
+
+    trained_tokens: how many of the batch's tokens are trained (the loss "trained_positions_ce" projects only
+    those); None: all of them, the worst case.
 
     lm_head_fp32: peft's k-bit preparation left the LM head in fp32, so TRL's chunked head
     casts each 32768-row slice of it to the compute dtype (one slice copy at a time).
@@ -290,16 +314,22 @@ def logits_bytes(arch: Architecture, batch: int, max_length: int, loss: str, dty
         return tile_bytes + tokens * per_token + head_slice
     if loss == "model_ce":
         return tokens * vocab * _model_ce_bytes_per_logit(dtype_bytes)
+    if loss == "trained_positions_ce":
+        trained = tokens if trained_tokens is None else trained_tokens
+        return trained * (vocab * _model_ce_bytes_per_logit(dtype_bytes) + hidden * dtype_bytes)
     if loss == "distillation":
         return tokens * vocab * DISTILL_STUDENT_BYTES_PER_LOGIT
     raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
 
 
-def default_loss(backend: str, distillation: bool) -> str:
-    """The loss each stack runs: distillation's own on full logits, else Unsloth's fused CE or TRL's chunked head."""
+def default_loss(backend: str, distillation: bool, on_gpu: bool = True) -> str:
+    """The loss each stack runs: distillation's own on full logits, else Unsloth's fused CE, TRL's chunked head on
+    a GPU, or the CPU trainer's trained-positions CE (lib.train.backends.sft_trainer_class)."""
     if distillation:
         return "distillation"
-    return "unsloth_fused_ce" if backend == UNSLOTH else "trl_chunked_lm_head"
+    if backend == UNSLOTH:
+        return "unsloth_fused_ce"
+    return "trl_chunked_lm_head" if on_gpu else "trained_positions_ce"
 
 
 def _largest_linear(arch: Architecture) -> int:
@@ -343,6 +373,8 @@ def plan_training_memory(
     on_gpu: bool = True,
     dtype_bytes: int = BYTES_16BIT,
     loss: str | None = None,
+    trained_tokens: int | None = None,
+    lora_dropout: float = 0.0,
 ) -> MemoryPlan:
     """Peak memory for one training step of a LoRA/QLoRA student, with an optional teacher, on `backend`.
 
@@ -358,7 +390,7 @@ def plan_training_memory(
     if max_length <= 0 or per_device_train_batch_size <= 0:
         raise ValueError("max_length and per_device_train_batch_size must be positive")
     _check_stack(backend, on_gpu, load_in_4bit, teacher is not None and teacher_load_in_4bit)
-    loss = loss or default_loss(backend, teacher is not None)
+    loss = loss or default_loss(backend, teacher is not None, on_gpu)
     lora = lora_parameter_count(arch, lora_r, lora_target_modules)
     tokens = per_device_train_batch_size * max_length
     peft_prepared = backend == TRANSFORMERS and load_in_4bit  # prepare_model_for_kbit_training runs
@@ -367,8 +399,12 @@ def plan_training_memory(
     components["lora_grads"] = lora * LORA_GRAD_BYTES
     components["optimizer_state"] = int(lora * OPTIMIZER_STATE_BYTES[optim])
     components["activations"] = activation_bytes(arch, tokens, gradient_checkpointing, backend, dtype_bytes)
+    if lora_dropout > 0:  # kept per layer like the activations: every layer without checkpointing, else one
+        layers = arch.num_hidden_layers if gradient_checkpointing is False else 1
+        components["lora_dropout"] = tokens * layers * lora_dropout_bytes_per_token(arch, lora_target_modules,
+                                                                                     dtype_bytes)
     components["logits"] = logits_bytes(arch, per_device_train_batch_size, max_length, loss, dtype_bytes, on_gpu,
-                                        lm_head_fp32=peft_prepared)
+                                        lm_head_fp32=peft_prepared, trained_tokens=trained_tokens)
     components["dequant_workspace"] = _dequant_workspace_bytes(arch, load_in_4bit, teacher, teacher_load_in_4bit,
                                                                dtype_bytes)
     if teacher is not None:
@@ -383,6 +419,8 @@ def plan_training_memory(
         components["teacher_logits"] = tokens * teacher.vocab_size * dtype_bytes
     if on_gpu:
         components["cuda_context"] = CUDA_CONTEXT_BYTES
+    else:
+        components["cpu_runtime"] = CPU_RUNTIME_BYTES
     total = sum(components.values())
     budget = int(budget_gib * GIB)
     assumptions = {
@@ -394,6 +432,7 @@ def plan_training_memory(
         "nf4_bytes_per_param": round(NF4_BYTES_PER_PARAM, 6),
         "dtype_bytes": dtype_bytes,
         "lora_params": lora,
+        "lora_dropout": lora_dropout,
         "optim": optim,
         "max_length": max_length,
         "per_device_train_batch_size": per_device_train_batch_size,
@@ -409,5 +448,6 @@ _LOSS_NOTES = {
     "unsloth_fused_ce": f"Unsloth's fused CE ({UNSLOTH_CE_CHUNK_TOKENS}-token chunks, fp32 + fp32 grad)",
     "trl_chunked_lm_head": f"TRL's chunked LM head ({TRL_TOKEN_CHUNK} x {TRL_VOCAB_CHUNK} tiles), no full logits",
     "model_ce": f"the model's own CE on full logits, {HF_LOGIT_BYTES_PER_ELEMENT} B per (token, vocab) element (bf16)",
+    "trained_positions_ce": "the model's own CE at the trained positions only (the CPU trainer)",
     "distillation": f"full student logits + KD loss, {DISTILL_STUDENT_BYTES_PER_LOGIT} B per (token, vocab) element",
 }

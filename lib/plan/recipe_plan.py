@@ -65,21 +65,28 @@ def backend_facts(backend: PlannedBackend, how_decided: str = "") -> dict:
 
 def memory_plan(recipe: Recipe, max_length: int | None = None, backend: PlannedBackend | None = None,
                 architecture: Architecture | None = None,
-                teacher_architecture: Architecture | None = None) -> MemoryPlan:
+                teacher_architecture: Architecture | None = None,
+                batch: tuple[int, int] | None = None) -> MemoryPlan:
     """Peak training memory of `recipe` on `backend` (weights, LoRA, optimizer, activations, logits), at
     `max_length` tokens per example (default: the recipe's; 02_masking may choose another under `fit`).
 
     backend: what `lib.train.backends.planned_backend(recipe)` returns; None means Unsloth on the recipe's GPU
     (`gpu_unsloth_backend`). architecture / teacher_architecture: other shapes than the recipe's (e.g. a --tiny
     run's shrunk model, from `lib.architectures.architecture_from_config`); the recipe's otherwise.
+    batch: (tokens, trained tokens) of one real micro-batch — e.g. the largest a run trained, to set the plan next
+    to its measured peak; None plans the worst case, per_device_train_batch_size x max_length tokens, all trained.
     """
     backend = backend or gpu_unsloth_backend(recipe)
+    per_device, trained = recipe.per_device_train_batch_size, None
+    if batch is not None:  # one row of batch[0] tokens (a padding-free micro-batch is one row)
+        max_length, per_device, trained = batch[0], 1, batch[1]
     teacher = teacher_architecture or (load_architecture(recipe.teacher_architecture)
                                        if recipe.teacher_architecture else None)
     return plan_training_memory(
         architecture or load_architecture(recipe.architecture), load_in_4bit=backend.load_in_4bit,
         lora_r=recipe.lora_r, lora_target_modules=list(recipe.lora_target_modules), optim=backend.optim,
-        max_length=max_length or recipe.max_length, per_device_train_batch_size=recipe.per_device_train_batch_size,
+        max_length=max_length or recipe.max_length, per_device_train_batch_size=per_device,
+        trained_tokens=trained, lora_dropout=recipe.lora_dropout,
         gradient_checkpointing=backend.gradient_checkpointing, budget_gib=recipe.vram_budget_gib, teacher=teacher,
         teacher_load_in_4bit=backend.teacher_load_in_4bit, backend=backend.name, on_gpu=backend.on_gpu,
         dtype_bytes=DTYPE_BYTES[recipe.torch_dtype])

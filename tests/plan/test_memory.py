@@ -8,7 +8,8 @@ import json
 import pytest
 
 from lib.architectures import LORA_MODULES, architecture_from_config, load_architecture, lora_parameter_count
-from lib.plan.memory import (GIB, NF4_BYTES_PER_PARAM, TRANSFORMERS, UNSLOTH, MemoryPlan, plan_training_memory)
+from lib.plan.memory import (CPU_RUNTIME_BYTES, GIB, NF4_BYTES_PER_PARAM, TRANSFORMERS, UNSLOTH, MemoryPlan,
+                             plan_training_memory)
 from lib.plan.recipe_plan import memory_plan
 from lib.recipe import load_recipe
 from lib.train.backends import select_backend
@@ -55,13 +56,32 @@ def test_a_small_cpu_run_on_transformers_peft_by_hand():
         # per token: 2 layer inputs (64 x 4 B) + one layer's saved tensors (6h + 2kv + 4i = 960 elements x 4 B, plus
         # the RMSNorms' 4 fp32 copies of h: 1024 B) + the backward's transient (2h + i = 256 elements x 4 B)
         "activations": 16 * (2 * 256 + 960 * 4 + 1024 + 256 * 4),
-        # TRL's tile (16 tokens x the 1000-entry vocabulary) in fp32 plus its 29 B/element torch-fallback
-        # temporaries, and per token the saved hidden + its gradient cast back (2 x 64 x 4 B) + the fp32 gradient
-        "logits": 16 * 1000 * (4 + 29) + 16 * 64 * (2 * 4 + 4),
+        # the CPU trainer's loss at every one of the 16 tokens (the worst case: all trained): fp32 logits, the saved
+        # log-softmax and the gradient (3 x 4 B per vocabulary entry) and the gathered hidden state (64 x 4 B)
+        "logits": 16 * (1000 * 12 + 64 * 4),
         "dequant_workspace": 0,
-    }  # and no cuda_context: a CPU run
-    assert plan.total_bytes == 1_479_552
-    assert plan.assumptions["device"] == "cpu" and plan.assumptions["loss"] == "trl_chunked_lm_head"
+        "cpu_runtime": CPU_RUNTIME_BYTES,  # the process itself, where a GPU run has its cuda_context
+    }
+    assert plan.total_bytes == 1_135_360 + CPU_RUNTIME_BYTES
+    assert plan.assumptions["device"] == "cpu" and plan.assumptions["loss"] == "trained_positions_ce"
+    # only trained tokens are projected: half of them trained, half the logits
+    assert _small(load_in_4bit=False, optim="adamw_torch", gradient_checkpointing=True, backend=TRANSFORMERS,
+                  on_gpu=False, dtype_bytes=4, trained_tokens=8).components["logits"] == 8 * (1000 * 12 + 64 * 4)
+    # TRL's chunked head, when asked for: its tile (16 tokens x the 1000-entry vocabulary) in fp32 plus its
+    # 29 B/element torch-fallback temporaries, and per token the saved hidden + its gradient cast back + fp32 grad
+    trl = _small(load_in_4bit=False, optim="adamw_torch", gradient_checkpointing=True, backend=TRANSFORMERS,
+                 on_gpu=False, dtype_bytes=4, loss="trl_chunked_lm_head")
+    assert trl.components["logits"] == 16 * 1000 * (4 + 29) + 16 * 64 * (2 * 4 + 4)
+
+
+def test_lora_dropout_keeps_each_modules_input_copy_and_mask():
+    kwargs = dict(load_in_4bit=False, optim="adamw_torch", backend=TRANSFORMERS, on_gpu=False, dtype_bytes=4)
+    # q_proj and v_proj both take h = 64 inputs: 128 per layer x (4 B + a 1-byte mask), per token
+    per_layer = 2 * 64 * (4 + 1)
+    assert _small(gradient_checkpointing=False, lora_dropout=0.1, **kwargs).components["lora_dropout"] == \
+        16 * SMALL.num_hidden_layers * per_layer
+    assert _small(gradient_checkpointing=True, lora_dropout=0.1, **kwargs).components["lora_dropout"] == 16 * per_layer
+    assert "lora_dropout" not in _small(gradient_checkpointing=False, **kwargs).components
 
 
 def test_a_small_qlora_run_on_unsloth_by_hand():
@@ -161,12 +181,13 @@ def test_a_recipe_on_transformers_peft_holds_more_logits_than_on_unsloth_at_long
     assert on[TRANSFORMERS].total_bytes > on[UNSLOTH].total_bytes
 
 
-def test_a_cpu_plan_has_no_cuda_context_and_its_loss_takes_the_torch_fallback():
+def test_a_cpu_plan_counts_the_process_not_a_cuda_context_and_its_own_loss():
     recipe = load_recipe("smollm2_135m")
     cpu = memory_plan(recipe, backend=select_backend(recipe, has_cuda=False, has_unsloth=False))
     gpu = memory_plan(recipe, backend=select_backend(recipe, has_cuda=True, has_unsloth=False))
     assert "cuda_context" not in cpu.components and gpu.components["cuda_context"] == GIB
-    assert cpu.components["logits"] - gpu.components["logits"] == 512 * 32768 * 29  # fp32 temporaries per tile element
+    assert cpu.components["cpu_runtime"] == CPU_RUNTIME_BYTES and "cpu_runtime" not in gpu.components
+    assert (cpu.assumptions["loss"], gpu.assumptions["loss"]) == ("trained_positions_ce", "trl_chunked_lm_head")
     assert cpu.assumptions["dtype_bytes"] == 4  # the recipe's float32
 
 
