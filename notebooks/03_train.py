@@ -68,8 +68,9 @@ display(facts_table(export_plan_rows(export_plan(cfg.recipe)), title="04 merge +
 # ## Train (or validate on the meta device)
 # A line every ~5 % of the steps shows the loss, tokens/s and the time left. A checkpoint is written every
 # `save_steps`; if this run is killed (Ctrl-C, a Colab disconnect, a preempted instance), running this notebook or
-# `python -m lib run RECIPE --stages 03` again continues from the last complete checkpoint — same adapter as an
-# uninterrupted run — when the recipe and 02's examples are unchanged, and refuses otherwise (`restart` starts over).
+# `python -m lib run RECIPE --stages 03` again continues from the last complete checkpoint — on a CPU the same adapter
+# as an uninterrupted run, on a GPU as close as its non-deterministic kernels allow — when the recipe and 02's
+# examples are unchanged, and refuses otherwise (`restart` starts over). A finished run, run again, trains anew.
 
 # %%
 facts = run_training(cfg, dataset, max_length, restart=restart)

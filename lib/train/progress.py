@@ -13,6 +13,7 @@ import time
 
 def progress_line(step: int, max_steps: int, loss: float | None, tokens_per_s: float | None, elapsed: float,
                   remaining: float | None) -> str:
+    """One progress line; the loss and tokens/s are left out until known."""
     parts = [f"step {step}/{max_steps} ({100 * step / max_steps:.0f} %)"]
     if loss is not None:
         parts.append(f"loss {loss:.3f}")
@@ -45,7 +46,7 @@ def progress_callback(tokens_per_example: float, every_share: float = 0.05, prin
             self.every = max(1, round(state.max_steps * every_share))
             self.examples_per_step = (args.per_device_train_batch_size * args.gradient_accumulation_steps
                                       * args.world_size)
-            if state.global_step:
+            if state.global_step and state.is_world_process_zero:
                 print_fn(f"resumed at step {state.global_step}/{state.max_steps}")
 
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -54,7 +55,7 @@ def progress_callback(tokens_per_example: float, every_share: float = 0.05, prin
 
         def on_step_end(self, args, state, control, **kwargs):
             step = state.global_step
-            if step % self.every and step != state.max_steps:
+            if not state.is_world_process_zero or (step % self.every and step != state.max_steps):
                 return control
             elapsed, done = time.time() - self.start, step - self.first_step
             rate = done / elapsed if elapsed > 0 else 0.0

@@ -1,8 +1,9 @@
 """Resume 03 after a kill: find the last *complete* checkpoint of the same recipe and data, or refuse.
 
-Usage: ``fingerprint = training_fingerprint(recipe, dataset, backend)``;
+Usage: ``fingerprint = training_fingerprint(recipe, dataset, backend.as_dict(), processes)``;
 ``start, notes = resume_point(checkpoints_dir, fingerprint, restart=False)``;
-``trainer.add_callback(CheckpointMarker(fingerprint))``; ``trainer.train(resume_from_checkpoint=start)``
+``trainer.add_callback(checkpoint_marker_callback(fingerprint))``; ``trainer.train(resume_from_checkpoint=start)``;
+after the adapter is saved, ``mark_finished(checkpoints_dir, fingerprint)``
 
 transformers' `Trainer` writes ``checkpoint-N/`` file by file (adapter, optimizer, scheduler, RNG states, trainer
 state) straight under its final name, so a kill while saving leaves a folder that looks like a checkpoint. Here a
@@ -10,7 +11,8 @@ checkpoint counts only once `CheckpointMarker` has written ``thinkdistill_checkp
 Trainer's last file — atomically; the marker carries the fingerprint of what was trained (the recipe's keys that can
 change the adapter, the backend, the masked examples), so a checkpoint of other data or settings is never
 continued silently. The Trainer itself restores the weights, optimizer, scheduler, RNG states and the position in
-the data (it skips the batches already trained), which makes a resumed CPU run end with the same adapter.
+the data (it skips the batches already trained), which makes a resumed CPU run end with the same adapter. A run
+that finished (``thinkdistill_finished.json``) is not continued: running 03 again trains anew.
 """
 from __future__ import annotations
 
@@ -25,20 +27,31 @@ from lib.paths import atomic_write_text
 from lib.recipe import ParamsError, Recipe
 
 MARKER = "thinkdistill_checkpoint.json"
+FINISHED = "thinkdistill_finished.json"  # in the checkpoints folder once the run's adapter is saved
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-# recipe keys that cannot change the trained adapter: what is judged, exported, logged or planned, and where
-_NOT_TRAINING = frozenset({"description", "hardware", "vram_budget_gib", "allow_over_budget", "logging_steps",
-                           "save_steps", "quant_types", "dry_run_dataset_path", "eval_dataset_path"})
+# recipe keys that cannot change the trained adapter beyond what the data fingerprint already holds: what is judged,
+# exported, logged or planned, and the data stage's keys (01/02 write the examples; their hash is compared)
+_NOT_TRAINING = frozenset({
+    "description", "hardware", "vram_budget_gib", "allow_over_budget", "logging_steps", "save_steps",
+    "holdout_eval_steps", "quant_types", "dataset_format", "dataset_fields", "dataset_path", "dataset_split",
+    "dataset_config", "dry_run_dataset_path", "train_rows", "system_prompt", "overlong_policy", "fit_percentile",
+    "verify_answers", "near_duplicate_threshold", "decontaminate_against", "decontamination_ngram",
+    "decontamination_min_overlap", "max_reject_fraction", "teacher_generation", "assistant_turns",
+    "tokenizer_fixture", "chat_format", "plain_format", "chat_template_kwargs"})
 
 
 class ResumeRefused(ParamsError):
     """The run folder holds checkpoints of another recipe or other data; the message says how to go on."""
 
 
+def training_keys(recipe: Recipe) -> dict:
+    """The recipe's keys that can change the adapter trained on given examples (JSON-ready)."""
+    return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(recipe).items()
+                                  if k not in _NOT_TRAINING and not k.startswith("eval_")}, default=str))
+
+
 def recipe_fingerprint(recipe: Recipe) -> str:
-    keys = {k: v for k, v in dataclasses.asdict(recipe).items()
-            if k not in _NOT_TRAINING and not k.startswith("eval_")}
-    return _sha(json.dumps(keys, sort_keys=True, default=str).encode())
+    return _sha(json.dumps(training_keys(recipe), sort_keys=True).encode())
 
 
 def data_fingerprint(dataset) -> str:
@@ -55,11 +68,13 @@ def data_fingerprint(dataset) -> str:
     return digest.hexdigest()[:16]
 
 
-def training_fingerprint(recipe: Recipe, dataset, backend_facts: dict) -> dict:
-    """What a checkpoint must have been trained from to be continued."""
+def training_fingerprint(recipe: Recipe, dataset, backend_facts: dict, processes: int = 1) -> dict:
+    """What a checkpoint must have been trained from to be continued: the recipe's training keys (kept whole, so a
+    refusal can name what changed), the backend, the examples, and the data-parallel processes (the Trainer's
+    position in the data and its per-rank RNG states hold only for the same number)."""
     backend = {k: v for k, v in backend_facts.items() if k != "stand_ins"}
-    return {"recipe": recipe.name, "recipe_sha": recipe_fingerprint(recipe), "data_sha": data_fingerprint(dataset),
-            "backend_sha": _sha(json.dumps(backend, sort_keys=True).encode())}
+    return {"recipe": recipe.name, "recipe_keys": training_keys(recipe), "data_sha": data_fingerprint(dataset),
+            "backend": backend, "processes": processes}
 
 
 def checkpoints(folder: Path) -> list[tuple[int, Path]]:
@@ -70,6 +85,7 @@ def checkpoints(folder: Path) -> list[tuple[int, Path]]:
 
 
 def read_marker(checkpoint: Path) -> dict | None:
+    """The fingerprint a complete checkpoint was marked with; None for an incomplete one."""
     path = checkpoint / MARKER
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -78,50 +94,88 @@ def resume_point(folder: Path, fingerprint: dict, restart: bool = False,
                  may_delete: bool = True) -> tuple[Path | None, list[str]]:
     """(the checkpoint to continue from or None, what was found and done — for the stage's output and manifest).
 
-    `restart`: delete every checkpoint and start at step 0. Otherwise incomplete checkpoints (no marker: killed
-    while saving) are deleted and named; the newest complete one is continued if its fingerprint matches, and a
-    mismatch raises `ResumeRefused` naming what differs and how to go on. Of data-parallel processes only the
-    main one deletes (`may_delete`); the others pick the same checkpoint."""
+    `restart`, or a run that finished (its adapter saved): delete every checkpoint and start at step 0. Otherwise
+    incomplete checkpoints (no marker: killed while saving, or written before markers existed) are deleted and
+    named; the newest complete one is continued if its fingerprint matches, and a mismatch raises `ResumeRefused`
+    naming what differs and how to go on. Of data-parallel processes only the main one deletes (`may_delete`); the
+    others pick the same checkpoint."""
     folder = Path(folder)
     found = checkpoints(folder)
-    if restart:
-        if found and may_delete:
-            shutil.rmtree(folder)
-        return None, [f"restart: deleted {len(found)} checkpoint(s) in {folder}"] if found else []
+    finished = (folder / FINISHED).is_file()
+    if restart or finished:
+        if (found or finished) and may_delete:
+            _delete(folder)
+        why = "restart" if restart else "the last run finished"
+        return None, [f"{why}: deleted {len(found)} checkpoint(s) in {folder}; training from step 0"] \
+            if found and may_delete else []
     notes, complete = [], []
     for step, path in found:
         if read_marker(path) is None:
             if may_delete:
-                shutil.rmtree(path)
-            notes.append(f"{path.name}: incomplete (killed while saving), deleted")
+                _delete(path)
+                notes.append(f"{path.name}: no completion marker (killed while saving, or written by an older "
+                             "version), deleted")
         else:
             complete.append((step, path))
     if not complete:
         return None, notes
     step, path = complete[-1]
-    marker = read_marker(path)
-    differs = [k for k in ("recipe", "recipe_sha", "data_sha", "backend_sha") if marker.get(k) != fingerprint[k]]
+    differs = fingerprint_differences(read_marker(path), fingerprint)
     if differs:
-        what = {"recipe": "the recipe", "recipe_sha": "the recipe's training keys",
-                "data_sha": "the masked examples (02's output)", "backend_sha": "the training backend"}
         raise ResumeRefused(
-            f"{path} was trained with other settings ({', '.join(what[k] for k in differs)} differ), so 03 will not "
-            f"continue it. Start over with `python -m lib run {fingerprint['recipe']} --stages 03 --restart` "
-            f"(notebook: -p restart True; deletes {folder}), or keep it and use another --run-dir.")
+            f"{path} was trained with other settings ({'; '.join(differs)}), so 03 will not continue it. Run 03 "
+            f"again with restart to start over and delete {folder} (the same command with --restart, or the "
+            "notebook with -p restart True), or put the recipe back as it was to continue.")
     return path, notes + [f"resuming from {path.name} (step {step})"]
 
 
+def fingerprint_differences(old: dict, new: dict) -> list[str]:
+    """What differs between a checkpoint's fingerprint and this run's, in words (`key: old -> new`)."""
+    found = []
+    if old.get("recipe") != new["recipe"]:
+        found.append(f"recipe: {old.get('recipe')} -> {new['recipe']}")
+    keys_old, keys_new = old.get("recipe_keys") or {}, new["recipe_keys"]
+    found += [f"{k}: {keys_old.get(k)!r} -> {keys_new.get(k)!r}" for k in sorted(set(keys_old) | set(keys_new))
+              if keys_old.get(k) != keys_new.get(k)]
+    if old.get("data_sha") != new["data_sha"]:
+        found.append("the masked examples (02's output) changed")
+    if old.get("backend") != new["backend"]:
+        found.append(f"backend: {old.get('backend')} -> {new['backend']}")
+    if old.get("processes") != new["processes"]:
+        found.append(f"data-parallel processes: {old.get('processes')} -> {new['processes']}")
+    return found
+
+
+def mark_finished(folder: Path, fingerprint: dict) -> None:
+    """The run's adapter is saved: 03 run again trains anew rather than continuing a finished run."""
+    atomic_write_text(Path(folder) / FINISHED, json.dumps(fingerprint, indent=1))
+
+
+def _delete(path: Path) -> None:
+    """Rename away, then delete: a kill while deleting never leaves a marked checkpoint missing some of its files."""
+    doomed = path.with_name(f".{path.name}.deleting")
+    shutil.rmtree(doomed, ignore_errors=True)
+    path.rename(doomed)
+    shutil.rmtree(doomed)
+
+
 def write_marker(checkpoint: Path, fingerprint: dict, step: int) -> None:
+    """Mark `checkpoint` complete (atomically): what it was trained from, and its step."""
     atomic_write_text(Path(checkpoint) / MARKER, json.dumps({**fingerprint, "step": step}, indent=1))
 
 
 def checkpoint_marker_callback(fingerprint: dict):
     """A `TrainerCallback` that marks each checkpoint complete once the Trainer has written all of it (``on_save``
-    runs after the Trainer's last file). Only the main process writes (DDP: every rank saves the same state)."""
+    runs after the Trainer's last file). Data-parallel: every rank writes its own RNG state, so all wait for all
+    (a barrier) before the main process alone writes the marker."""
     from transformers import TrainerCallback
 
     class CheckpointMarker(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.barrier()
             if state.is_world_process_zero:
                 write_marker(Path(args.output_dir) / f"checkpoint-{state.global_step}", fingerprint,
                              state.global_step)

@@ -89,18 +89,23 @@ def test_killed_twice_resumed_equals_uninterrupted(tiny_model, tmp_path):
 
 
 @pytest.mark.slow
-def test_other_data_is_refused_and_restart_starts_over(tiny_model, tmp_path):
-    spec = {"model_dir": str(tiny_model), "out": str(tmp_path / "run"), "recipe": {"max_steps": 2}}
-    finish(spec)
+def test_other_data_is_refused_restart_starts_over_and_a_finished_run_trains_anew(tiny_model, tmp_path):
+    spec = {"model_dir": str(tiny_model), "out": str(tmp_path / "run")}
+    proc = start(spec | {"kill_in_save_at": 4})  # leaves checkpoint-2, complete
+    proc.communicate(timeout=600)
     proc = start(spec | {"data_seed": 1})
     _, err = proc.communicate(timeout=600)
-    assert proc.returncode != 0 and "the masked examples (02's output)" in err and "--restart" in err
+    assert proc.returncode != 0 and "the masked examples (02's output) changed" in err and "--restart" in err
     again = finish(spec | {"data_seed": 1, "restart": True})
-    assert again["resumed_from"] == "" and again["steps"] == 2
+    assert again["resumed_from"] == "" and again["steps"] == 8
+    # finished: the same command trains anew instead of resuming at the last step (or refusing other settings)
+    anew = finish(spec | {"data_seed": 2})
+    assert anew["resumed_from"] == "" and anew["steps"] == 8 and len(anew["losses"]) == 8
 
 
 def test_resume_point_rules(tmp_path):
-    fingerprint = {"recipe": "r", "recipe_sha": "a", "data_sha": "b", "backend_sha": "c"}
+    fingerprint = {"recipe": "r", "recipe_keys": {"learning_rate": 0.001}, "data_sha": "b", "backend": {},
+                   "processes": 1}
     folder = tmp_path / "checkpoints"
     assert resume_point(folder, fingerprint) == (None, [])
     for step, complete in [(2, True), (4, True), (6, False)]:
@@ -110,11 +115,17 @@ def test_resume_point_rules(tmp_path):
     (folder / "checkpoint-x").mkdir()  # not the Trainer's: left alone
     start_from, notes = resume_point(folder, fingerprint)
     assert start_from == folder / "checkpoint-4" and not (folder / "checkpoint-6").exists()
-    assert notes == ["checkpoint-6: incomplete (killed while saving), deleted", "resuming from checkpoint-4 (step 4)"]
-    with pytest.raises(ResumeRefused, match="the recipe's training keys differ"):
-        resume_point(folder, fingerprint | {"recipe_sha": "z"})
-    assert resume_point(folder, fingerprint, restart=True) == (None, [f"restart: deleted 2 checkpoint(s) in {folder}"])
-    assert not folder.exists()
+    assert notes == ["checkpoint-6: no completion marker (killed while saving, or written by an older version), "
+                     "deleted", "resuming from checkpoint-4 (step 4)"]
+    other = fingerprint | {"recipe_keys": {"learning_rate": 0.002}, "processes": 2}
+    with pytest.raises(ResumeRefused, match=r"learning_rate: 0.001 -> 0.002; data-parallel processes: 1 -> 2"):
+        resume_point(folder, other)
+    # another process of a data-parallel run picks the same checkpoint and deletes nothing
+    assert resume_point(folder, fingerprint, restart=True, may_delete=False) == (None, [])
+    assert (folder / "checkpoint-4").is_dir()
+    assert resume_point(folder, fingerprint, restart=True) == (
+        None, [f"restart: deleted 2 checkpoint(s) in {folder}; training from step 0"])
+    assert not folder.exists() and not list(tmp_path.glob(".checkpoints*"))
 
 
 def test_what_cannot_change_the_adapter_does_not_block_a_resume():
