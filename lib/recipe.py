@@ -106,6 +106,11 @@ class Recipe:
     logging_steps: int = 5
     save_steps: int = 100
     seed: int = 3407
+    # of 02's masked examples, this many (a seeded draw) are kept out of training and their loss logged every
+    # holdout_eval_steps (0: save_steps); keep_best_checkpoint loads the checkpoint with the lowest one at the end
+    holdout_rows: int = 0
+    holdout_eval_steps: int = 0
+    keep_best_checkpoint: bool = False
 
     # --- Distillation (logit-level KD; empty teacher = plain SFT) ---
     teacher_model_name_or_path: str = ""
@@ -206,10 +211,27 @@ def recipe_from_dict(raw: dict, source: str = "<dict>") -> Recipe:
     if recipe.eval_ablation_file and recipe.eval_ablation_file not in recipe.gguf_files():
         raise ParamsError(f"{source}: eval_ablation_file: {recipe.eval_ablation_file!r} is not an exported file; "
                           f"use one of F16, {', '.join(recipe.quant_types)}")
+    _check_holdout_keys(recipe, source)
     if recipe.chat_format == "plain" and not recipe.plain_format:
         raise ParamsError(f"{source}: chat_format: plain needs plain_format (a pattern with {{problem}} "
                           "{thinking} {solution})")
     return recipe
+
+
+def holdout_eval_steps(recipe: Recipe) -> int:
+    """Steps between two evaluations of the held-out loss."""
+    return recipe.holdout_eval_steps or recipe.save_steps
+
+
+def _check_holdout_keys(recipe: Recipe, source: str) -> None:
+    if recipe.holdout_rows < 0 or recipe.holdout_eval_steps < 0:
+        raise ParamsError(f"{source}: holdout_rows and holdout_eval_steps must be >= 0")
+    if recipe.keep_best_checkpoint and not recipe.holdout_rows:
+        raise ParamsError(f"{source}: keep_best_checkpoint: true needs holdout_rows > 0 (the loss it picks by)")
+    if recipe.keep_best_checkpoint and recipe.save_steps % holdout_eval_steps(recipe):
+        raise ParamsError(f"{source}: keep_best_checkpoint: save_steps ({recipe.save_steps}) must be a multiple of "
+                          f"holdout_eval_steps ({recipe.holdout_eval_steps}): a checkpoint is kept only where the "
+                          "held-out loss was measured")
 
 
 def _check_data_keys(recipe: Recipe, source: str) -> None:

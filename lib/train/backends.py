@@ -21,7 +21,7 @@ from pathlib import Path
 from lib.architectures import build_hf_config, load_architecture, parameter_count
 from lib.paths import atomic_write_text
 from lib.plan.memory import TRANSFORMERS, UNSLOTH  # the backends' names: one place, the plan's
-from lib.recipe import Recipe
+from lib.recipe import Recipe, holdout_eval_steps
 from lib.train import distill_trainer, resume
 from lib.train.lora_dropout import use_fast_lora_dropout
 from lib.train.packed_attention import register_packed_attention
@@ -106,9 +106,13 @@ def select_backend(recipe: Recipe, has_cuda: bool, has_unsloth: bool, stand_ins_
         # on a CPU, a CPU recipe's real path is transformers + PEFT already: nothing stands in for it
         if stand_ins_allowed and not has_cuda and targets_gpu(recipe):
             stand_ins.append("Unsloth FastLanguageModel (needs a CUDA GPU) -> transformers + PEFT")
+    distilling = bool(recipe.teacher_model_name_or_path)
+    # the CPU speed-ups (benchmarks/train_speed.py): measured on a CPU only; a GPU keeps TRL's, Unsloth's and
+    # flash-attention's own paths
     return Backend(name, has_cuda, load_in_4bit, teacher_4bit, optim, checkpointing, tuple(stand_ins),
-                   packed_attention=recipe.padding_free and name == TRANSFORMERS,
-                   fast_lora_dropout=not has_cuda and recipe.lora_dropout > 0, trained_positions_loss=not has_cuda)
+                   packed_attention=recipe.padding_free and not has_cuda,
+                   fast_lora_dropout=not has_cuda and recipe.lora_dropout > 0,
+                   trained_positions_loss=not has_cuda and not distilling)
 
 
 def targets_gpu(recipe: Recipe) -> bool:
@@ -205,6 +209,8 @@ def sft_kwargs(recipe: Recipe, output_dir: Path, backend: Backend, max_length: i
         warmup_steps=int(recipe.warmup_steps) if recipe.warmup_steps >= 1 else recipe.warmup_steps,
         weight_decay=recipe.weight_decay, optim=backend.optim,
         **{checkpointing_argument(): backend.gradient_checkpointing is True},
+        # 2, not 1: the Trainer rotates before lib.train.resume marks the new checkpoint complete, so the previous
+        # (marked) one must survive the rotation
         logging_steps=recipe.logging_steps, save_steps=recipe.save_steps, save_total_limit=2, seed=recipe.seed,
         # bf16 autocast also on a CPU (AVX512-BF16 here): a bf16 recipe computes in bf16 wherever it runs
         bf16=recipe.torch_dtype == "bfloat16", fp16=backend.on_gpu and recipe.torch_dtype == "float16",
@@ -212,7 +218,33 @@ def sft_kwargs(recipe: Recipe, output_dir: Path, backend: Backend, max_length: i
         disable_tqdm=True, padding_free=recipe.padding_free,
         # data-parallel: every LoRA weight gets a gradient each step, so DDP need not search for unused ones
         ddp_find_unused_parameters=False,
+        **holdout_kwargs(recipe),
     )
+
+
+def holdout_kwargs(recipe: Recipe) -> dict:
+    """The Trainer's evaluation arguments for the recipe's held-out loss (none without holdout_rows)."""
+    if not recipe.holdout_rows:
+        return {}
+    return {"eval_strategy": "steps", "eval_steps": holdout_eval_steps(recipe),
+            "per_device_eval_batch_size": recipe.per_device_train_batch_size,
+            "prediction_loss_only": True,  # the loss is all 03 logs; no logits kept
+            "load_best_model_at_end": recipe.keep_best_checkpoint,
+            **({"metric_for_best_model": "eval_loss", "greater_is_better": False}
+               if recipe.keep_best_checkpoint else {})}
+
+
+def split_holdout(dataset, rows: int, seed: int):
+    """(training examples, `rows` held-out ones): a seeded draw, the training ones in their original order."""
+    if not rows:
+        return dataset, None
+    if rows >= len(dataset):
+        raise ValueError(f"holdout_rows ({rows}) must be smaller than the {len(dataset)} masked examples")
+    import numpy as np
+
+    held = set(np.random.default_rng(seed).choice(len(dataset), size=rows, replace=False).tolist())
+    return (dataset.select([i for i in range(len(dataset)) if i not in held]),
+            dataset.select(sorted(held)))
 
 
 def meta_lora_model(recipe: Recipe, architecture: str | None = None):
@@ -286,8 +318,11 @@ def load_for_training(recipe: Recipe, model_path: str, backend: Backend, max_len
     # not on what ran before in this process (Unsloth's get_peft_model takes random_state for the same reason)
     torch.manual_seed(recipe.seed)
     model = get_peft_model(model, lora_config(recipe))
-    if backend.fast_lora_dropout:
-        use_fast_lora_dropout(model)
+    if backend.fast_lora_dropout and not use_fast_lora_dropout(model):
+        import peft
+
+        raise BackendError(f"no LoRA dropout module found to replace in this PEFT ({peft.__version__}): "
+                           "lib.train.lora_dropout expects LoRA layers with a `lora_dropout` ModuleDict")
     return model, tokenizer
 
 
@@ -323,7 +358,8 @@ def sft_trainer_class(positions_only: bool):
             scale_up = self.args.average_tokens_across_devices and num_items_in_batch is not None
             loss = trained_positions_loss(model, inputs, num_items_in_batch,
                                           self.accelerator.num_processes if scale_up else 1)
-            return (loss, None) if return_outputs else loss  # evaluation needs the loss only (prediction_loss_only)
+            # TRL's prediction_step asks for outputs only without prediction_loss_only, which the held-out loss sets
+            return (loss, None) if return_outputs else loss
 
     return TrainedPositionsSFTTrainer
 
@@ -339,6 +375,10 @@ class TrainResult:
     resumed_from: str = ""  # the checkpoint this process continued, "" when it trained from step 0
     processes: int = 1  # data-parallel processes that trained together
     largest_batch: tuple[int, int] | None = None  # (tokens, trained tokens) of the largest micro-batch (CPU trainers)
+    best_checkpoint: str = ""  # keep_best_checkpoint: the checkpoint with the lowest held-out loss, now loaded
+
+    def holdout_losses(self) -> list[tuple[int, float]]:
+        return [(row["step"], row["eval_loss"]) for row in self.log_history if "eval_loss" in row]
 
     def losses(self) -> list[tuple[int, float]]:
         return [(row["step"], row["loss"]) for row in self.log_history if "loss" in row]
@@ -354,10 +394,11 @@ def train_lora(recipe: Recipe, model_path: str, dataset, max_length: int, out_di
     from transformers.trainer_callback import PrinterCallback
 
     dataset = dataset.select_columns(["input_ids", "labels"])  # the id column is for people, not the collator
+    dataset, holdout = split_holdout(dataset, recipe.holdout_rows, recipe.seed)
     checkpoints = out_dir / "checkpoints"
-    fingerprint = resume.training_fingerprint(recipe, dataset, backend.as_dict())
+    fingerprint = resume.training_fingerprint(recipe, dataset, backend.as_dict(), world_size())
     start_from, resume_notes = resume.resume_point(checkpoints, fingerprint, restart, may_delete=is_main_process())
-    for note in resume_notes:
+    for note in resume_notes if is_main_process() else []:
         print(f"[03] {note}")
     # the config first: building it sets up the process group of a data-parallel launch and each process's device,
     # which loading (4-bit weights onto this rank's GPU) needs
@@ -366,11 +407,12 @@ def train_lora(recipe: Recipe, model_path: str, dataset, max_length: int, out_di
     if teacher_path:
         teacher = _load_teacher(recipe, teacher_path, backend)
         trainer = distill_trainer.DistillationTrainer(
-            model=model, args=args, train_dataset=dataset, processing_class=tokenizer, teacher_model=teacher,
+            model=model, args=args, train_dataset=dataset, eval_dataset=holdout, processing_class=tokenizer,
+            teacher_model=teacher,
             alpha=recipe.distill_alpha, temperature=recipe.distill_temperature)
     else:
-        trainer = sft_trainer_class(backend.trained_positions_loss)(model=model, args=args, train_dataset=dataset,
-                                                    processing_class=tokenizer)
+        trainer = sft_trainer_class(backend.trained_positions_loss)(
+            model=model, args=args, train_dataset=dataset, eval_dataset=holdout, processing_class=tokenizer)
     trainer.add_callback(resume.checkpoint_marker_callback(fingerprint))
     trainer.remove_callback(PrinterCallback)  # the raw log dictionaries: train_log.json keeps them
     if progress:
@@ -382,10 +424,13 @@ def train_lora(recipe: Recipe, model_path: str, dataset, max_length: int, out_di
     if trainer.is_world_process_zero():  # data-parallel: every process holds the same adapter; one writes it
         publish_adapter(model, tokenizer, adapter_dir)
         atomic_write_text(out_dir / "train_log.json", json.dumps(trainer.state.log_history, indent=1))
+        resume.mark_finished(checkpoints, fingerprint)  # 03 run again trains anew
     trainable, total = model.get_nb_trainable_parameters()
     return TrainResult(adapter_dir, trainer.state.log_history, seconds, output.global_step, trainable, total,
                        resumed_from=start_from.name if start_from else "",
-                       processes=trainer.args.world_size, largest_batch=getattr(trainer, "largest_batch", None))
+                       processes=trainer.args.world_size, largest_batch=getattr(trainer, "largest_batch", None),
+                       best_checkpoint=Path(trainer.state.best_model_checkpoint).name
+                       if trainer.state.best_model_checkpoint else "")
 
 
 def is_main_process() -> bool:
@@ -424,6 +469,8 @@ def training_facts(result: TrainResult, backend: Backend) -> dict:
             "trainable_params": result.trainable_params, "total_params": result.total_params,
             "steps": result.steps, "train_seconds": round(result.seconds, 1),
             "resumed_from": result.resumed_from or None, "data_parallel_processes": result.processes,
+            **({"holdout_losses": result.holdout_losses(), "best_checkpoint": result.best_checkpoint or None}
+               if result.holdout_losses() else {}),
             "first_loss": losses[0][1] if losses else None, "last_loss": losses[-1][1] if losses else None}
 
 

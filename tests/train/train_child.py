@@ -81,7 +81,8 @@ def main(spec: dict) -> dict:
     result = train_lora(recipe, spec["model_dir"], data, 512, Path(spec["out"]), detect_backend(recipe),
                         restart=spec.get("restart", False), progress=False)
     return {"resumed_from": result.resumed_from, "losses": result.losses(), "steps": result.steps,
-            "processes": result.processes}
+            "processes": result.processes, "holdout_losses": result.holdout_losses(),
+            "best_checkpoint": result.best_checkpoint}
 
 
 def _after_init(init, then):
