@@ -1,6 +1,6 @@
 """Training speed: 03's trainer against TRL's `SFTTrainer`, in one process, on the same masked examples.
 
-Usage: ``HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/train_speed.py [--examples 48] [--repeats 1] [--levers]``
+Usage: ``HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/train_speed.py [--examples 48] [--levers]``
 
 The examples are the CPU recipe's (smollm2_135m): the first `--examples` of what its 01 and 02 stages write (run
 into ``runs/benchmarks/train_speed-data`` first if missing). Every side trains the same LoRA adapters (the
@@ -12,7 +12,8 @@ step (the recipe's global batch), the recipe's learning rate and schedule, for `
 - ``trl_best``: TRL at its best CPU settings: no gradient checkpointing, no bf16, ``padding_free=True`` (one row,
   `position_ids` per example; transformers' sdpa then masks across examples itself).
 - ``ours``: `lib.train.backends.train_lora` with the recipe as shipped — the 03 code path.
-- with ``--levers``, ours with one lever taken out at a time (what each gives), and with bf16 autocast added.
+- with ``--levers``, ours with one lever taken out at a time (what each gives), and with the recipe's dtype set to
+  bfloat16 (bf16 weights, and the Trainer's bf16 autocast).
 
 Tokens/s counts the examples' real tokens (no padding) over `trainer.train()`'s wall time. Model FLOP/s: the
 matmuls a step needs (`step_flops`), over the time, as a share of the machine's peak measured here with a plain
@@ -179,7 +180,7 @@ def main(argv=None) -> dict:
                                         gradient_accumulation_steps=BATCH),
                     model_path, data, out / "c", dataclasses.replace(
                         backend, packed_attention=False, fast_lora_dropout=False, trained_positions_loss=False)),
-                "ours_with_bf16_autocast": lambda: our_side(
+                "ours_with_bf16": lambda: our_side(
                     dataclasses.replace(recipe, torch_dtype="bfloat16"), model_path, data, out / "d"),
             }
         for name, run in plans.items():

@@ -1,5 +1,5 @@
-"""Dry validation of the `accelerate launch` configs in accelerate/: what `accelerate launch --config_file PATH -m lib
-train RECIPE` would hand each process, worked out by accelerate's own launch code, with nothing spawned.
+"""Dry validation of the `accelerate launch` configs in accelerate/: what `accelerate launch --config_file PATH -m
+lib.train_launch RECIPE` would hand each process, worked out by accelerate's own launch code, with nothing spawned.
 
 Usage: ``from lib.launch_configs import validate_launch_config; validate_launch_config("accelerate/ddp.yaml")``
 

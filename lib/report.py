@@ -57,6 +57,8 @@ def render_markdown(recipe: str, report: dict) -> str:
         lines += [f"Training ({train['backend']}): {train['steps']} steps in {train['train_seconds']:.0f} s, "
                   f"loss {train['first_loss']:.3f} -> {train['last_loss']:.3f}, "
                   f"{train['trainable_params']:,} trainable parameters", ""]
+        if train.get("cpu_memory"):
+            lines += [memory_line(train["cpu_memory"]), ""]
     export = stages.get("04_merge_export", {})
     if any(s["real_bytes"] for s in export.get("sizes", [])):
         lines += [merge_line(export), "", "| file | real bytes | estimated | error |", "|---|---|---|---|"]
@@ -89,6 +91,13 @@ def tiny_report(folder: Path) -> dict:
             "gguf_expected": expected, "gguf_written": written, "all_gguf_written": bool(expected)
             and sorted(expected) == written, "judged": [r["label"] for r in evaluation.get("results", [])],
             "timings": collect(folder)["timings"]}
+
+
+def memory_line(memory: dict) -> str:
+    """03's CPU memory check in words: the plan of the largest micro-batch trained against the measured peak."""
+    return (f"Memory (CPU): largest micro-batch {memory['largest_micro_batch_tokens']:,} tokens, planned "
+            f"{memory['plan_gib']:.2f} GiB, measured peak RSS {memory['peak_rss_gib']:.2f} GiB "
+            f"(plan {100 * memory['plan_error']:+.1f} %)")
 
 
 def _manifests(folder: Path):

@@ -13,6 +13,7 @@ import lib.train.unsloth_first  # noqa: F401, I001  first: see lib.train.unsloth
 
 import argparse
 import json
+import os
 import sys
 
 from lib.modes import make_run_config
@@ -29,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", default="", help="the run folder 01 and 02 wrote (default runs/RECIPE[-tiny])")
     parser.add_argument("--restart", action="store_true", help="start at step 0, deleting the checkpoints")
     args = parser.parse_args(argv)
+    sharded = [v for v in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED")
+               if os.environ.get(v, "").lower() in ("1", "true")]
+    if sharded:  # rank 0 alone saves the adapter: with sharded weights it would write a partial one, silently
+        print(f"error: {sharded[0]} is set, but lib.train_launch saves the adapter from rank 0 only and does not yet "
+              "gather sharded (FSDP / ZeRO-3) weights: launch with accelerate/ddp.yaml", file=sys.stderr)
+        return 2
     try:
         cfg = make_run_config(args.recipe, run_dir=args.run_dir, tiny=args.tiny)
         dataset, max_length = read_masked_examples(cfg)

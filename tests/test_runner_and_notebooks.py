@@ -53,6 +53,16 @@ def test_report_markdown_from_stage_facts():
     assert "| distilled-Q8_0 | 96% | 4% | 80.5 | 61.2 | 410.0 |" in text
 
 
+def test_report_sets_the_cpu_memory_plan_next_to_the_measured_peak():
+    train = {"mode": "trained", "backend": "transformers+peft", "steps": 160, "train_seconds": 570.5,
+             "first_loss": 1.4, "last_loss": 0.888, "trainable_params": 4884480,
+             "cpu_memory": {"largest_micro_batch_tokens": 1299, "plan_gib": 4.185, "peak_rss_gib": 4.928,
+                            "plan_error": -0.151}}
+    text = render_markdown("smollm2_135m", {"timings": {}, "stages": {"03_train": train}})
+    assert ("Memory (CPU): largest micro-batch 1,299 tokens, planned 4.18 GiB, measured peak RSS 4.93 GiB "
+            "(plan -15.1 %)") in text
+
+
 def test_report_names_the_merge_check_that_ran():
     from lib.report import merge_line
 

@@ -112,8 +112,8 @@ TRL_HIDDEN_COPIES = 2  # saved hidden + grad cast back, each in the compute dtyp
 # torch 2.13 CPU): 33.0 bytes per tile element in float32 (4 + 29), 31.0 in bf16 (2 + 29).
 TRL_CPU_TILE_TEMP_BYTES = 5 * FP32 + 1 + 2 * FP32
 
-# "model_ce": the model's own loss (transformers' ForCausalLMLoss via Trainer.compute_loss,
-# what TRL < 1.16 runs on a CPU: lib.train.backends.sft_trainer_class). bf16 logits (2) are
+# "model_ce": the model's own loss (transformers' ForCausalLMLoss via Trainer.compute_loss, what
+# an older stack runs; planned on request). bf16 logits (2) are
 # upcast to fp32 (4), the cross-entropy saves an fp32 log-softmax (4), and backward makes an
 # fp32 gradient (4) and a bf16 gradient (2), giving 16 bytes per (token, vocab) element at
 # the peak. With the activations this gives 2.59 MB per token for Llama-3-8B. The "Hugging
@@ -144,9 +144,8 @@ DISTILL_STUDENT_BYTES_PER_LOGIT = 4 + 4 + 4 + 3 * FP32 + FP32 + FP32 + 1 + FP32
 LOSSES = ("unsloth_fused_ce", "trl_chunked_lm_head", "model_ce", "trained_positions_ce", "distillation")
 # A CPU run's process before any weights: Python with torch, transformers, TRL, PEFT, datasets
 # and pyarrow imported, the tokenizer loaded (what a GPU run's CUDA context is to its card).
-# Measured: RSS of a fresh interpreter after those imports, torch 2.13 CPU, transformers 5.23,
-# TRL 1.16 (CPU_RUNTIME_NOTE says how).
-# Measured 0.45-0.50 GiB (psutil RSS after those imports and AutoTokenizer.from_pretrained of SmolLM2).
+# Measured 0.45-0.50 GiB: psutil RSS of a fresh interpreter after those imports and
+# AutoTokenizer.from_pretrained of SmolLM2 (torch 2.13 CPU, transformers 5.23, TRL 1.16).
 CPU_RUNTIME_BYTES = int(0.5 * GIB)
 # With lora_dropout > 0 every LoRA module's A multiplies a new tensor, dropout(x): autograd keeps
 # it for A's weight gradient (in_features, compute dtype), and the dropout keeps its mask until

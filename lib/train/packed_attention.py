@@ -8,8 +8,14 @@ Why not transformers' own `sdpa` on such a row: it sees the packing in ``positio
 block-diagonal (T, T) mask, so every layer computes — and masks away — the attention between different examples
 (measured on SmolLM2-135M, 2 cores: four packed examples were no faster than four single ones). Here each example
 is its own `scaled_dot_product_attention` call with ``is_causal=True``: no mask, no cross-example work, and the
-projections still see all the packed tokens as one large matmul. A row without packing (one example), a padded
-batch or decoding with a KV cache goes to transformers' `sdpa` unchanged.
+projections still see all the packed tokens as one large matmul.
+
+For training padding-free rows on a CPU only (`Backend.packed_attention`). Not being registered as a mask
+function, it gets no attention mask from transformers at all: a batch padded on the right still trains right (the
+padding comes after every real token, and its labels are -100), decoding with a KV cache goes to transformers'
+`sdpa`, but a left-padded batch would attend to its padding — never use a model loaded with it for batched
+generation. Sliding-window attention, logit soft-capping and attention sinks are refused (no recipe's model has
+them: every `sliding_window` in lib/model_configs is null).
 """
 from __future__ import annotations
 
@@ -39,6 +45,10 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout: fl
     ((batch, T, heads, dim), None)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    unsupported = [k for k in ("sliding_window", "softcap", "s_aux") if kwargs.get(k) is not None]
+    if unsupported:
+        raise ValueError(f"{PACKED_ATTENTION} does not implement {', '.join(unsupported)}: set padding_free: false "
+                         "in the recipe for this model")
     packed = (attention_mask is None and query.shape[0] == 1 and query.shape[2] == key.shape[2]
               and (kwargs.get("cu_seq_lens_q") is not None or kwargs.get("position_ids") is not None))
     if not packed:

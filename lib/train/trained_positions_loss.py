@@ -26,11 +26,13 @@ def next_token_targets(inputs: dict) -> torch.Tensor:
 
 
 def largest_batch(current: tuple[int, int] | None, inputs: dict) -> tuple[int, int]:
-    """The larger, by tokens, of `current` and this micro-batch's (tokens, trained tokens)."""
+    """The larger, by tokens, of `current` and this micro-batch's (tokens, projected positions): the positions the
+    LM head runs at, every row's at any position a row trains (`trained_positions_loss`)."""
     tokens = inputs["input_ids"].numel()
     if current is not None and current[0] >= tokens:
         return current
-    return tokens, int((next_token_targets(inputs) != -100).sum())
+    targets = next_token_targets(inputs)
+    return tokens, int(targets.shape[0] * (targets != -100).any(dim=0).sum())
 
 
 def trained_positions_loss(model, inputs: dict, num_items_in_batch=None, processes: int = 1) -> torch.Tensor:
