@@ -19,7 +19,8 @@ def test_a_plan_that_fits_has_no_verdict():
 def test_an_over_budget_plan_names_the_file_the_total_the_three_largest_parts_and_the_fix():
     message, plan = _verdict("llama32_3b", vram_budget_gib=2)
     assert message.startswith(f"{PARAMS_DIR / 'llama32_3b.yaml'}: the memory plan needs")
-    assert "needs 4.87 GiB (unsloth on cuda, 8192 tokens per micro-batch) but vram_budget_gib is 2 (1x 8 GB GPU)" in message
+    assert ("needs 4.87 GiB (unsloth on cuda, 8192 tokens per micro-batch) but vram_budget_gib is 2 "
+            "(1x 8 GB GPU)") in message
     # llama32_3b at 4096 x 2 on Unsloth: NF4 body 1.35, activations 1.12, the CUDA context 1.00 GiB
     assert [name for name, _ in top_terms(plan)] == ["base_weights", "activations", "cuda_context"]
     assert "base_weights 1.35 GiB: already 4-bit" in message
