@@ -32,3 +32,17 @@ def read_masked(path: Path):
     from datasets import Dataset
 
     return Dataset(pq.read_table(path))
+
+
+def example_lengths(dataset):
+    """(tokens, trained tokens) of each example of a `datasets.Dataset` with input_ids and labels, as int64 arrays:
+    read from Arrow, not row by row (03 sizes its memory plan and progress line from them)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    table = dataset.select_columns(["input_ids", "labels"]).with_format("arrow")[:]
+    lengths = np.asarray(pc.list_value_length(table.column("input_ids")), dtype=np.int64)
+    labels = table.column("labels").combine_chunks()
+    parents = np.asarray(pc.list_parent_indices(labels), dtype=np.int64)
+    trained = np.bincount(parents[np.asarray(pc.list_flatten(labels)) != -100], minlength=len(lengths))
+    return lengths, trained.astype(np.int64)

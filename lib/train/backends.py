@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lib.architectures import build_hf_config, load_architecture, parameter_count
+from lib.masking.dataset import example_lengths
 from lib.paths import atomic_write_text
 from lib.plan.memory import TRANSFORMERS, UNSLOTH  # the backends' names: one place, the plan's
 from lib.recipe import Recipe, holdout_eval_steps
 from lib.train import distill_trainer, resume
 from lib.train.lora_dropout import use_fast_lora_dropout
 from lib.train.packed_attention import register_packed_attention
-from lib.train.progress import mean_length, progress_callback
+from lib.train.progress import progress_callback
 from lib.train.trained_positions_loss import largest_batch, trained_positions_loss
 
 
@@ -416,7 +417,7 @@ def train_lora(recipe: Recipe, model_path: str, dataset, max_length: int, out_di
     trainer.add_callback(resume.checkpoint_marker_callback(fingerprint))
     trainer.remove_callback(PrinterCallback)  # the raw log dictionaries: train_log.json keeps them
     if progress:
-        trainer.add_callback(progress_callback(mean_length(dataset)))
+        trainer.add_callback(progress_callback(float(example_lengths(dataset)[0].mean()) if len(dataset) else 0.0))
     start = time.time()
     output = trainer.train(resume_from_checkpoint=str(start_from) if start_from else None)
     seconds = time.time() - start

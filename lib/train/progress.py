@@ -25,16 +25,6 @@ def progress_line(step: int, max_steps: int, loss: float | None, tokens_per_s: f
     return " · ".join([*parts, timing])
 
 
-def mean_length(dataset) -> float:
-    """Mean number of tokens per example of a `datasets.Dataset` with an ``input_ids`` column (read from Arrow)."""
-    import pyarrow.compute as pc
-
-    total = 0
-    for batch in dataset.select_columns(["input_ids"]).with_format("arrow").iter(batch_size=8192):
-        total += pc.sum(pc.list_value_length(batch.column("input_ids"))).as_py() or 0
-    return total / max(1, len(dataset))
-
-
 def progress_callback(tokens_per_example: float, every_share: float = 0.05, print_fn=print):
     """A `TrainerCallback` printing `progress_line` every `every_share` of the steps (and at the last one).
     `tokens_per_example`: the mean example length, for tokens/s (examples per step come from the Trainer)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from lib.masking.dataset import read_masked
+from lib.masking.dataset import example_lengths, read_masked
 from lib.plan.budget import budget_verdict
 from lib.plan.recipe_plan import memory_plan
 from lib.recipe import ParamsError, Recipe
@@ -35,15 +35,10 @@ def read_masked_examples(cfg: RunConfig):
 def largest_micro_batch(dataset, examples_per_batch: int) -> tuple[int, int]:
     """(tokens, trained tokens) that one micro-batch of `dataset` can reach at most: the `examples_per_batch`
     longest examples together (a padding-free row holds their sum; a padded batch holds no more real tokens), and
-    the most trained tokens any `examples_per_batch` of them have. Read from Arrow, not row by row."""
+    the most trained tokens any `examples_per_batch` of them have."""
     import numpy as np
-    import pyarrow.compute as pc
 
-    table = dataset.select_columns(["input_ids", "labels"]).with_format("arrow")[:]
-    lengths = np.asarray(pc.list_value_length(table.column("input_ids")), dtype=np.int64)
-    labels = table.column("labels").combine_chunks()
-    parents = np.asarray(pc.list_parent_indices(labels), dtype=np.int64)
-    trained = np.bincount(parents[np.asarray(pc.list_flatten(labels)) != -100], minlength=len(lengths))
+    lengths, trained = example_lengths(dataset)
     k = min(examples_per_batch, len(lengths))
     return int(np.sort(lengths)[-k:].sum()), int(np.sort(trained)[-k:].sum())
 

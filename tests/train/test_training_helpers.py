@@ -5,7 +5,8 @@ from datasets import Dataset
 
 from lib.recipe import load_recipe, with_overrides
 from lib.train.backends import select_backend
-from lib.train.progress import mean_length, progress_line
+from lib.masking.dataset import example_lengths
+from lib.train.progress import progress_line
 from lib.train.resume import data_fingerprint, fingerprint_differences, training_fingerprint
 from lib.train.stage import largest_micro_batch
 
@@ -48,7 +49,8 @@ def test_progress_line():
     assert progress_line(40, 160, 0.9463, 213.2, 150, 450) == \
         "step 40/160 (25 %) · loss 0.946 · 213 tok/s · 2.5 min elapsed, ~7.5 min left"
     assert progress_line(1, 4, None, None, 6, None) == "step 1/4 (25 %) · 0.1 min elapsed"
-    assert mean_length(examples()) == 6.0
+    lengths, trained = example_lengths(examples())
+    assert lengths.tolist() == [5, 9, 3, 7] and trained.tolist() == [3, 1, 3, 4] and lengths.mean() == 6.0
 
 
 def test_cpu_speedups_are_for_cpu_sft_only():
