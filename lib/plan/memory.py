@@ -141,7 +141,11 @@ DISTILL_STUDENT_BYTES_PER_LOGIT = 4 + 4 + 4 + 3 * FP32 + FP32 + FP32 + 1 + FP32
 # own cross-entropy, but the LM head runs only at the trained positions, so the per-element
 # bytes of "model_ce" count only trained tokens, plus the gathered hidden states (compute
 # dtype) those positions are projected from.
-LOSSES = ("unsloth_fused_ce", "trl_chunked_lm_head", "model_ce", "trained_positions_ce", "distillation")
+# "trained_positions_distillation": the CPU distillation trainer (DistillationTrainer(positions_only=True)): the
+# "distillation" loss's bytes per element, for the trained positions only, plus the gathered hidden states; the
+# teacher's logits too are made at those positions only.
+LOSSES = ("unsloth_fused_ce", "trl_chunked_lm_head", "model_ce", "trained_positions_ce", "distillation",
+          "trained_positions_distillation")
 # A CPU run's process before any weights: Python with torch, transformers, TRL, PEFT, datasets
 # and pyarrow imported, the tokenizer loaded (what a GPU run's CUDA context is to its card).
 # Measured 0.45-0.50 GiB: psutil RSS of a fresh interpreter after those imports and
@@ -318,14 +322,18 @@ def logits_bytes(arch: Architecture, batch: int, max_length: int, loss: str, dty
         return trained * (vocab * _model_ce_bytes_per_logit(dtype_bytes) + hidden * dtype_bytes)
     if loss == "distillation":
         return tokens * vocab * DISTILL_STUDENT_BYTES_PER_LOGIT
+    if loss == "trained_positions_distillation":
+        trained = tokens if trained_tokens is None else trained_tokens
+        return trained * (vocab * DISTILL_STUDENT_BYTES_PER_LOGIT + hidden * dtype_bytes)
     raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
 
 
 def default_loss(backend: str, distillation: bool, on_gpu: bool = True) -> str:
-    """The loss each stack runs: distillation's own on full logits, else Unsloth's fused CE, TRL's chunked head on
-    a GPU, or the CPU trainer's trained-positions CE (lib.train.backends.sft_trainer_class)."""
+    """The loss each stack runs: distillation's own (on full logits on a GPU, at the trained positions on a CPU),
+    else Unsloth's fused CE, TRL's chunked head on a GPU, or the CPU trainer's trained-positions CE
+    (lib.train.backends.sft_trainer_class)."""
     if distillation:
-        return "distillation"
+        return "distillation" if on_gpu else "trained_positions_distillation"
     if backend == UNSLOTH:
         return "unsloth_fused_ce"
     return "trl_chunked_lm_head" if on_gpu else "trained_positions_ce"
@@ -415,7 +423,8 @@ def plan_training_memory(
         # The teacher's forward runs under no_grad after the student's, so it frees each
         # layer's transients as it goes (less than the loss's working set that follows).
         # Its logits persist through the loss, in the compute dtype.
-        components["teacher_logits"] = tokens * teacher.vocab_size * dtype_bytes
+        teacher_rows = trained_tokens if loss == "trained_positions_distillation" and trained_tokens else tokens
+        components["teacher_logits"] = teacher_rows * teacher.vocab_size * dtype_bytes
     if on_gpu:
         components["cuda_context"] = CUDA_CONTEXT_BYTES
     else:
@@ -449,4 +458,6 @@ _LOSS_NOTES = {
     "model_ce": f"the model's own CE on full logits, {HF_LOGIT_BYTES_PER_ELEMENT} B per (token, vocab) element (bf16)",
     "trained_positions_ce": "the model's own CE at the trained positions only (the CPU trainer)",
     "distillation": f"full student logits + KD loss, {DISTILL_STUDENT_BYTES_PER_LOGIT} B per (token, vocab) element",
+    "trained_positions_distillation": "student and teacher logits + KD loss at the trained positions only "
+                                      f"(the CPU trainer), {DISTILL_STUDENT_BYTES_PER_LOGIT} B per (token, vocab) element",
 }

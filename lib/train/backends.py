@@ -55,7 +55,8 @@ class Backend:
     # Unsloth brings its own padding-free attention
     packed_attention: bool = False
     fast_lora_dropout: bool = False  # lib.train.lora_dropout: CPU only, where PyTorch's dropout draws dominate
-    # lib.train.trained_positions_loss instead of TRL's chunked loss: CPU only (on a GPU the logits' memory counts)
+    # lib.train.trained_positions_loss instead of TRL's chunked loss, and the distillation trainer's positions_only:
+    # CPU only (on a GPU the logits' memory counts)
     trained_positions_loss: bool = False
 
     def as_dict(self) -> dict:
@@ -107,13 +108,12 @@ def select_backend(recipe: Recipe, has_cuda: bool, has_unsloth: bool, stand_ins_
         # on a CPU, a CPU recipe's real path is transformers + PEFT already: nothing stands in for it
         if stand_ins_allowed and not has_cuda and targets_gpu(recipe):
             stand_ins.append("Unsloth FastLanguageModel (needs a CUDA GPU) -> transformers + PEFT")
-    distilling = bool(recipe.teacher_model_name_or_path)
     # the CPU speed-ups (benchmarks/train_speed.py): measured on a CPU only; a GPU keeps TRL's, Unsloth's and
-    # flash-attention's own paths
+    # flash-attention's own paths (and distillation its full-logits loss)
     return Backend(name, has_cuda, load_in_4bit, teacher_4bit, optim, checkpointing, tuple(stand_ins),
                    packed_attention=recipe.padding_free and not has_cuda,
                    fast_lora_dropout=not has_cuda and recipe.lora_dropout > 0,
-                   trained_positions_loss=not has_cuda and not distilling)
+                   trained_positions_loss=not has_cuda)
 
 
 def targets_gpu(recipe: Recipe) -> bool:
@@ -409,8 +409,8 @@ def train_lora(recipe: Recipe, model_path: str, dataset, max_length: int, out_di
         teacher = _load_teacher(recipe, teacher_path, backend)
         trainer = distill_trainer.DistillationTrainer(
             model=model, args=args, train_dataset=dataset, eval_dataset=holdout, processing_class=tokenizer,
-            teacher_model=teacher,
-            alpha=recipe.distill_alpha, temperature=recipe.distill_temperature)
+            teacher_model=teacher, alpha=recipe.distill_alpha, temperature=recipe.distill_temperature,
+            positions_only=backend.trained_positions_loss)
     else:
         trainer = sft_trainer_class(backend.trained_positions_loss)(
             model=model, args=args, train_dataset=dataset, eval_dataset=holdout, processing_class=tokenizer)
@@ -480,6 +480,8 @@ def _load_teacher(recipe: Recipe, teacher_path: str, backend: Backend):
     from transformers import AutoModelForCausalLM
 
     kwargs = {"dtype": getattr(torch, recipe.torch_dtype)}
+    if backend.packed_attention:  # it sees the student's padding-free rows
+        kwargs["attn_implementation"] = register_packed_attention()
     if backend.teacher_load_in_4bit:
         kwargs["quantization_config"] = nf4_config(kwargs["dtype"], double_quant=False)
     teacher = AutoModelForCausalLM.from_pretrained(teacher_path, **kwargs)

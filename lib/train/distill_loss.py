@@ -103,21 +103,34 @@ def hybrid_distillation_loss(
 
     device = student_logits.device
     targets, mask = shifted_response_mask(labels.to(device))
-    n_tokens = int(mask.sum().item())
-    if n_tokens == 0:
-        raise ValueError(
-            "The batch has no trained tokens: every shifted label is -100. This is probably a masking bug (the "
-            "response was masked along with the prompt, or truncation cut the response off)."
-        )
-
     # Select the trained positions before upcasting, so float32 copies cover N x vocab rather than batch x seq x vocab.
-    student = student_logits[:, :-1][mask].float()
+    return distillation_loss_on_rows(student_logits[:, :-1][mask], teacher_logits.detach().to(device)[:, :-1][mask],
+                                     targets[mask], alpha=alpha, temperature=temperature)
+
+
+def distillation_loss_on_rows(
+    student_rows: torch.Tensor,
+    teacher_rows: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    alpha: float = 0.5,
+    temperature: float = 2.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """`hybrid_distillation_loss` on logits already taken at the trained positions: (N, vocab) student and teacher
+    rows, each predicting its (N,) target token (none of them -100). The CPU trainer gets these rows straight from
+    the models (``logits_to_keep``); the full-logits path selects them. Same returns."""
+    check_distill_hparams(alpha, temperature)
+    if student_rows.dim() != 2 or student_rows.shape != teacher_rows.shape or targets.shape != student_rows.shape[:1]:
+        raise ValueError(f"need (N, vocab) student and teacher rows and (N,) targets; got {tuple(student_rows.shape)}, "
+                         f"{tuple(teacher_rows.shape)} and {tuple(targets.shape)}")
+    if len(targets) == 0:
+        raise ValueError("The batch has no trained tokens: every shifted label is -100. This is probably a masking "
+                         "bug (the response was masked along with the prompt, or truncation cut the response off).")
+    student = student_rows.float()
     # A teacher placed on another device (e.g. a device_map'd teacher) is scored on the student's device.
-    teacher = teacher_logits.detach().to(device)[:, :-1][mask].float()
-
+    teacher = teacher_rows.detach().to(student.device).float()
     kl = _kl_teacher_student(student, teacher, temperature).mean()
-    ce = F.cross_entropy(student, targets[mask])  # mean over the same N tokens
+    ce = F.cross_entropy(student, targets.to(student.device))  # mean over the same N tokens
     loss = alpha * temperature**2 * kl + (1.0 - alpha) * ce
-
-    parts = {"kl": kl.item(), "ce": ce.item(), "loss": loss.item(), "n_tokens": float(n_tokens)}
+    parts = {"kl": kl.item(), "ce": ce.item(), "loss": loss.item(), "n_tokens": float(len(targets))}
     return loss, parts

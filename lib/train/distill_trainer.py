@@ -7,7 +7,10 @@ It subclasses ``trl.SFTTrainer`` so dataset preparation, collation, PEFT wrappin
 with pre-tokenised ``input_ids`` and ``labels`` columns (``-100`` on the prompt) is used as is (TRL 1.16 keeps an
 existing ``labels`` column and only truncates to ``max_length``). Only ``compute_loss`` changes: SFTTrainer's own
 loss runs a fused LM head that never materialises the logits, but logit distillation needs the full student and
-teacher distributions, so the student runs its ordinary forward here.
+teacher distributions, so the student runs its ordinary forward here. With ``positions_only=True`` (the CPU
+trainer, `Backend.trained_positions_loss`) both models run their LM head at the trained positions only
+(transformers' ``logits_to_keep`` with the positions as a tensor): the same loss, without the logits of the prompt,
+which on a small model are a fifth of a token's FLOPs — twice (student and teacher).
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from lib.train.distill_loss import check_distill_hparams, check_vocab_sizes, hybrid_distillation_loss
-from lib.train.trained_positions_loss import largest_batch
+from lib.train.distill_loss import (check_distill_hparams, check_vocab_sizes, distillation_loss_on_rows,
+                                     hybrid_distillation_loss)
+from lib.train.trained_positions_loss import largest_batch, next_token_targets
 
 
 def output_vocab_size(model: nn.Module) -> int:
@@ -74,6 +78,8 @@ def _distillation_trainer_class():
                 placed on the student's device, run under ``torch.no_grad()`` and never handed to the optimizer.
             alpha: weight of the KL term in [0, 1].
             temperature: softmax temperature for the KL term, > 0.
+            positions_only: project the hidden states of both models onto the vocabulary only where a token is
+                trained (the loss is the same; the prompt's logits are never made).
 
         The loss is a per-micro-batch mean over its trained tokens, so ``loss_is_scaled_for_ga = False`` tells the
         Trainer to divide it by the gradient accumulation steps (``num_items_in_batch`` is not used). Logs ``kl``
@@ -89,6 +95,7 @@ def _distillation_trainer_class():
             teacher_model: nn.Module,
             alpha: float = 0.5,
             temperature: float = 2.0,
+            positions_only: bool = False,
             **kwargs: Any,
         ) -> None:
             check_distill_hparams(alpha, temperature)  # fail before SFTTrainer prepares the dataset
@@ -100,12 +107,13 @@ def _distillation_trainer_class():
             self.teacher_model = _place_teacher(freeze_teacher(teacher_model), student_device)
             self.alpha = alpha
             self.temperature = temperature
+            self.positions_only = positions_only
 
         def _teacher_logits(self, model_inputs: dict[str, Any]) -> torch.Tensor:
             # Re-asserted every step: a callback or user code may have called .train() on the teacher since __init__.
             if self.teacher_model.training:
                 self.teacher_model.eval()
-            with torch.no_grad():
+            with torch.no_grad():  # once per micro-batch, never differentiated
                 return self.teacher_model(**model_inputs).logits
 
         def _log_parts(self, parts: dict[str, float]) -> None:
@@ -126,16 +134,27 @@ def _distillation_trainer_class():
             """Hybrid distillation loss for one micro-batch; ``num_items_in_batch`` is accepted for the API, unused."""
             if model.training:  # for 03's CPU memory check, as the SFT trainer does
                 self.largest_batch = largest_batch(getattr(self, "largest_batch", None), inputs)
-            labels = inputs["labels"]
             # Without labels (and without fused_lm_head=True) the model runs its original forward and returns the full
             # logits; the loss is ours, so the model must not compute its own CE as well.
-            model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+            model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "shift_labels")}
             model_inputs["use_cache"] = False
-            outputs = model(**model_inputs)
-            teacher_logits = self._teacher_logits(model_inputs)
-            loss, parts = hybrid_distillation_loss(
-                outputs.logits, teacher_logits, labels, alpha=self.alpha, temperature=self.temperature
-            )
+            if self.positions_only:
+                # logits[:, t] predict the token at t + 1 (`next_token_targets`): keep the positions any row trains
+                targets = next_token_targets(inputs)
+                positions = (targets != -100).any(dim=0).nonzero().flatten()
+                model_inputs["logits_to_keep"] = positions
+                outputs = model(**model_inputs)
+                teacher_logits = self._teacher_logits(model_inputs)
+                chosen = targets[:, positions]
+                trained = chosen != -100  # a padded batch shares the positions; rows not trained there drop out
+                loss, parts = distillation_loss_on_rows(outputs.logits[trained], teacher_logits[trained],
+                                                        chosen[trained], alpha=self.alpha,
+                                                        temperature=self.temperature)
+            else:
+                outputs = model(**model_inputs)
+                teacher_logits = self._teacher_logits(model_inputs)
+                loss, parts = hybrid_distillation_loss(outputs.logits, teacher_logits, inputs["labels"],
+                                                       alpha=self.alpha, temperature=self.temperature)
             self._log_parts(parts)
             return (loss, outputs) if return_outputs else loss
 

@@ -291,3 +291,17 @@ def test_trl_chunked_head_reaches_far_longer_contexts_than_full_logits():
                                     **stack).fits)
 
     assert longest() > 3 * longest(loss="model_ce")
+
+
+def test_a_cpu_distillation_holds_logits_at_the_trained_positions_only():
+    # the CPU trainer (DistillationTrainer(positions_only=True)): student and teacher logits at the trained tokens
+    smol = load_architecture("smollm2-135m")
+    kwargs = dict(load_in_4bit=False, lora_r=16, lora_target_modules=ALL7, optim="adamw_torch", max_length=1000,
+                  per_device_train_batch_size=1, gradient_checkpointing=False, budget_gib=8, teacher=smol,
+                  teacher_load_in_4bit=False, backend="transformers+peft", on_gpu=False, dtype_bytes=4)
+    plan = plan_training_memory(smol, trained_tokens=400, **kwargs)
+    assert plan.assumptions["loss"] == "trained_positions_distillation"
+    assert plan.components["logits"] == 400 * (smol.vocab_size * 37 + smol.hidden_size * 4)
+    assert plan.components["teacher_logits"] == 400 * smol.vocab_size * 4
+    worst = plan_training_memory(smol, **kwargs)  # no count of trained tokens: every token trained
+    assert worst.components["teacher_logits"] == 1000 * smol.vocab_size * 4

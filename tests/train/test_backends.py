@@ -95,6 +95,9 @@ def test_on_a_cpu_sft_trains_with_the_trained_positions_loss(tmp_path):
 
     assert select_backend(load_recipe("smollm2_135m"), has_cuda=False, has_unsloth=False).trained_positions_loss
     assert not select_backend(load_recipe("smollm2_135m"), has_cuda=True, has_unsloth=False).trained_positions_loss
+    # distillation too: on a CPU its trainer projects both models at the trained positions only (positions_only)
+    assert select_backend(load_recipe("smollm2_135m_kd"), has_cuda=False, has_unsloth=False).trained_positions_loss
+    assert not select_backend(load_recipe("llama32_1b_kd"), has_cuda=True, has_unsloth=True).trained_positions_loss
     cpu_trainer = sft_trainer_class(positions_only=True)
     assert cpu_trainer is not SFTTrainer and issubclass(cpu_trainer, SFTTrainer)
     assert sft_trainer_class(positions_only=False) is SFTTrainer  # a GPU runs TRL's own loss

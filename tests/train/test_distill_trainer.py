@@ -161,3 +161,32 @@ def test_teacher_sharing_weights_with_student_is_rejected(tmp_path):
             train_dataset=_dataset(),
             processing_class=_tokenizer(),
         )
+
+
+@pytest.mark.parametrize("padding_free", [False, True])
+def test_positions_only_loss_equals_the_full_logits_loss(tmp_path, padding_free):
+    # The CPU trainer projects both models onto the vocabulary at the trained positions only; on the same batch its
+    # loss (and each term) must equal the full-logits loss, which shifts labels itself: the shift is checked here.
+    args = _args(tmp_path)
+    args.padding_free = padding_free
+    args.max_length = None if padding_free else args.max_length  # TRL: the examples are already cut
+    args.per_device_train_batch_size = 4
+    trainers = [DistillationTrainer(model=_tiny_llama(seed=0), teacher_model=_tiny_llama(seed=1), args=args,
+                                    train_dataset=_dataset(), processing_class=_tokenizer(), peft_config=_lora(),
+                                    alpha=0.3, temperature=2.0, positions_only=positions_only)
+                 for positions_only in (False, True)]
+    batch = next(iter(trainers[0].get_train_dataloader()))
+    if padding_free:
+        assert batch["input_ids"].shape[0] == 1 and "position_ids" in batch
+    losses = []
+    for trainer in trainers:
+        trainer.model.eval()
+        with torch.no_grad():
+            losses.append(trainer.compute_loss(trainer.model, dict(batch)).item())
+        trainer.model.train()
+    full, positions = losses
+    assert positions == pytest.approx(full, abs=1e-5)
+    logged = [{k: v[-1] for k, v in t._metrics["eval"].items()} for t in trainers]
+    assert logged[1]["kl"] == pytest.approx(logged[0]["kl"], abs=1e-6)
+    assert logged[1]["ce"] == pytest.approx(logged[0]["ce"], abs=1e-5)
+    assert logged[0]["kl"] > 0  # different teacher: the KL term is really there
