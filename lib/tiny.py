@@ -20,8 +20,8 @@ from typing import Any
 
 from lib.architectures import architecture_from_config, hf_config_dict
 from lib.models import PACKAGED_GGUF_HUB_IDS, fixture_tokenizer_size, load_fixture_tokenizer
-from lib.paths import atomic_write_bytes, atomic_write_text, cache_dir, publish_dir
-from lib.recipe import with_overrides
+from lib.paths import RUN_MODEL_PREFIX, atomic_write_bytes, atomic_write_text, cache_dir, publish_dir
+from lib.recipe import load_recipe, with_overrides
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
@@ -187,6 +187,8 @@ def hub_id_of(model_name_or_path: str) -> str:
     """The hub id a tiny model is filed under: the recipe's own, or the hub id of a packaged model."""
     if model_name_or_path in PACKAGED_GGUF_HUB_IDS:
         return PACKAGED_GGUF_HUB_IDS[model_name_or_path]
+    if model_name_or_path.startswith(RUN_MODEL_PREFIX):  # another recipe's merged model: its base's family
+        return hub_id_of(load_recipe(model_name_or_path.removeprefix(RUN_MODEL_PREFIX)).model_name_or_path)
     if model_name_or_path.count("/") != 1 or model_name_or_path.startswith((".", "/")):
         raise ValueError(f"model_name_or_path {model_name_or_path!r} is not a hub id (owner/name): a --tiny run "
                          "builds its model under the recipe's hub id; a local folder has none")

@@ -93,3 +93,15 @@ def test_a_failing_fill_leaves_no_folder_behind(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         publish_dir(tmp_path / "tok", fill, "tokenizer.json")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_another_runs_merged_model_is_named_run_recipe(tmp_path, monkeypatch):
+    # run:RECIPE (a KD recipe's teacher: the demo's distilled model) is that recipe's 04 merged folder, or an
+    # error naming the command that makes it
+    monkeypatch.setattr(base_model, "run_dir", lambda recipe: tmp_path / recipe)
+    with pytest.raises(ModelNotFoundError, match=r"python -m lib run smollm2_135m \(or its stages 01-04\) first"):
+        resolve_base_model("run:smollm2_135m")
+    merged = tmp_path / "smollm2_135m" / "04_merge_export" / "merged"
+    merged.mkdir(parents=True)
+    (merged / "config.json").write_text("{}")
+    assert resolve_base_model("run:smollm2_135m") == str(merged)

@@ -143,3 +143,9 @@ def test_a_tiny_recipe_changes_only_sizes(name):
     changed = {k for k, v in dataclasses.asdict(tiny).items() if v != getattr(recipe, k)}
     assert changed <= set(TINY_OVERRIDES) | {"gradient_accumulation_steps"}
     assert tiny.gradient_accumulation_steps == min(recipe.gradient_accumulation_steps, TINY_MAX_ACCUMULATION)
+
+
+def test_a_tiny_runs_teacher_named_run_recipe_is_built_in_that_recipes_family():
+    from lib.tiny import hub_id_of
+
+    assert hub_id_of("run:smollm2_135m") == hub_id_of(load_recipe("smollm2_135m").model_name_or_path)
