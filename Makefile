@@ -43,7 +43,7 @@ GPU_COMPAT_TESTS := tests/masking tests/train tests/data tests/plan tests/test_a
   tests/test_slow_smollm2.py tests/export tests/test_tiny.py tests/evaluate/test_answers.py tests/test_tokenizer_fixtures.py \
   tests/test_launch_configs.py
 
-.PHONY: install demo test test-unit test-dryrun test-tiny sync check-sync clean gpu-check-wheels \
+.PHONY: install demo bench-kd test test-unit test-dryrun test-tiny sync check-sync clean gpu-check-wheels \
   install-gpu-compat test-gpu-compat refresh-gpu-metadata resolve-gpu-constraints
 
 install: $(STAMP)
@@ -70,6 +70,13 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml Makefile
 demo: install
 	$(PY) -m lib run smollm2_135m
 	$(PY) -m lib.report smollm2_135m
+
+# logit distillation on a CPU (~35 min: the demo, if not run yet, then its distilled model as the teacher of the base
+# model for about the demo's training time): the KD student against the demo's SFT student, runs/benchmarks/kd_vs_sft.md
+bench-kd: install
+	test -f runs/smollm2_135m/04_merge_export/merged/config.json || $(PY) -m lib run smollm2_135m
+	$(PY) -m lib run smollm2_135m_kd
+	$(PY) benchmarks/kd_vs_sft.py
 
 # pytest last, so its summary line closes the output; the GPU-versions env before the CPU dry-run, so runs/*-dry-run
 # ends as the CPU env wrote it

@@ -1,6 +1,6 @@
 """Training speed: 03's trainer against TRL's `SFTTrainer`, in one process, on the same masked examples.
 
-Usage: ``HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/train_speed.py [--examples 48] [--levers]``
+Usage: ``HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/train_speed.py [--examples 48] [--levers] [--kd]``
 
 The examples are the CPU recipe's (smollm2_135m): the first `--examples` of what its 01 and 02 stages write (run
 into ``runs/benchmarks/train_speed-data`` first if missing). Every side trains the same LoRA adapters (the
@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `lib` when ru
 from lib.paths import PROJECT_ROOT, atomic_write_text  # noqa: E402
 
 RECIPE = "smollm2_135m"
+KD_RECIPE = "smollm2_135m_kd"  # --kd: timed on the same examples; its losses (KL + CE) are not plotted with SFT's
 DATA_DIR = PROJECT_ROOT / "runs" / "benchmarks" / "train_speed-data"
 BATCH = 4  # examples per optimizer step: the recipe's global batch
 
@@ -119,14 +120,15 @@ def trl_side(name: str, recipe, model_path: str, data, out: Path, **overrides) -
     return {"seconds": time.time() - start, "log": trainer.state.log_history}
 
 
-def our_side(recipe, model_path: str, data, out: Path, backend=None) -> dict:
+def our_side(recipe, model_path: str, data, out: Path, backend=None, teacher_path: str = "") -> dict:
     """Train through 03's own code (`train_lora`) with `recipe` (shortened to the benchmark's steps)."""
     from lib.train.backends import detect_backend, train_lora
 
     recipe = dataclasses.replace(recipe, max_steps=len(data) // (recipe.per_device_train_batch_size
                                                                  * recipe.gradient_accumulation_steps),
                                  logging_steps=1, save_steps=10**6)
-    result = train_lora(recipe, model_path, data, recipe.max_length, out, backend or detect_backend(recipe))
+    result = train_lora(recipe, model_path, data, recipe.max_length, out, backend or detect_backend(recipe),
+                        teacher_path=teacher_path)
     return {"seconds": result.seconds, "log": result.log_history}
 
 
@@ -134,6 +136,9 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--examples", type=int, default=48, help="masked examples (a multiple of 4)")
     parser.add_argument("--levers", action="store_true", help="also time ours with each lever taken out")
+    parser.add_argument("--kd", action="store_true",
+                        help="also time the CPU distillation recipe (smollm2_135m_kd: its teacher, the demo's merged "
+                             "model, must exist) on the same examples: its cost per token against SFT's")
     parser.add_argument("--out", default=str(PROJECT_ROOT / "runs" / "benchmarks" / "train_speed.json"))
     args = parser.parse_args(argv)
     if args.examples % BATCH:
@@ -183,6 +188,13 @@ def main(argv=None) -> dict:
                 "ours_with_bf16": lambda: our_side(
                     dataclasses.replace(recipe, torch_dtype="bfloat16"), model_path, data, out / "d"),
             }
+        if args.kd:
+            from lib.models import resolve_base_model
+            from lib.recipe import load_recipe
+
+            kd_recipe = load_recipe(KD_RECIPE)
+            teacher = resolve_base_model(kd_recipe.teacher_model_name_or_path)
+            plans["kd_ours"] = lambda: our_side(kd_recipe, model_path, data, out / "kd", teacher_path=teacher)
         for name, run in plans.items():
             print(f"[train_speed] {name} …", file=sys.stderr, flush=True)
             side = run()
@@ -200,6 +212,7 @@ def main(argv=None) -> dict:
         "sides": sides,
         "max_abs_loss_difference_ours_vs_trl_default": round(max(
             abs(a - b) for a, b in zip(sides["ours"]["losses"], sides["trl_default"]["losses"])), 4),
+        **({"ratio_kd_over_ours": round(sides["kd_ours"]["tokens_per_s"] / ours, 2)} if "kd_ours" in sides else {}),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
         "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
@@ -222,6 +235,8 @@ def plot_losses(sides: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=90)
     for name, side in sides.items():
+        if name.startswith("kd_"):  # another loss (KL + CE): not comparable on this axis
+            continue
         ax.plot(range(1, len(side["losses"]) + 1), side["losses"], marker="o", markersize=3,
                 label=f"{name} ({side['tokens_per_s']:.0f} tok/s)")
     ax.set_xlabel("optimizer step")

@@ -175,6 +175,26 @@ def loss_plot(log_history: list[dict], path: Path, title: str) -> Image | Markdo
     return _saved(fig, path)
 
 
+def distillation_plot(log_history: list[dict], path: Path, title: str, alpha: float, temperature: float
+                      ) -> Image | Markdown:
+    """The two terms of the distillation loss per optimizer step, as they enter it: alpha·T²·KL(teacher‖student)
+    and (1 − alpha)·CE, with their sum (a note when the run trained without a teacher)."""
+    rows = [row for row in log_history if "kl" in row and "ce" in row and "loss" in row]
+    if not rows:
+        return note("No distillation terms: this run trained without a teacher (plain SFT) or trained nothing.")
+    plt = _pyplot()
+    steps = [row["step"] for row in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(steps, [alpha * temperature**2 * row["kl"] for row in rows], marker="o", markersize=3,
+            label=f"{alpha:g}·T²·KL (T={temperature:g})")
+    ax.plot(steps, [(1 - alpha) * row["ce"] for row in rows], marker="o", markersize=3, label=f"{1 - alpha:g}·CE")
+    ax.plot(steps, [row["loss"] for row in rows], color="grey", linewidth=1, label="loss (their sum)")
+    ax.set(xlabel="optimizer step", ylabel="loss term (response tokens)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _saved(fig, path)
+
+
 def results_chart(results: list[dict], path: Path, title: str) -> Image | Markdown:
     """Bar chart of `</think>` closure and accuracy per judged file, tokens/s above each pair."""
     if not results:

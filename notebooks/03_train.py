@@ -86,10 +86,24 @@ display(loss_plot(train_log(cfg), cfg.stage_dir(STAGE) / "loss.png",
                   f"{cfg.recipe.name}: LoRA r={cfg.recipe.lora_r}"))
 
 # %% [markdown]
+# ## Distillation: the loss's two terms
+# With a teacher (`teacher_model_name_or_path`) the loss is α·T²·KL(teacher ‖ student) + (1 − α)·CE, both on the
+# response tokens: the KL pulls the student's whole next-token distribution towards the teacher's, the CE towards
+# the trace's own token. Plotted apart, so a KL that stalls while the CE falls (or the reverse) is visible.
+
+# %%
+from lib.display import distillation_plot
+
+display(distillation_plot(train_log(cfg), cfg.stage_dir(STAGE) / "distillation.png",
+                          f"{cfg.recipe.name}: distillation terms", cfg.recipe.distill_alpha,
+                          cfg.recipe.distill_temperature))
+
+# %% [markdown]
 # ## In this notebook we
 # - read the masked examples 02 saved (nothing re-tokenised),
 # - checked the memory plan against the target card,
 # - trained LoRA adapters (or validated the recipe on the meta device) and saved them under
-#   `runs/<recipe>/03_train/adapter/` with checkpoints, a training log and the loss curve.
+#   `runs/<recipe>/03_train/adapter/` with checkpoints, a training log and the loss curve (and, when
+#   distilling, the KL and CE terms apart).
 #
 # Next: **04_merge_export** merges the adapter and writes GGUF files.
