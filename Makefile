@@ -74,7 +74,7 @@ demo: install
 # logit distillation on a CPU (~35 min: the demo, if not run yet, then its distilled model as the teacher of the base
 # model for about the demo's training time): the KD student against the demo's SFT student, runs/benchmarks/kd_vs_sft.md
 bench-kd: install
-	test -f runs/smollm2_135m/04_merge_export/merged/config.json || $(PY) -m lib run smollm2_135m
+	test -f runs/smollm2_135m/05_eval_edge/manifest.json || $(PY) -m lib run smollm2_135m
 	$(PY) -m lib run smollm2_135m_kd
 	$(PY) benchmarks/kd_vs_sft.py
 

@@ -4,7 +4,7 @@
 Usage: ``make bench-kd`` (runs both recipes when their runs are missing, then this), or after both runs
 ``.venv/bin/python benchmarks/kd_vs_sft.py``.
 
-The two students start from the same base SmolLM2-135M with the same LoRA adapters, seed, learning rate and
+The two students start from the same untrained SmolLM2-135M-Instruct with the same LoRA adapters, seed, learning rate and
 schedule; they differ in their loss (CE on the traces vs 0.5·T²·KL to the demo's distilled model + 0.5·CE) and in
 how many rows they see: the KD recipe trains on fewer rows so that its training time (teacher forward included)
 is about the SFT run's — the comparison is at equal training time, as measured in both runs' 03 manifests. Prints
@@ -22,6 +22,7 @@ from lib.paths import RUNS_DIR, atomic_write_text, run_dir  # noqa: E402
 
 SFT, KD = "smollm2_135m", "smollm2_135m_kd"
 FILES = ("F16", "Q8_0", "Q4_K_M")
+ABLATION = "Q8_0"
 
 
 def manifest(recipe: str, stage: str) -> dict:
@@ -46,14 +47,19 @@ def training(recipe: str) -> dict:
 
 
 def main() -> int:
-    prompts = {r: (run_dir(r) / "05_eval_edge" / "prompts.jsonl").read_text() for r in (SFT, KD)
-               if manifest(r, "05_eval_edge")}
+    for recipe in (SFT, KD):
+        manifest(recipe, "05_eval_edge")  # exits naming the command when a run is missing
+    prompts = {r: (run_dir(r) / "05_eval_edge" / "prompts.jsonl").read_text() for r in (SFT, KD)}
     if prompts[SFT] != prompts[KD]:
         sys.exit("the two runs judged different held-out prompts (05_eval_edge/prompts.jsonl differ): run both with "
                  "the same eval_dataset_path and eval_rows")
     rows = [("base (untrained)", judged(SFT, "base"))]
     rows += [(f"{who} student {q}", judged(recipe, f"distilled-{q}")) for q in FILES
              for who, recipe in (("SFT", SFT), ("KD", KD))]
+    # the ablation both recipes judge (eval_ablation_file): Q8_0 without the repeat penalty, where loops show
+    rows += [(f"{who} student {ABLATION}, no repeat penalty", judged(recipe, f"distilled-{ABLATION}-no-repeat-penalty"))
+             for who, recipe in (("SFT", SFT), ("KD", KD))
+             if (run_dir(recipe) / "05_eval_edge" / f"distilled-{ABLATION}-no-repeat-penalty.json").is_file()]
     train = {"SFT": training(SFT), "KD": training(KD)}
     lines = [f"Training: SFT {train['SFT']['examples']} rows / {train['SFT']['steps']} steps in "
              f"{train['SFT']['train_seconds']:.0f} s; KD {train['KD']['examples']} rows / {train['KD']['steps']} steps "

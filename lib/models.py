@@ -58,7 +58,8 @@ HUB_WEIGHT_PATTERNS = ["*.safetensors"]
 def resolve_base_model(model_name_or_path: str, revision: str = "", hub_cache: str | Path | None = None,
                        offline: bool = False, weights: bool = True) -> str:
     """A local folder `from_pretrained` and llama.cpp's converter both accept: the converted cache folder of a
-    packaged GGUF, a local folder, or the snapshot folder of a hub id (downloaded once, at `revision`).
+    packaged GGUF, another recipe's merged model (``run:RECIPE``), a local folder, or the snapshot folder of a hub
+    id (downloaded once, at `revision`).
 
     Hub ids go through `huggingface_hub.snapshot_download`: the same call fetches a GPU user's model and finds a
     --tiny run's model in its hub-style cache (`hub_cache`, `offline`), so every later step gets a folder.
@@ -85,7 +86,8 @@ def merged_model_of_run(recipe: str) -> Path:
     folder = merged_model_dir(run_dir(recipe))
     if not (folder / "config.json").is_file():
         raise ModelNotFoundError(f"{RUN_MODEL_PREFIX}{recipe}: {folder} holds no merged model. It is made by that "
-                                 f"recipe's run: python -m lib run {recipe} (or its stages 01-04) first")
+                                 f"recipe's run: python -m lib run {recipe} (or its stages 01-04) first (a real run "
+                                 "in runs/: --tiny, --dry-run or --run-dir runs do not count)")
     return folder
 
 

@@ -22,8 +22,8 @@ from lib.export.gguf import convert_to_gguf, export_ggufs
 from lib.export.merge import merge_checked
 from lib.models import (PACKAGED_GGUF_MODELS, load_fixture_tokenizer, load_model_tokenizer, packaged_gguf,
                         resolve_base_model)
-from lib.paths import project_path, run_dir as default_run_dir
-from lib.recipe import ParamsError, Recipe, load_recipe, recipe_source
+from lib.paths import RUN_MODEL_PREFIX, project_path, run_dir as default_run_dir
+from lib.recipe import ParamsError, Recipe, list_recipes, load_recipe, recipe_source
 from lib.rejects import reject_counts
 from lib.run_config import RunConfig, read_manifest, set_seed, stage_file
 from lib.teacher.config import TeacherConfigError, teacher_settings
@@ -60,11 +60,31 @@ def config_for(recipe: Recipe, dry_run: bool = False, run_dir: str = "", seed: i
 def check_recipe(recipe: Recipe) -> None:
     """The checks of the keys whose valid values a stage owns, so a bad recipe stops at the first cell."""
     DataPolicy.from_recipe(recipe)
+    check_run_references(recipe)
     if recipe.teacher_generation:
         try:
             teacher_settings(recipe.teacher_generation)
         except (TeacherConfigError, TypeError, ValueError) as err:
             raise ParamsError(f"{recipe_source(recipe)}: teacher_generation: {err}") from err
+
+
+def check_run_references(recipe: Recipe) -> None:
+    """A model named ``run:RECIPE`` must name a recipe that exists and has a model of its own (not another
+    ``run:``), with no revision (the run's merged folder is what it is): checked in every mode, at the start."""
+    for key, revision_key in (("model_name_or_path", "revision"), ("teacher_model_name_or_path", "teacher_revision")):
+        name = getattr(recipe, key)
+        if not name.startswith(RUN_MODEL_PREFIX):
+            continue
+        other = name.removeprefix(RUN_MODEL_PREFIX)
+        if other not in list_recipes():
+            raise ParamsError(f"{recipe_source(recipe)}: {key}: {name!r} names no recipe (params/{other}.yaml not "
+                              f"found); known: {', '.join(list_recipes())}")
+        if other == recipe.name or load_recipe(other).model_name_or_path.startswith(RUN_MODEL_PREFIX):
+            raise ParamsError(f"{recipe_source(recipe)}: {key}: {name!r} must name a recipe that trains a model of "
+                              "its own (not itself, nor another run: reference)")
+        if getattr(recipe, revision_key):
+            raise ParamsError(f"{recipe_source(recipe)}: {revision_key} is for hub ids; {key} is {name!r}, the "
+                              f"merged model of that run: remove {revision_key}")
 
 
 def teacher_not_called(settings, why: str) -> dict:

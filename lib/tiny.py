@@ -184,7 +184,8 @@ def tiny_recipe(recipe):
 
 
 def hub_id_of(model_name_or_path: str) -> str:
-    """The hub id a tiny model is filed under: the recipe's own, or the hub id of a packaged model."""
+    """The hub id a tiny model is filed under: the recipe's own, the hub id of a packaged model, or for
+    ``run:RECIPE`` (another recipe's merged model) that recipe's."""
     if model_name_or_path in PACKAGED_GGUF_HUB_IDS:
         return PACKAGED_GGUF_HUB_IDS[model_name_or_path]
     if model_name_or_path.startswith(RUN_MODEL_PREFIX):  # another recipe's merged model: its base's family

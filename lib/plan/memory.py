@@ -122,8 +122,8 @@ TRL_CPU_TILE_TEMP_BYTES = 5 * FP32 + 1 + 2 * FP32
 HF_LOGIT_BYTES_PER_ELEMENT = 2 + 4 + 4 + 4 + 2
 
 # "distillation": lib.train.distill_trainer runs the student's ordinary forward (no labels,
-# so neither stack's fused loss) and lib.train.distill_loss.hybrid_distillation_loss on the
-# full logits. Per (token, vocab) element at its peak (when torch.where allocates inside
+# so neither stack's fused loss) and lib.train.distill_loss.distillation_loss_on_rows on the
+# trained rows of the full logits. Per (token, vocab) element at its peak (when torch.where allocates inside
 # _kl_teacher_student): the student's logits, which accelerate's ConvertOutputsToFp32 wrapper
 # (bf16 mixed precision) hands back in fp32 (4); the selected fp32 copies of the student and
 # teacher logits (4 + 4); log_p_student, log_p_teacher, p_teacher (3 x 4); the product
@@ -423,7 +423,8 @@ def plan_training_memory(
         # The teacher's forward runs under no_grad after the student's, so it frees each
         # layer's transients as it goes (less than the loss's working set that follows).
         # Its logits persist through the loss, in the compute dtype.
-        teacher_rows = trained_tokens if loss == "trained_positions_distillation" and trained_tokens else tokens
+        teacher_rows = (trained_tokens if loss == "trained_positions_distillation" and trained_tokens is not None
+                        else tokens)
         components["teacher_logits"] = teacher_rows * teacher.vocab_size * dtype_bytes
     if on_gpu:
         components["cuda_context"] = CUDA_CONTEXT_BYTES

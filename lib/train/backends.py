@@ -219,6 +219,9 @@ def sft_kwargs(recipe: Recipe, output_dir: Path, backend: Backend, max_length: i
         disable_tqdm=True, padding_free=recipe.padding_free,
         # data-parallel: every LoRA weight gets a gradient each step, so DDP need not search for unused ones
         ddp_find_unused_parameters=False,
+        # an evaluation (the held-out loss) keeps the loss only: no logits, which the CPU trainers make at the
+        # trained positions only and so would not line up with the labels
+        prediction_loss_only=True,
         **holdout_kwargs(recipe),
     )
 
@@ -229,7 +232,6 @@ def holdout_kwargs(recipe: Recipe) -> dict:
         return {}
     return {"eval_strategy": "steps", "eval_steps": holdout_eval_steps(recipe),
             "per_device_eval_batch_size": recipe.per_device_train_batch_size,
-            "prediction_loss_only": True,  # the loss is all 03 logs; no logits kept
             "load_best_model_at_end": recipe.keep_best_checkpoint,
             **({"metric_for_best_model": "eval_loss", "greater_is_better": False}
                if recipe.keep_best_checkpoint else {})}
@@ -359,7 +361,7 @@ def sft_trainer_class(positions_only: bool):
             scale_up = self.args.average_tokens_across_devices and num_items_in_batch is not None
             loss = trained_positions_loss(model, inputs, num_items_in_batch,
                                           self.accelerator.num_processes if scale_up else 1)
-            # TRL's prediction_step asks for outputs only without prediction_loss_only, which the held-out loss sets
+            # TRL's prediction_step asks for outputs only without prediction_loss_only, which 03 always sets
             return (loss, None) if return_outputs else loss
 
     return TrainedPositionsSFTTrainer
@@ -377,6 +379,7 @@ class TrainResult:
     processes: int = 1  # data-parallel processes that trained together
     largest_batch: tuple[int, int] | None = None  # (tokens, trained tokens) of the largest micro-batch (CPU trainers)
     best_checkpoint: str = ""  # keep_best_checkpoint: the checkpoint with the lowest held-out loss, now loaded
+    teacher: dict | None = None  # distillation: the teacher's folder and weight files (`resume.teacher_identity`)
 
     def holdout_losses(self) -> list[tuple[int, float]]:
         return [(row["step"], row["eval_loss"]) for row in self.log_history if "eval_loss" in row]
@@ -397,7 +400,8 @@ def train_lora(recipe: Recipe, model_path: str, dataset, max_length: int, out_di
     dataset = dataset.select_columns(["input_ids", "labels"])  # the id column is for people, not the collator
     dataset, holdout = split_holdout(dataset, recipe.holdout_rows, recipe.seed)
     checkpoints = out_dir / "checkpoints"
-    fingerprint = resume.training_fingerprint(recipe, dataset, backend.as_dict(), world_size())
+    teacher = resume.teacher_identity(teacher_path) if teacher_path else None
+    fingerprint = resume.training_fingerprint(recipe, dataset, backend.as_dict(), world_size(), teacher)
     start_from, resume_notes = resume.resume_point(checkpoints, fingerprint, restart, may_delete=is_main_process())
     for note in resume_notes if is_main_process() else []:
         print(f"[03] {note}")
@@ -406,10 +410,9 @@ def train_lora(recipe: Recipe, model_path: str, dataset, max_length: int, out_di
     args = sft_config(recipe, checkpoints, backend, max_length=max_length)
     model, tokenizer = load_for_training(recipe, model_path, backend, max_length)
     if teacher_path:
-        teacher = _load_teacher(recipe, teacher_path, backend)
         trainer = distill_trainer.DistillationTrainer(
             model=model, args=args, train_dataset=dataset, eval_dataset=holdout, processing_class=tokenizer,
-            teacher_model=teacher, alpha=recipe.distill_alpha, temperature=recipe.distill_temperature,
+            teacher_model=_load_teacher(recipe, teacher_path, backend), alpha=recipe.distill_alpha, temperature=recipe.distill_temperature,
             positions_only=backend.trained_positions_loss)
     else:
         trainer = sft_trainer_class(backend.trained_positions_loss)(
@@ -431,7 +434,7 @@ def train_lora(recipe: Recipe, model_path: str, dataset, max_length: int, out_di
                        resumed_from=start_from.name if start_from else "",
                        processes=trainer.args.world_size, largest_batch=getattr(trainer, "largest_batch", None),
                        best_checkpoint=Path(trainer.state.best_model_checkpoint).name
-                       if trainer.state.best_model_checkpoint else "")
+                       if trainer.state.best_model_checkpoint else "", teacher=teacher)
 
 
 def is_main_process() -> bool:
@@ -470,6 +473,7 @@ def training_facts(result: TrainResult, backend: Backend) -> dict:
             "trainable_params": result.trainable_params, "total_params": result.total_params,
             "steps": result.steps, "train_seconds": round(result.seconds, 1),
             "resumed_from": result.resumed_from or None, "data_parallel_processes": result.processes,
+            **({"teacher": result.teacher} if result.teacher else {}),
             **({"holdout_losses": result.holdout_losses(), "best_checkpoint": result.best_checkpoint or None}
                if result.holdout_losses() else {}),
             "first_loss": losses[0][1] if losses else None, "last_loss": losses[-1][1] if losses else None}
@@ -479,7 +483,7 @@ def _load_teacher(recipe: Recipe, teacher_path: str, backend: Backend):
     import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": getattr(torch, recipe.torch_dtype)}
+    kwargs = {"dtype": getattr(torch, recipe.torch_dtype), "trust_remote_code": recipe.trust_remote_code}
     if backend.packed_attention:  # it sees the student's padding-free rows
         kwargs["attn_implementation"] = register_packed_attention()
     if backend.teacher_load_in_4bit:

@@ -120,12 +120,16 @@ def distillation_loss_on_rows(
     rows, each predicting its (N,) target token (none of them -100). The CPU trainer gets these rows straight from
     the models (``logits_to_keep``); the full-logits path selects them. Same returns."""
     check_distill_hparams(alpha, temperature)
+    if student_rows.dim() == 2 and teacher_rows.dim() == 2:
+        check_vocab_sizes(student_rows.size(-1), teacher_rows.size(-1))
     if student_rows.dim() != 2 or student_rows.shape != teacher_rows.shape or targets.shape != student_rows.shape[:1]:
         raise ValueError(f"need (N, vocab) student and teacher rows and (N,) targets; got {tuple(student_rows.shape)}, "
                          f"{tuple(teacher_rows.shape)} and {tuple(targets.shape)}")
     if len(targets) == 0:
         raise ValueError("The batch has no trained tokens: every shifted label is -100. This is probably a masking "
                          "bug (the response was masked along with the prompt, or truncation cut the response off).")
+    if (targets == IGNORE_INDEX).any():  # CE would skip them while the KL averaged over them
+        raise ValueError(f"targets hold {IGNORE_INDEX} (an untrained position): select the trained rows first")
     student = student_rows.float()
     # A teacher placed on another device (e.g. a device_map'd teacher) is scored on the student's device.
     teacher = teacher_rows.detach().to(student.device).float()

@@ -20,8 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lib.train.distill_loss import (check_distill_hparams, check_vocab_sizes, distillation_loss_on_rows,
-                                     hybrid_distillation_loss)
+from lib.train.distill_loss import check_distill_hparams, check_vocab_sizes, distillation_loss_on_rows
 from lib.train.trained_positions_loss import largest_batch, next_token_targets
 
 
@@ -99,7 +98,15 @@ def _distillation_trainer_class():
             **kwargs: Any,
         ) -> None:
             check_distill_hparams(alpha, temperature)  # fail before SFTTrainer prepares the dataset
+            args_ = kwargs.get("args", args[1] if len(args) > 1 else None)
+            if positions_only and args_ is not None and not args_.prediction_loss_only:
+                raise ValueError("positions_only=True returns logits at the trained positions only, which do not line "
+                                 "up with the labels an evaluation with metrics needs: set prediction_loss_only=True "
+                                 "in the trainer's arguments, or positions_only=False")
             super().__init__(*args, **kwargs)
+            # The model gets no num_items_in_batch (the loss is ours, a per-micro-batch mean): told so, every
+            # transformers version divides the loss by the accumulation steps (5.17, the GPU pins, reads only this)
+            self.model_accepts_loss_kwargs = False
             _check_not_sharing_weights(self.model, teacher_model)
             # Same check as the loss, but at construction rather than after the first forward pass.
             check_vocab_sizes(output_vocab_size(self.model), output_vocab_size(teacher_model))
@@ -138,23 +145,18 @@ def _distillation_trainer_class():
             # logits; the loss is ours, so the model must not compute its own CE as well.
             model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "shift_labels")}
             model_inputs["use_cache"] = False
-            if self.positions_only:
-                # logits[:, t] predict the token at t + 1 (`next_token_targets`): keep the positions any row trains
-                targets = next_token_targets(inputs)
+            # logits[:, t] predict the token at t + 1 (`next_token_targets`, which also honours a collator's
+            # shift_labels): one rule for both paths
+            targets = next_token_targets(inputs)
+            if self.positions_only:  # keep the positions any row trains
                 positions = (targets != -100).any(dim=0).nonzero().flatten()
                 model_inputs["logits_to_keep"] = positions
-                outputs = model(**model_inputs)
-                teacher_logits = self._teacher_logits(model_inputs)
-                chosen = targets[:, positions]
-                trained = chosen != -100  # a padded batch shares the positions; rows not trained there drop out
-                loss, parts = distillation_loss_on_rows(outputs.logits[trained], teacher_logits[trained],
-                                                        chosen[trained], alpha=self.alpha,
-                                                        temperature=self.temperature)
-            else:
-                outputs = model(**model_inputs)
-                teacher_logits = self._teacher_logits(model_inputs)
-                loss, parts = hybrid_distillation_loss(outputs.logits, teacher_logits, inputs["labels"],
-                                                       alpha=self.alpha, temperature=self.temperature)
+                targets = targets[:, positions]
+            outputs = model(**model_inputs)
+            teacher_logits = self._teacher_logits(model_inputs)
+            trained = targets != -100  # a padded batch shares the positions; rows not trained there drop out
+            loss, parts = distillation_loss_on_rows(outputs.logits[trained], teacher_logits[trained], targets[trained],
+                                                    alpha=self.alpha, temperature=self.temperature)
             self._log_parts(parts)
             return (loss, outputs) if return_outputs else loss
 

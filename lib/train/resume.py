@@ -25,6 +25,7 @@ from pathlib import Path
 
 from lib.paths import atomic_write_text
 from lib.recipe import ParamsError, Recipe
+from lib.run_config import fingerprint
 
 MARKER = "thinkdistill_checkpoint.json"
 FINISHED = "thinkdistill_finished.json"  # in the checkpoints folder once the run's adapter is saved
@@ -68,13 +69,21 @@ def data_fingerprint(dataset) -> str:
     return digest.hexdigest()[:16]
 
 
-def training_fingerprint(recipe: Recipe, dataset, backend_facts: dict, processes: int = 1) -> dict:
+def training_fingerprint(recipe: Recipe, dataset, backend_facts: dict, processes: int = 1,
+                         teacher: dict | None = None) -> dict:
     """What a checkpoint must have been trained from to be continued: the recipe's training keys (kept whole, so a
-    refusal can name what changed), the backend, the examples, and the data-parallel processes (the Trainer's
-    position in the data and its per-rank RNG states hold only for the same number)."""
+    refusal can name what changed), the backend, the examples, the data-parallel processes (the Trainer's
+    position in the data and its per-rank RNG states hold only for the same number) and, when distilling, the
+    teacher's files (`teacher_identity`: a teacher written anew, e.g. the demo run again, is another teacher)."""
     backend = {k: v for k, v in backend_facts.items() if k != "stand_ins"}
     return {"recipe": recipe.name, "recipe_keys": training_keys(recipe), "data_sha": data_fingerprint(dataset),
-            "backend": backend, "processes": processes}
+            "backend": backend, "processes": processes, **({"teacher": teacher} if teacher else {})}
+
+
+def teacher_identity(folder: str) -> dict:
+    """The teacher's folder and the (size, modification time) of each weight file in it."""
+    weights = sorted(p for p in Path(folder).iterdir() if p.suffix in (".safetensors", ".bin"))
+    return {"path": str(folder), "weights": {p.name: fingerprint(p) for p in weights}}
 
 
 def checkpoints(folder: Path) -> list[tuple[int, Path]]:
@@ -143,6 +152,8 @@ def fingerprint_differences(old: dict, new: dict) -> list[str]:
         found.append(f"backend: {old.get('backend')} -> {new['backend']}")
     if old.get("processes") != new["processes"]:
         found.append(f"data-parallel processes: {old.get('processes')} -> {new['processes']}")
+    if old.get("teacher") != new.get("teacher"):
+        found.append(f"the teacher's files ({(new.get('teacher') or {}).get('path', 'none now')}) changed")
     return found
 
 

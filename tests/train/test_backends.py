@@ -105,3 +105,15 @@ def test_on_a_cpu_sft_trains_with_the_trained_positions_loss(tmp_path):
     assert len(ours) == 2
     if Version(trl.__version__) >= Version("1.16.0"):  # TRL 1.15's loss cannot run on a CPU (Triton only)
         assert ours == pytest.approx(losses(SFTTrainer), rel=1e-4)
+
+
+def test_the_cpu_teacher_attends_packed_rows_like_the_student_and_is_frozen(tmp_path):
+    from lib.train.backends import _load_teacher
+    from lib.train.packed_attention import PACKED_ATTENTION
+    from tests.train.test_distill_trainer import _tiny_llama
+
+    _tiny_llama(seed=1).save_pretrained(tmp_path)
+    recipe = load_recipe("smollm2_135m_kd")
+    teacher = _load_teacher(recipe, str(tmp_path), select_backend(recipe, has_cuda=False, has_unsloth=False))
+    assert teacher.config._attn_implementation == PACKED_ATTENTION  # fast on padding-free rows, as the student
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())

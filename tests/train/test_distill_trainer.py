@@ -14,6 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from trl import SFTConfig
 
 from lib.train.backends import checkpointing_argument
+from lib.train.distill_loss import hybrid_distillation_loss
 from lib.train.distill_trainer import DistillationTrainer
 
 VOCAB = 64
@@ -171,6 +172,7 @@ def test_positions_only_loss_equals_the_full_logits_loss(tmp_path, padding_free)
     args.padding_free = padding_free
     args.max_length = None if padding_free else args.max_length  # TRL: the examples are already cut
     args.per_device_train_batch_size = 4
+    args.prediction_loss_only = True  # positions_only requires it (its logits do not line up with the labels)
     trainers = [DistillationTrainer(model=_tiny_llama(seed=0), teacher_model=_tiny_llama(seed=1), args=args,
                                     train_dataset=_dataset(), processing_class=_tokenizer(), peft_config=_lora(),
                                     alpha=0.3, temperature=2.0, positions_only=positions_only)
@@ -186,7 +188,22 @@ def test_positions_only_loss_equals_the_full_logits_loss(tmp_path, padding_free)
         trainer.model.train()
     full, positions = losses
     assert positions == pytest.approx(full, abs=1e-5)
+    # an oracle with its own shift (logits[:, :-1] against labels[:, 1:]): the trainer's targets are the next tokens
+    trainer = trainers[1]
+    with torch.no_grad():
+        model_inputs = {k: v for k, v in batch.items() if k != "labels"}
+        oracle, _ = hybrid_distillation_loss(trainer.model(**model_inputs).logits,
+                                             trainer.teacher_model(**model_inputs).logits, batch["labels"],
+                                             alpha=0.3, temperature=2.0)
+    assert positions == pytest.approx(oracle.item(), rel=1e-5)  # the LM head on fewer rows: fp32 rounding
     logged = [{k: v[-1] for k, v in t._metrics["eval"].items()} for t in trainers]
     assert logged[1]["kl"] == pytest.approx(logged[0]["kl"], abs=1e-6)
     assert logged[1]["ce"] == pytest.approx(logged[0]["ce"], abs=1e-5)
     assert logged[0]["kl"] > 0  # different teacher: the KL term is really there
+
+
+def test_positions_only_refuses_an_evaluation_that_wants_logits(tmp_path):
+    with pytest.raises(ValueError, match="prediction_loss_only=True"):
+        DistillationTrainer(model=_tiny_llama(seed=0), teacher_model=_tiny_llama(seed=1), args=_args(tmp_path),
+                            train_dataset=_dataset(), processing_class=_tokenizer(), peft_config=_lora(),
+                            positions_only=True)

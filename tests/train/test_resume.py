@@ -138,3 +138,18 @@ def test_what_cannot_change_the_adapter_does_not_block_a_resume():
     same = dataclasses.replace(recipe, eval_rows=7, save_steps=3, logging_steps=9, quant_types=["Q8_0"])
     assert recipe_fingerprint(same) == recipe_fingerprint(recipe)
     assert recipe_fingerprint(dataclasses.replace(recipe, learning_rate=2e-3)) != recipe_fingerprint(recipe)
+
+
+def test_a_teacher_written_anew_is_another_teacher(tmp_path):
+    # run:smollm2_135m is whatever the demo's latest 04 wrote: a checkpoint distilled from an older one is refused
+    from lib.train.resume import fingerprint_differences, teacher_identity
+
+    (tmp_path / "config.json").write_text("{}")
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"first teacher")
+    before = {"recipe": "r", "recipe_keys": {}, "data_sha": "x", "backend": {}, "processes": 1,
+              "teacher": teacher_identity(str(tmp_path))}
+    assert fingerprint_differences(before, dict(before)) == []
+    weights.write_bytes(b"the demo, run again")
+    after = dict(before, teacher=teacher_identity(str(tmp_path)))
+    assert fingerprint_differences(before, after) == [f"the teacher's files ({tmp_path}) changed"]
