@@ -75,10 +75,10 @@ def check_run_references(recipe: Recipe) -> None:
         name = getattr(recipe, key)
         if not name.startswith(RUN_MODEL_PREFIX):
             continue
-        other = name.removeprefix(RUN_MODEL_PREFIX)
-        if other not in list_recipes():
+        other, known = name.removeprefix(RUN_MODEL_PREFIX), list_recipes()
+        if other not in known:
             raise ParamsError(f"{recipe_source(recipe)}: {key}: {name!r} names no recipe (params/{other}.yaml not "
-                              f"found); known: {', '.join(list_recipes())}")
+                              f"found); known: {', '.join(known)}")
         if other == recipe.name or load_recipe(other).model_name_or_path.startswith(RUN_MODEL_PREFIX):
             raise ParamsError(f"{recipe_source(recipe)}: {key}: {name!r} must name a recipe that trains a model of "
                               "its own (not itself, nor another run: reference)")

@@ -98,12 +98,11 @@ def _distillation_trainer_class():
             **kwargs: Any,
         ) -> None:
             check_distill_hparams(alpha, temperature)  # fail before SFTTrainer prepares the dataset
-            args_ = kwargs.get("args", args[1] if len(args) > 1 else None)
-            if positions_only and args_ is not None and not args_.prediction_loss_only:
+            super().__init__(*args, **kwargs)
+            if positions_only and not self.args.prediction_loss_only:
                 raise ValueError("positions_only=True returns logits at the trained positions only, which do not line "
                                  "up with the labels an evaluation with metrics needs: set prediction_loss_only=True "
                                  "in the trainer's arguments, or positions_only=False")
-            super().__init__(*args, **kwargs)
             # The model gets no num_items_in_batch (the loss is ours, a per-micro-batch mean): told so, every
             # transformers version divides the loss by the accumulation steps (5.17, the GPU pins, reads only this)
             self.model_accepts_loss_kwargs = False

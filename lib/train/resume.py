@@ -51,10 +51,6 @@ def training_keys(recipe: Recipe) -> dict:
                                   if k not in _NOT_TRAINING and not k.startswith("eval_")}, default=str))
 
 
-def recipe_fingerprint(recipe: Recipe) -> str:
-    return _sha(json.dumps(training_keys(recipe), sort_keys=True).encode())
-
-
 def data_fingerprint(dataset) -> str:
     """The masked examples' token ids and labels, in order (a `datasets.Dataset` with those columns)."""
     import numpy as np
@@ -193,7 +189,3 @@ def checkpoint_marker_callback(fingerprint: dict):
             return control
 
     return CheckpointMarker()
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]

@@ -132,12 +132,12 @@ def test_what_cannot_change_the_adapter_does_not_block_a_resume():
     import dataclasses
 
     from lib.recipe import load_recipe
-    from lib.train.resume import recipe_fingerprint
+    from lib.train.resume import training_keys
 
     recipe = load_recipe("smollm2_135m")
     same = dataclasses.replace(recipe, eval_rows=7, save_steps=3, logging_steps=9, quant_types=["Q8_0"])
-    assert recipe_fingerprint(same) == recipe_fingerprint(recipe)
-    assert recipe_fingerprint(dataclasses.replace(recipe, learning_rate=2e-3)) != recipe_fingerprint(recipe)
+    assert training_keys(same) == training_keys(recipe)
+    assert training_keys(dataclasses.replace(recipe, learning_rate=2e-3)) != training_keys(recipe)
 
 
 def test_a_teacher_written_anew_is_another_teacher(tmp_path):
