@@ -1,4 +1,4 @@
-"""Command line: ``python -m lib {run,plan,recipes,mask,data,teacher,gpu-check} …`` (see README for examples)."""
+"""Command line: ``python -m lib {run,plan,recipes,mask,data,teacher,gpu-check,eval} …`` (see README for examples)."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ import sys
 from lib import gpu_check
 from lib.data.filters import reply_matches_reference
 from lib.data.rows import read_reasoning_rows
+from lib.evaluate import cli as eval_cli
 from lib.masking.check import run_data_check, run_mask_check
 from lib.plan.recipe_plan import recipe_plan
 from lib.recipe import ParamsError, list_recipes, load_recipe
@@ -71,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         description="Real training steps on each path this machine can run (LoRA, distillation, NF4 QLoRA, 8-bit "
                     "optimizers, Unsloth), each in its own process; prints one JSON report. Exit 0 when every path "
                     "that could run ran and its loss fell, 1 otherwise, 2 when the check could not start."))
+    eval_cli.add_arguments(sub.add_parser(
+        "eval", help="judge a GGUF on a benchmark with llama.cpp: pass@1 with a 95 %% interval, maj@k, closure, loops",
+        description="Generates K samples per problem with llama.cpp (the chat template embedded in the file), "
+                    "judges the answers with math-verify and prints one JSON object: pass@1 (mean over the K samples, "
+                    "95 %% bootstrap interval over problems), maj@K, pass@K, </think> closure, truncation and loop "
+                    "rates, think/answer lengths, tokens/s, time to first token, peak RSS. Exit 2 with one line for "
+                    "bad input."))
     args = parser.parse_args(argv)
 
     if args.command == "data":
@@ -82,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         return teacher_cli.main(args, read_reasoning_rows, reply_matches_reference)
     if args.command == "gpu-check":
         return gpu_check.main(args)
+    if args.command == "eval":
+        return eval_cli.main(args)
     try:
         if args.command == "recipes":
             print("\n".join(list_recipes()))

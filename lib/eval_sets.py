@@ -1,8 +1,10 @@
 """The evaluation sets shipped in `data/` (sources and licences in data/README.md): one place names them.
 
 Usage: ``problems = eval_problems("math500")``  (every problem's text, in file order)
+``rows = eval_rows("gsm8k_test")``  ([{"id", "problem", "answer"}, …]: what a benchmark judges against)
 
-The data stage decontaminates training rows against them; the recipe schema checks the names it is given.
+The data stage decontaminates training rows against them; 05 and ``python -m lib eval`` judge models on them;
+the recipe schema checks the names it is given.
 """
 from __future__ import annotations
 
@@ -19,7 +21,24 @@ EVAL_SETS = {
 
 def eval_problems(name: str) -> list[str]:
     """The problem texts of evaluation set `name`; a ValueError lists the known names."""
+    return [row["problem"] for row in eval_rows(name)]
+
+
+def eval_rows(name: str) -> list[dict]:
+    """Every problem of evaluation set `name` with its id and bare reference answer, in file order.
+
+    Ids: MATH-500's `unique_id`, AIME24's `id` (prefixed), GSM8K's line number (`test-000001`, as 01_data names
+    held-out rows); GSM8K's answer is what follows its `####`, thousands separators removed.
+    """
     if name not in EVAL_SETS:
         raise ValueError(f"unknown evaluation set {name!r}; known: {', '.join(EVAL_SETS)}")
     path, field = EVAL_SETS[name]
-    return [row[field] for row in read_jsonl(project_path(path))]
+    rows = []
+    for number, row in enumerate(read_jsonl(project_path(path)), start=1):
+        if name == "gsm8k_test":
+            rows.append({"id": f"test-{number:06d}", "problem": row[field],
+                         "answer": row["answer"].rsplit("####", 1)[1].strip().replace(",", "")})
+        else:
+            ident = row.get("unique_id") or f"{name}-{row['id']}"
+            rows.append({"id": ident, "problem": row[field], "answer": str(row["answer"])})
+    return rows

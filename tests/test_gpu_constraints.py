@@ -116,8 +116,9 @@ def test_the_gpu_extra_pins_the_tested_versions():
 
 # ---- the tests .venv-gpu-compat runs (Makefile GPU_COMPAT_TESTS) ----
 HF_LIBRARIES = {"transformers", "trl", "datasets", "peft", "accelerate"}
-# imports lib.models only for packaged_gguf (a file path): the llama.cpp server reads the GGUF, no HF library runs
-NO_HF_CODE_RUNS = {"tests/teacher/test_llama_cpp.py"}
+# import lib.models only for packaged_gguf (a file path) and lib.__main__ for its `eval` command: llama.cpp reads
+# the GGUF, no HF library runs
+NO_HF_CODE_RUNS = {"tests/teacher/test_llama_cpp.py", "tests/evaluate/test_eval_cli.py"}
 
 
 def imported_modules(path) -> set[str]:

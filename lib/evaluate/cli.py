@@ -1,0 +1,54 @@
+"""``python -m lib eval GGUF --benchmark gsm8k|math500|aime24|FILE.jsonl [--n N] [--k K] [--max-tokens M]``.
+
+Usage: ``add_arguments(subparsers.add_parser("eval"))``, then ``sys.exit(main(args))``
+
+Prints one JSON object (`lib.evaluate.benchmark_eval.evaluate_benchmark`'s summary). Exit 0 when the file was
+judged, 2 with one line ``error: …`` when it could not be: a benchmark that does not exist, a prompts file with a
+malformed line (FILE:LINE), a file that is not a GGUF or has no chat template, k > 1 with greedy decoding.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lib.evaluate.benchmark_eval import DEFAULT_SAMPLING, evaluate_benchmark
+from lib.evaluate.benchmarks import BENCHMARKS, BenchmarkError
+from lib.evaluate.generate import GenerationError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `eval`."""
+    parser.add_argument("gguf", type=Path, help="the GGUF file to judge")
+    parser.add_argument("--benchmark", required=True, metavar="NAME|FILE.jsonl",
+                        help=f"{', '.join(BENCHMARKS)}, or a JSONL file of {{\"id\", \"prompt\" or \"messages\", "
+                             f"\"answer\"}} lines")
+    parser.add_argument("--n", type=int, default=None, help="judge N problems drawn with --seed (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="draws the subset and seeds the sampling (default 0)")
+    parser.add_argument("--k", type=int, default=1, help="samples per problem: pass@1 is their mean (default 1)")
+    parser.add_argument("--max-tokens", type=int, default=512, help="generation budget per sample (default 512)")
+    parser.add_argument("--temperature", type=float, default=DEFAULT_SAMPLING["temperature"],
+                        help="0 = greedy (k must be 1); default 0.6, DeepSeek-R1's")
+    parser.add_argument("--top-p", type=float, default=DEFAULT_SAMPLING["top_p"], help="default 0.95")
+    parser.add_argument("--repeat-penalty", type=float, default=1.0, help="llama.cpp's; default 1.0 (none)")
+    parser.add_argument("--system", default="", help="a system prompt before every problem")
+    parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads (default 2)")
+    parser.add_argument("--n-ctx", type=int, default=0, help="context size (default: the longest prompt + budget)")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="also write DIR/<file>.<benchmark>.json and every judged sample (.samples.jsonl)")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Judge the file, print its summary as one JSON object."""
+    sampling = {"temperature": args.temperature, "repeat_penalty": args.repeat_penalty}
+    if args.temperature:
+        sampling |= {"top_p": args.top_p, "seed": args.seed}
+    try:
+        summary = evaluate_benchmark(args.gguf, args.benchmark, args.n, args.k, args.seed, args.max_tokens,
+                                     args.n_ctx, args.threads, sampling, args.system, out_dir=args.out)
+    except (BenchmarkError, GenerationError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 0

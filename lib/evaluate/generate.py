@@ -1,0 +1,174 @@
+"""k generations per problem from one GGUF file with llama.cpp, in a child process of its own.
+
+Usage: ``samples, peak_rss_mib = generate_samples(Path("m-Q8_0.gguf"), problems, k=4, max_tokens=512)``
+
+The child (``python -m lib.evaluate.generate …``) loads only llama.cpp, so its peak resident memory is the file's
+cost on a device, and a crash in llama.cpp cannot take the caller down. The chat is rendered by the template
+embedded in the GGUF (never a guessed built-in format: llama-cpp-python falls back on Llama-2's when a file has
+none, which would judge a model on a chat it never saw), so a file without one is refused unless a plain prompt
+format is given. Each sample records its text, completion tokens, why it stopped, its wall time and, for a
+problem's first sample, the time to its first token (TTFT: prompt evaluation + one token). Sample j of every
+problem uses seed `seed + j`: the same call gives the same samples.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lib.conversation import plain_prompt
+from lib.evaluate.judging import answer_part, reply_text
+from lib.jsonl import read_jsonl, write_jsonl
+from lib.paths import atomic_write_text
+from lib.think import THINK_OPEN, think_and_answer
+
+NO_TEMPLATE = 3  # the child's exit status for a GGUF without an embedded chat template
+
+
+class GenerationError(RuntimeError):
+    """llama.cpp could not judge the file (no template, not a GGUF, a prompt longer than the context): one line."""
+
+
+def greedy(sampling: dict) -> bool:
+    return float(sampling.get("temperature", 0.0)) == 0.0
+
+
+def generate_samples(gguf: Path, problems: list[dict], k: int = 1, max_tokens: int = 512, n_ctx: int = 0,
+                     n_threads: int = 2, sampling: dict | None = None, plain_format: str = "",
+                     passive_wait: bool = False) -> tuple[list[dict], float]:
+    """(samples in problem order, the child's peak RSS in MiB); raises GenerationError with the child's reason.
+
+    `sampling`: llama.cpp arguments (temperature, top_p, repeat_penalty, seed); temperature 0 is greedy, which
+    only k = 1 makes sense with. `n_ctx` 0: room for the longest prompt plus `max_tokens`.
+    `passive_wait`: OpenMP threads sleep instead of spinning (for runs sharing the cores; ~3x slower alone).
+    """
+    sampling = dict(sampling or {"temperature": 0.0})
+    if k < 1:
+        raise GenerationError(f"k must be at least 1, not {k}")
+    if k > 1 and greedy(sampling):
+        raise GenerationError(f"k = {k} samples of a greedy decode are {k} copies: set a temperature > 0")
+    gguf = Path(gguf)
+    if not gguf.is_file():
+        raise GenerationError(f"{gguf}: no such file")
+    with open(gguf, "rb") as handle:
+        if handle.read(4) != b"GGUF":
+            raise GenerationError(f"{gguf}: not a GGUF file (it does not start with the GGUF magic)")
+    with tempfile.TemporaryDirectory(prefix="thinkdistill-gen-") as work:
+        work = Path(work)
+        write_jsonl(work / "problems.jsonl", problems)
+        command = [sys.executable, "-m", "lib.evaluate.generate", str(gguf), str(work / "problems.jsonl"),
+                   str(work / "samples.jsonl"), "--k", str(k), "--max-tokens", str(max_tokens), "--n-ctx", str(n_ctx),
+                   "--n-threads", str(n_threads), "--sampling", json.dumps(sampling), "--plain-format", plain_format]
+        env = {k_: v for k_, v in os.environ.items() if k_ != "OMP_WAIT_POLICY"}
+        if passive_wait:
+            env["OMP_WAIT_POLICY"] = "passive"
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+            reason = lines[-1] if lines else f"exit status {done.returncode}"
+            raise GenerationError(reason.removeprefix("lib.evaluate.generate: error: "))
+        return read_jsonl(work / "samples.jsonl"), json.loads((work / "rss.json").read_text())["peak_rss_mib"]
+
+
+def rendered_prompts(llm, problems: list[dict], plain_format: str) -> list[str]:
+    """Each problem's prompt as llama-cpp-python renders it: the GGUF's own template (its BOS and EOS tokens) with
+    the generation prompt, or the recipe's plain format for a base model."""
+    if plain_format:
+        return [plain_prompt(plain_format, next(m["content"] for m in reversed(p["messages"]) if m["role"] == "user"))
+                for p in problems]
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    text = lambda token: llm._model.token_get_text(token) if token != -1 else ""  # noqa: E731
+    render = Jinja2ChatFormatter(template=llm.metadata["tokenizer.chat_template"], eos_token=text(llm.token_eos()),
+                                 bos_token=text(llm.token_bos()))
+    return [render(messages=p["messages"]).prompt for p in problems]
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (Linux VmHWM, which exec resets, unlike ru_maxrss), MiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _generate_one(llm, problem: dict, max_tokens: int, sampling: dict, plain_format: str) -> dict:
+    """Stream one generation: its text, tokens (one streamed piece per token; `length` means all max_tokens),
+    finish reason, seconds and time to the first token."""
+    start, first, pieces, finish, text = time.perf_counter(), None, 0, None, []
+    if plain_format:
+        user = next(m["content"] for m in reversed(problem["messages"]) if m["role"] == "user")
+        stream = llm.create_completion(plain_prompt(plain_format, user), max_tokens=max_tokens, stream=True,
+                                       **sampling)
+        for chunk in stream:
+            choice = chunk["choices"][0]
+            if choice["text"]:
+                first = first or time.perf_counter() - start
+                pieces, text = pieces + 1, text + [choice["text"]]
+            finish = choice.get("finish_reason") or finish
+    else:
+        for chunk in llm.create_chat_completion(problem["messages"], max_tokens=max_tokens, stream=True, **sampling):
+            choice = chunk["choices"][0]
+            piece = choice["delta"].get("content")
+            if piece is not None:
+                first = first or time.perf_counter() - start
+                pieces, text = pieces + 1, text + [piece]
+            finish = choice.get("finish_reason") or finish
+    seconds = time.perf_counter() - start
+    return {"text": "".join(text), "completion_tokens": max_tokens if finish == "length" else pieces,
+            "finish_reason": finish, "seconds": round(seconds, 4), "ttft_seconds": round(first or seconds, 4)}
+
+
+def _main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="lib.evaluate.generate", description=__doc__.splitlines()[0])
+    parser.add_argument("gguf")
+    parser.add_argument("problems", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--k", type=int, default=1)
+    parser.add_argument("--max-tokens", type=int, default=512)
+    parser.add_argument("--n-ctx", type=int, default=0)
+    parser.add_argument("--n-threads", type=int, default=2)
+    parser.add_argument("--sampling", default="{}")
+    parser.add_argument("--plain-format", default="")
+    args = parser.parse_args(argv)
+    import llama_cpp
+
+    problems, sampling = read_jsonl(args.problems), json.loads(args.sampling)
+    vocab = llama_cpp.Llama(args.gguf, vocab_only=True, verbose=False)  # template and tokenizer, no weights
+    if not vocab.metadata.get("tokenizer.chat_template") and not args.plain_format:
+        parser.exit(NO_TEMPLATE, f"{args.gguf}: the GGUF has no chat template (tokenizer.chat_template): export it "
+                                 "again with 04, which embeds the tokenizer's, or judge it with a plain prompt "
+                                 "format\n")
+    prompts = rendered_prompts(vocab, problems, args.plain_format)
+    longest = max(len(vocab.tokenize(p.encode(), add_bos=False, special=True)) for p in prompts)
+    n_ctx = args.n_ctx or -(-(longest + args.max_tokens + 16) // 256) * 256  # room for the longest, in 256s
+    llm = llama_cpp.Llama(args.gguf, n_ctx=n_ctx, n_threads=args.n_threads, n_threads_batch=args.n_threads, seed=0,
+                          verbose=False, chat_format="chat_template.default")
+    samples = []
+    for problem, prompt in zip(problems, prompts):
+        opens = not args.plain_format and prompt.rstrip().endswith(THINK_OPEN)
+        for j in range(args.k):
+            seeded = sampling if greedy(sampling) else {**sampling, "seed": int(sampling.get("seed", 0)) + j}
+            try:
+                out = _generate_one(llm, problem, args.max_tokens, seeded, args.plain_format)
+            except ValueError as error:  # "Requested tokens (…) exceed context window of …"
+                parser.exit(2, f"problem {problem['id']}: {error}; pass a larger --n-ctx\n")
+            reply = reply_text(out["text"], opens)
+            think, _ = think_and_answer(reply)
+            answer = answer_part(reply)[2]
+            samples.append({"problem_id": problem["id"], "sample": j, "prompt_opens_think": opens, **out,
+                            "ttft_seconds": out["ttft_seconds"] if j == 0 else None,
+                            "think_tokens": len(llm.tokenize(think.encode(), add_bos=False)) if think else 0,
+                            "answer_tokens": len(llm.tokenize(answer.strip().encode(), add_bos=False))})
+    write_jsonl(args.out, samples)
+    atomic_write_text(args.out.parent / "rss.json", json.dumps({"peak_rss_mib": peak_rss_mib()}))
+
+
+if __name__ == "__main__":
+    _main()
