@@ -34,7 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat-penalty", type=float, default=1.0, help="llama.cpp's; default 1.0 (none)")
     parser.add_argument("--system", default="", help="a system prompt before every problem")
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads (default 2)")
+    parser.add_argument("--parallel", type=int, default=4,
+                        help="sequences decoded at once, continuous batching (default 4)")
+    parser.add_argument("--unified-kv", action="store_true",
+                        help="one KV cache for all sequences: faster, but an answer near a tie may turn with "
+                             "--parallel (default: a cache per sequence, the same tokens as one at a time)")
     parser.add_argument("--n-ctx", type=int, default=0, help="context size (default: the longest prompt + budget)")
+    parser.add_argument("--think-budget", type=int, metavar="TOKENS",
+                        help="end a thought after TOKENS tokens with </think> (+ --answer-prefix) and let it answer")
+    parser.add_argument("--answer-prefix", default="", help='written after a forced </think>, e.g. "The answer is"')
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="also write DIR/<file>.<benchmark>.json and every judged sample (.samples.jsonl)")
 
@@ -46,7 +54,9 @@ def main(args: argparse.Namespace) -> int:
         sampling |= {"top_p": args.top_p, "seed": args.seed}
     try:
         summary = evaluate_benchmark(args.gguf, args.benchmark, args.n, args.k, args.seed, args.max_tokens,
-                                     args.n_ctx, args.threads, sampling, args.system, out_dir=args.out)
+                                     args.n_ctx, args.threads, sampling, args.system, out_dir=args.out,
+                                     n_parallel=args.parallel, think_budget=args.think_budget,
+                                     answer_prefix=args.answer_prefix, unified_kv=args.unified_kv)
     except (BenchmarkError, GenerationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

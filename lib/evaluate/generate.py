@@ -22,10 +22,11 @@ import time
 from pathlib import Path
 
 from lib.conversation import plain_prompt
+from lib.evaluate.batched import Engine
 from lib.evaluate.judging import answer_part, reply_text
 from lib.jsonl import read_jsonl, write_jsonl
 from lib.paths import atomic_write_text
-from lib.think import THINK_OPEN, think_and_answer
+from lib.think import THINK_CLOSE, THINK_OPEN, think_and_answer
 
 NO_TEMPLATE = 3  # the child's exit status for a GGUF without an embedded chat template
 
@@ -40,16 +41,22 @@ def greedy(sampling: dict) -> bool:
 
 def generate_samples(gguf: Path, problems: list[dict], k: int = 1, max_tokens: int = 512, n_ctx: int = 0,
                      n_threads: int = 2, sampling: dict | None = None, plain_format: str = "",
-                     passive_wait: bool = False) -> tuple[list[dict], float]:
-    """(samples in problem order, the child's peak RSS in MiB); raises GenerationError with the child's reason.
+                     passive_wait: bool = False, n_parallel: int = 1, think_budget: int | None = None,
+                     answer_prefix: str = "", answer_tokens: int = 64,
+                     unified_kv: bool = False) -> tuple[list[dict], dict]:
+    """(samples in problem order, {"peak_rss_mib", "generation_seconds"} of the child); raises GenerationError
+    with the child's reason.
 
     `sampling`: llama.cpp arguments (temperature, top_p, repeat_penalty, seed); temperature 0 is greedy, which
-    only k = 1 makes sense with. `n_ctx` 0: room for the longest prompt plus `max_tokens`.
+    only k = 1 makes sense with. `n_ctx`: context per sequence, 0 = room for the longest prompt plus `max_tokens`.
+    `n_parallel`: sequences decoded at once (`lib.evaluate.batched`). `think_budget`: end a thought after this
+    many tokens with "</think>" + `answer_prefix`, then allow `answer_tokens` more (None: no budget).
+    `unified_kv`: one cache for all sequences (faster, not exact: `lib.evaluate.batched`).
     `passive_wait`: OpenMP threads sleep instead of spinning (for runs sharing the cores; ~3x slower alone).
     """
     sampling = dict(sampling or {"temperature": 0.0})
-    if k < 1:
-        raise GenerationError(f"k must be at least 1, not {k}")
+    if k < 1 or n_parallel < 1:
+        raise GenerationError(f"k and the parallel sequences must be at least 1, not {k} and {n_parallel}")
     if k > 1 and greedy(sampling):
         raise GenerationError(f"k = {k} samples of a greedy decode are {k} copies: set a temperature > 0")
     gguf = Path(gguf)
@@ -63,7 +70,12 @@ def generate_samples(gguf: Path, problems: list[dict], k: int = 1, max_tokens: i
         write_jsonl(work / "problems.jsonl", problems)
         command = [sys.executable, "-m", "lib.evaluate.generate", str(gguf), str(work / "problems.jsonl"),
                    str(work / "samples.jsonl"), "--k", str(k), "--max-tokens", str(max_tokens), "--n-ctx", str(n_ctx),
-                   "--n-threads", str(n_threads), "--sampling", json.dumps(sampling), "--plain-format", plain_format]
+                   "--n-threads", str(n_threads), "--sampling", json.dumps(sampling), "--plain-format", plain_format,
+                   "--parallel", str(n_parallel), "--answer-prefix", answer_prefix, "--answer-tokens", str(answer_tokens)]
+        if think_budget is not None:
+            command += ["--think-budget", str(think_budget)]
+        if unified_kv:
+            command.append("--unified-kv")
         env = {k_: v for k_, v in os.environ.items() if k_ != "OMP_WAIT_POLICY"}
         if passive_wait:
             env["OMP_WAIT_POLICY"] = "passive"
@@ -72,7 +84,7 @@ def generate_samples(gguf: Path, problems: list[dict], k: int = 1, max_tokens: i
             lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
             reason = lines[-1] if lines else f"exit status {done.returncode}"
             raise GenerationError(reason.removeprefix("lib.evaluate.generate: error: "))
-        return read_jsonl(work / "samples.jsonl"), json.loads((work / "rss.json").read_text())["peak_rss_mib"]
+        return read_jsonl(work / "samples.jsonl"), json.loads((work / "rss.json").read_text())
 
 
 def rendered_prompts(llm, problems: list[dict], plain_format: str) -> list[str]:
@@ -98,33 +110,6 @@ def peak_rss_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def _generate_one(llm, problem: dict, max_tokens: int, sampling: dict, plain_format: str) -> dict:
-    """Stream one generation: its text, tokens (one streamed piece per token; `length` means all max_tokens),
-    finish reason, seconds and time to the first token."""
-    start, first, pieces, finish, text = time.perf_counter(), None, 0, None, []
-    if plain_format:
-        user = next(m["content"] for m in reversed(problem["messages"]) if m["role"] == "user")
-        stream = llm.create_completion(plain_prompt(plain_format, user), max_tokens=max_tokens, stream=True,
-                                       **sampling)
-        for chunk in stream:
-            choice = chunk["choices"][0]
-            if choice["text"]:
-                first = first or time.perf_counter() - start
-                pieces, text = pieces + 1, text + [choice["text"]]
-            finish = choice.get("finish_reason") or finish
-    else:
-        for chunk in llm.create_chat_completion(problem["messages"], max_tokens=max_tokens, stream=True, **sampling):
-            choice = chunk["choices"][0]
-            piece = choice["delta"].get("content")
-            if piece is not None:
-                first = first or time.perf_counter() - start
-                pieces, text = pieces + 1, text + [piece]
-            finish = choice.get("finish_reason") or finish
-    seconds = time.perf_counter() - start
-    return {"text": "".join(text), "completion_tokens": max_tokens if finish == "length" else pieces,
-            "finish_reason": finish, "seconds": round(seconds, 4), "ttft_seconds": round(first or seconds, 4)}
-
-
 def _main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="lib.evaluate.generate", description=__doc__.splitlines()[0])
     parser.add_argument("gguf")
@@ -136,6 +121,11 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-threads", type=int, default=2)
     parser.add_argument("--sampling", default="{}")
     parser.add_argument("--plain-format", default="")
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--unified-kv", action="store_true")
+    parser.add_argument("--think-budget", type=int, default=None)
+    parser.add_argument("--answer-prefix", default="")
+    parser.add_argument("--answer-tokens", type=int, default=64)
     args = parser.parse_args(argv)
     import llama_cpp
 
@@ -147,27 +137,44 @@ def _main(argv: list[str] | None = None) -> None:
                                  "format\n")
     prompts = rendered_prompts(vocab, problems, args.plain_format)
     longest = max(len(vocab.tokenize(p.encode(), add_bos=False, special=True)) for p in prompts)
-    n_ctx = args.n_ctx or -(-(longest + args.max_tokens + 16) // 256) * 256  # room for the longest, in 256s
-    llm = llama_cpp.Llama(args.gguf, n_ctx=n_ctx, n_threads=args.n_threads, n_threads_batch=args.n_threads, seed=0,
-                          verbose=False, chat_format="chat_template.default")
-    samples = []
+    extra = 0 if args.think_budget is None else args.answer_tokens + 16  # a forced close and its answer
+    n_ctx = args.n_ctx or -(-(longest + args.max_tokens + extra + 16) // 256) * 256  # the longest fits, in 256s
+    engine = Engine(args.gguf, args.parallel, n_ctx, args.n_threads, unified_kv=args.unified_kv)
+    jobs, opens = [], []
+    # the thought ends as training wrote it ("…\n</think>\n\n" + the answer), "</think>" a special token where
+    # the vocabulary has one
+    close_tokens = vocab.tokenize(f"\n{THINK_CLOSE}\n\n{args.answer_prefix}".rstrip(" ").encode(), add_bos=False,
+                                  special=True)
     for problem, prompt in zip(problems, prompts):
-        opens = not args.plain_format and prompt.rstrip().endswith(THINK_OPEN)
-        for j in range(args.k):
-            seeded = sampling if greedy(sampling) else {**sampling, "seed": int(sampling.get("seed", 0)) + j}
-            try:
-                out = _generate_one(llm, problem, args.max_tokens, seeded, args.plain_format)
-            except ValueError as error:  # "Requested tokens (…) exceed context window of …"
-                parser.exit(2, f"problem {problem['id']}: {error}; pass a larger --n-ctx\n")
-            reply = reply_text(out["text"], opens)
-            think, _ = think_and_answer(reply)
-            answer = answer_part(reply)[2]
-            samples.append({"problem_id": problem["id"], "sample": j, "prompt_opens_think": opens, **out,
-                            "ttft_seconds": out["ttft_seconds"] if j == 0 else None,
-                            "think_tokens": len(llm.tokenize(think.encode(), add_bos=False)) if think else 0,
-                            "answer_tokens": len(llm.tokenize(answer.strip().encode(), add_bos=False))})
+        tokens = vocab.tokenize(prompt.encode(), add_bos=bool(args.plain_format), special=True)
+        opens.append(not args.plain_format and prompt.rstrip().endswith(THINK_OPEN))
+        budget = None if args.think_budget is None else {
+            "think_tokens": args.think_budget, "close": close_tokens, "answer_tokens": args.answer_tokens,
+            "opened": opens[-1]}
+        jobs += [{"key": f"{problem['id']}#{j}", "tokens": tokens, "seed": int(sampling.get("seed", 0)) + j,
+                  "budget": budget} for j in range(args.k)]
+    try:
+        results, wall = engine.decode_all(jobs, args.max_tokens, sampling)
+    except ValueError as error:  # a prompt longer than the context
+        parser.exit(2, f"{error}; pass a larger --n-ctx\n")
+    samples = []
+    for number, result in enumerate(results):
+        problem, j = problems[number // args.k], number % args.k
+        text = engine.text(result["tokens"])
+        reply = reply_text(text, opens[number // args.k])
+        think, _ = think_and_answer(reply)
+        answer = answer_part(reply)[2]
+        samples.append({"problem_id": problem["id"], "sample": j, "prompt_opens_think": opens[number // args.k],
+                        "text": text, "completion_tokens": len(result["tokens"]),
+                        "finish_reason": result["finish_reason"], "seconds": result["seconds"],
+                        "ttft_seconds": result["ttft_seconds"] if j == 0 else None,
+                        "forced_close": result["forced_close"], "think_budget": args.think_budget,
+                        "think_tokens": len(vocab.tokenize(think.encode(), add_bos=False, special=False)) if think
+                        else 0,
+                        "answer_tokens": len(vocab.tokenize(answer.strip().encode(), add_bos=False, special=False))})
     write_jsonl(args.out, samples)
-    atomic_write_text(args.out.parent / "rss.json", json.dumps({"peak_rss_mib": peak_rss_mib()}))
+    atomic_write_text(args.out.parent / "rss.json", json.dumps({"peak_rss_mib": peak_rss_mib(),
+                                                               "generation_seconds": round(wall, 3)}))
 
 
 if __name__ == "__main__":
