@@ -40,10 +40,10 @@ GPU_CACHE := $(CACHE)/gpu-compat
 # test_gpu_constraints.
 GPU_COMPAT_TESTS := tests/masking tests/train tests/data tests/plan tests/test_architectures.py tests/test_models.py \
   tests/test_recipes.py tests/test_run_config.py tests/test_runner_and_notebooks.py tests/test_golden_restructure.py \
-  tests/test_slow_smollm2.py tests/export tests/test_tiny.py tests/evaluate/test_answers.py tests/test_tokenizer_fixtures.py \
+  tests/test_slow_smollm2.py tests/export tests/test_tiny.py tests/evaluate/test_stage_runs.py tests/test_tokenizer_fixtures.py \
   tests/test_launch_configs.py
 
-.PHONY: install demo bench-kd test test-unit test-dryrun test-tiny sync check-sync clean gpu-check-wheels \
+.PHONY: install demo bench-kd bench-parallel test test-unit test-dryrun test-tiny sync check-sync clean gpu-check-wheels \
   install-gpu-compat test-gpu-compat refresh-gpu-metadata resolve-gpu-constraints
 
 install: $(STAMP)
@@ -77,6 +77,15 @@ bench-kd: install
 	test -f runs/smollm2_135m/05_eval_edge/manifest.json || $(PY) -m lib run smollm2_135m
 	$(PY) -m lib run smollm2_135m_kd
 	$(PY) benchmarks/kd_vs_sft.py
+
+# llama.cpp decoding 1 sequence at a time vs 4 and 8 at once on the demo's Q8_0, side by side, with a cache per
+# sequence and with one unified cache (~16 min)
+bench-parallel: install
+	test -f runs/smollm2_135m/04_merge_export/manifest.json || $(PY) -m lib run smollm2_135m --stages 01,02,03,04
+	$(PY) benchmarks/parallel_decoding.py --parallel 4
+	$(PY) benchmarks/parallel_decoding.py --parallel 8 --rounds 1
+	$(PY) benchmarks/parallel_decoding.py --parallel 4 --unified-kv
+	$(PY) benchmarks/parallel_decoding.py --parallel 8 --rounds 1 --unified-kv
 
 # pytest last, so its summary line closes the output; the GPU-versions env before the CPU dry-run, so runs/*-dry-run
 # ends as the CPU env wrote it

@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `lib` when run as a plain script
 
+from lib.evaluate.metrics import percent_interval  # noqa: E402
 from lib.paths import RUNS_DIR, atomic_write_text, run_dir  # noqa: E402
 
 SFT, KD = "smollm2_135m", "smollm2_135m_kd"
@@ -33,7 +34,8 @@ def manifest(recipe: str, stage: str) -> dict:
 
 
 def judged(recipe: str, label: str) -> dict:
-    return json.loads((run_dir(recipe) / "05_eval_edge" / f"{label}.json").read_text())
+    """One file's summary on 01's held-out rows (the benchmark both recipes judge)."""
+    return json.loads((run_dir(recipe) / "05_eval_edge" / f"{label}.heldout.json").read_text())
 
 
 def training(recipe: str) -> dict:
@@ -59,18 +61,20 @@ def main() -> int:
     # the ablation both recipes judge (eval_ablation_file): Q8_0 without the repeat penalty, where loops show
     rows += [(f"{who} student {ABLATION}, no repeat penalty", judged(recipe, f"distilled-{ABLATION}-no-repeat-penalty"))
              for who, recipe in (("SFT", SFT), ("KD", KD))
-             if (run_dir(recipe) / "05_eval_edge" / f"distilled-{ABLATION}-no-repeat-penalty.json").is_file()]
+             if (run_dir(recipe) / "05_eval_edge" / f"distilled-{ABLATION}-no-repeat-penalty.heldout.json").is_file()]
     train = {"SFT": training(SFT), "KD": training(KD)}
     lines = [f"Training: SFT {train['SFT']['examples']} rows / {train['SFT']['steps']} steps in "
              f"{train['SFT']['train_seconds']:.0f} s; KD {train['KD']['examples']} rows / {train['KD']['steps']} steps "
              f"in {train['KD']['train_seconds']:.0f} s (KL {train['KD'].get('first_kl', float('nan')):.3f} -> "
              f"{train['KD'].get('last_kl', float('nan')):.3f}, CE {train['KD'].get('first_ce', float('nan')):.3f} -> "
              f"{train['KD'].get('last_ce', float('nan')):.3f}).", "",
-             f"Judged on the same {rows[0][1]['prompts']} held-out GSM8K prompts (llama.cpp, the recipes' sampling):",
-             "", "| file | </think> closed | answer correct | mean think tokens | hit max tokens |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {name} | {100 * r['closure_rate']:.0f} % | {100 * r['accuracy']:.0f} % | {r['mean_think_tokens']:.0f} "
-              f"| {r['hit_max_tokens']} |" for name, r in rows]
+             f"Judged on the same {rows[0][1]['problems']} held-out GSM8K prompts × k = {rows[0][1]['k']} (llama.cpp, "
+             "the recipes' sampling, math-verify):",
+             "", "| file | </think> closed | pass@1 [95 % CI] | think tokens p50 | hit max tokens | loops |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {100 * r['closure_rate']:.0f} % | {percent_interval(r['pass@1'])} | "
+              f"{r['think_tokens']['p50'] or 0:.0f} | {100 * r['truncation_rate']:.0f} % | {100 * r['loop_rate']:.0f} % |"
+              for name, r in rows]
     table = "\n".join(lines)
     out = RUNS_DIR / "benchmarks"
     out.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from IPython.display import HTML, Image, Markdown
 
+from lib.evaluate.metrics import percent_interval
 from lib.masking.templates import IGNORE_INDEX, MaskedExample
 
 _CELL_CHARS = 90  # a table cell longer than this is cut for display (the files hold everything)
@@ -195,21 +196,115 @@ def distillation_plot(log_history: list[dict], path: Path, title: str, alpha: fl
     return _saved(fig, path)
 
 
-def results_chart(results: list[dict], path: Path, title: str) -> Image | Markdown:
-    """Bar chart of `</think>` closure and accuracy per judged file, tokens/s above each pair."""
+def eval_rows(results: list[dict]) -> list[dict]:
+    """One table row per (file, benchmark) of 05's results: what a reader compares across quants."""
+    rows = []
+    for r in results:
+        k = r["k"]
+        row = {"file": r["label"], "benchmark": f"{r['benchmark']} ({r['problems']}×{k})",
+               "pass@1 [95 % CI]": percent_interval(r["pass@1"])}
+        if k > 1:
+            row[f"maj@{k}"] = percent_interval(r[f"maj@{k}"])
+        row |= {"closed </think>": f"{r['closure_rate']:.0%}", "hit max tokens": f"{r['truncation_rate']:.0%}",
+                "loops": f"{r['loop_rate']:.0%}", "think tokens p50/p90": _p50_p90(r["think_tokens"]),
+                "tok/s (one chat)": r["tokens_per_second"],
+                "tok/s (all sequences)": r.get("aggregate_tokens_per_second"), "TTFT s": r["ttft_seconds"]["p50"],
+                "peak RSS MiB": r["peak_rss_mib"]}
+        rows.append(row)
+    return rows
+
+
+def ladder_rows(quant_ladder: dict[str, list[dict]]) -> list[dict]:
+    """One row per (benchmark, quant, metric) of 05's quant ladder: F16, the quant, the drop with its interval."""
+    rows = []
+    for benchmark, entries in quant_ladder.items():
+        for row in entries:
+            drop = row["drop"]
+            rows.append({"benchmark": benchmark, "file": row["file"], "metric": row["metric"],
+                         "F16": f"{row['F16']:.0%}", "quant": f"{row['quant']:.0%}",
+                         "drop (points) [95 % CI]": f"{100 * drop['mean']:+.0f} [{100 * drop['low']:+.0f}, "
+                                                    f"{100 * drop['high']:+.0f}]",
+                         "limit": f"{100 * row['max_drop']:.0f}" if row["max_drop"] is not None else "–",
+                         "flag": "⚠ past the limit" if row["flagged"] else ""})
+    return rows
+
+
+def budget_rows(curve: list[dict]) -> list[dict]:
+    """05's think-budget curve as table rows: one per (file, budget)."""
+    return [{"file": row["file"], "think budget": row["budget"] or "none", "pass@1 [95 % CI]":
+             percent_interval(row["pass@1"]), "closed by itself": f"{row['closed_by_itself']:.0%}",
+             "closed by the budget": f"{row['closed_by_budget']:.0%}", "mean think tokens": row["think_tokens_mean"],
+             "mean tokens": row["completion_tokens_mean"]} for row in curve]
+
+
+def budget_chart(curve: list[dict], path: Path, title: str) -> Image | Markdown:
+    """pass@1 (with its interval) and mean think tokens against the think budget, one line per file; "none" (no
+    budget) at the right."""
+    if not any(row["budget"] for row in curve):
+        return note("No think-budget curve: the recipe names no eval_think_budgets (or no model was run).")
+    plt = _pyplot()
+    budgets = sorted({row["budget"] for row in curve if row["budget"]})
+    x_of = {b: i for i, b in enumerate(budgets)} | {None: len(budgets)}
+    fig, (acc, think) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for file in dict.fromkeys(row["file"] for row in curve):
+        rows = [row for row in curve if row["file"] == file]
+        xs = [x_of[row["budget"]] for row in rows]
+        means = [100 * (row["pass@1"]["mean"] or 0) for row in rows]
+        errors = [[m - 100 * (row["pass@1"]["low"] or 0) for m, row in zip(means, rows)],
+                  [100 * (row["pass@1"]["high"] or 0) - m for m, row in zip(means, rows)]]
+        acc.errorbar(xs, means, yerr=errors, marker="o", capsize=3, label=file)
+        think.plot(xs, [row["think_tokens_mean"] or 0 for row in rows], marker="o", label=file)
+    for ax, ylabel in ((acc, "pass@1 % (95 % CI)"), (think, "mean think tokens")):
+        ax.set_xticks(list(x_of.values()), [str(b) for b in budgets] + ["none"])
+        ax.set(xlabel="think budget (tokens)", ylabel=ylabel)
+    acc.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return _saved(fig, path)
+
+
+def _p50_p90(lengths: dict) -> str:
+    return "–" if not lengths["count"] else f"{lengths['p50']:.0f} / {lengths['p90']:.0f}"
+
+
+def accuracy_chart(results: list[dict], path: Path, title: str) -> Image | Markdown:
+    """Per benchmark: pass@1 with its 95 % interval and the `</think>` closure rate of each judged file."""
     if not results:
         return note("No chart: no model was run (dry-run).")
     plt = _pyplot()
-    labels = [r["label"].replace("-no-", "\nno-") for r in results]  # the ablation's long label on two lines
-    x = range(len(labels))
-    fig, ax = plt.subplots(figsize=(7, 3.4))
-    ax.bar([i - 0.2 for i in x], [100 * r["closure_rate"] for r in results], 0.4, label="</think> closed %")
-    ax.bar([i + 0.2 for i in x], [100 * r["accuracy"] for r in results], 0.4, label="answer correct %")
-    for i, r in enumerate(results):
-        ax.annotate(f"{r['tokens_per_second']:.0f} tok/s", (i, 102), ha="center", fontsize=8)
-    ax.set_xticks(list(x), labels, fontsize=8)
-    ax.set(ylim=(0, 112), ylabel="% of held-out prompts", title=title)
-    ax.legend(loc="center right", fontsize=8)
+    benchmarks = list(dict.fromkeys(r["benchmark"] for r in results))
+    fig, axes = plt.subplots(1, len(benchmarks), figsize=(max(7, 4.5 * len(benchmarks)), 3.6), squeeze=False)
+    for ax, benchmark in zip(axes[0], benchmarks):
+        rows = [r for r in results if r["benchmark"] == benchmark]
+        x = range(len(rows))
+        means = [100 * (r["pass@1"]["mean"] or 0) for r in rows]
+        errors = [[m - 100 * (r["pass@1"]["low"] or 0) for m, r in zip(means, rows)],
+                  [100 * (r["pass@1"]["high"] or 0) - m for m, r in zip(means, rows)]]
+        ax.bar([i - 0.2 for i in x], [100 * r["closure_rate"] for r in rows], 0.4, label="</think> closed %")
+        ax.bar([i + 0.2 for i in x], means, 0.4, yerr=errors, capsize=3, label="pass@1 % (95 % CI)")
+        ax.set_xticks(list(x), [r["label"].replace("-no-", "\nno-") for r in rows], fontsize=7)
+        ax.set(ylim=(0, 105), title=f"{benchmark}: {rows[0]['problems']} problems × k={rows[0]['k']}")
+        ax.tick_params(axis="y", labelsize=8)
+    axes[0][0].set_ylabel("%")
+    axes[0][0].legend(loc="upper left", fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return _saved(fig, path)
+
+
+def think_length_histograms(samples: dict[str, list[dict]], path: Path, title: str) -> Image | Markdown:
+    """Think length (tokens) of the samples that closed their thought, one histogram per file; the samples that
+    never closed are counted in each title."""
+    if not samples:
+        return note("No histogram: no model was run (dry-run).")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(samples), figsize=(3 * len(samples), 2.6), sharex=True, squeeze=False)
+    longest = max([s["think_tokens"] for group in samples.values() for s in group] + [1])
+    for ax, (label, group) in zip(axes[0], samples.items()):
+        closed = [s["think_tokens"] for s in group if s["closed_think"]]
+        ax.hist(closed, bins=20, range=(0, longest))
+        ax.set_title(f"{label}\n{len(group) - len(closed)} of {len(group)} never closed", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("think tokens", fontsize=8)
+    fig.suptitle(title, fontsize=10)
     return _saved(fig, path)
 
 

@@ -19,6 +19,20 @@ EVAL_SETS = {
 }
 
 
+BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+# the benchmarks 05 and `python -m lib eval` judge: name -> (evaluation set, instruction appended to the problem).
+# GSM8K is asked as training asked it (the question alone: the recipes learn "The answer is N."); MATH-500 and
+# AIME24 add DeepSeek-R1's instruction for maths, as R1's and open-r1's evaluations do, so the answer has one place
+# to be found. "heldout" (05 only) is 01's held-out rows, asked as training asked.
+BENCHMARKS = {
+    "gsm8k": ("gsm8k_test", ""),
+    "math500": ("math500", BOXED_INSTRUCTION),
+    "aime24": ("aime24", BOXED_INSTRUCTION),
+}
+HELDOUT = "heldout"
+
+
 def eval_problems(name: str) -> list[str]:
     """The problem texts of evaluation set `name`; a ValueError lists the known names."""
     return [row["problem"] for row in eval_rows(name)]

@@ -186,8 +186,9 @@ class RealRun:
         base = base_model_gguf(self.base_model_name(), self.model_path, out / f"{recipe.name}-base-F16.gguf")
         return {"base": base} | {f"distilled-{q}": stage_file(cfg, "04_merge_export", q) for q in recipe.gguf_files()}
 
-    def evaluate(self, cfg: RunConfig, runs: list[dict], prompts: Path, out: Path) -> list[dict]:
-        return evaluate_files(cfg.recipe, runs, prompts, out)
+    def evaluate(self, cfg: RunConfig, runs: list[dict], benchmarks: dict[str, tuple[str, int | None]],
+                 out: Path) -> list[dict]:
+        return evaluate_files(cfg.recipe, runs, benchmarks, out)
 
 
 def base_model_gguf(model_name_or_path: str, model_folder: str, target: Path) -> Path:
@@ -277,5 +278,6 @@ class DryRun:
     def judged_files(self, cfg: RunConfig, out: Path) -> dict[str, Path]:
         return {}
 
-    def evaluate(self, cfg: RunConfig, runs: list[dict], prompts: Path, out: Path) -> list[dict]:
+    def evaluate(self, cfg: RunConfig, runs: list[dict], benchmarks: dict[str, tuple[str, int | None]],
+                 out: Path) -> list[dict]:
         return []

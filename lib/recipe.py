@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from lib.eval_sets import EVAL_SETS
+from lib.eval_sets import BENCHMARKS, EVAL_SETS, HELDOUT
 from lib.paths import PARAMS_DIR
 
 
@@ -133,10 +133,28 @@ class Recipe:
     # also judge this distilled file (a quant type, e.g. Q8_0) with repeat_penalty 1.0, so a recipe that needs a
     # penalty shows what it costs to go without; "" = no such extra run
     eval_ablation_file: str = ""
+    # what 05 judges every file on: benchmark -> problems (0 = all): "heldout" (01's held-out rows, eval_rows of
+    # them) and the shipped gsm8k, math500, aime24 (lib.eval_sets.BENCHMARKS; a subset drawn with `seed`)
+    eval_benchmarks: dict = field(default_factory=lambda: {"heldout": 0})
+    # the quant ladder's gate: the largest drop from F16 to each quant (fraction: 0.1 = ten points) that 05 lets
+    # pass without a flag, per metric ("closure", "pass@1"); a flagged quant is shown, never hidden
+    eval_max_drop: dict = field(default_factory=lambda: {"closure": 0.1, "pass@1": 0.1})
+    # think budgets (tokens) 05 judges each distilled file at on the first benchmark, besides no budget: a thought
+    # still open at its budget is ended ("</think>" + eval_answer_prefix) and the model answers (s1's budget forcing)
+    eval_think_budgets: list = field(default_factory=list)
+    eval_think_budget_files: list = field(default_factory=list)  # exported files given budgets ([] = every one)
+    eval_answer_prefix: str = ""  # written after a forced "</think>", e.g. "The answer is" for GSM8K-style answers
+    eval_k: int = 1  # samples per problem: pass@1 is their mean, maj@k their vote (k > 1 needs a temperature > 0)
     eval_n_ctx: int = 2048
     eval_n_threads: int = 2
     eval_speed_threads: int = 0  # threads for the tokens/s measurement; 0 = eval_n_threads
     eval_parallel: int = 1  # files judged side by side (threads split); speed is always measured one at a time
+    # sequences one file decodes at once (continuous batching, lib.evaluate.batched): more tokens/s in all, the
+    # same answers (a sequence's tokens depend on its seed, not its neighbours)
+    eval_sequences: int = 4
+    # one KV cache for them all (llama-server's layout): faster, but an answer near a tie may turn with
+    # eval_sequences; off: a cache per sequence, the same tokens as decoding one at a time (lib.evaluate.batched)
+    eval_unified_kv: bool = False
 
     def gguf_files(self) -> list[str]:
         """The files 04 exports, in order: F16 first (the converter's output, also judged), then the recipe's quant
@@ -212,6 +230,7 @@ def recipe_from_dict(raw: dict, source: str = "<dict>") -> Recipe:
         raise ParamsError(f"{source}: eval_ablation_file: {recipe.eval_ablation_file!r} is not an exported file; "
                           f"use one of F16, {', '.join(recipe.quant_types)}")
     _check_holdout_keys(recipe, source)
+    _check_eval_keys(recipe, source)
     if recipe.chat_format == "plain" and not recipe.plain_format:
         raise ParamsError(f"{source}: chat_format: plain needs plain_format (a pattern with {{problem}} "
                           "{thinking} {solution})")
@@ -221,6 +240,38 @@ def recipe_from_dict(raw: dict, source: str = "<dict>") -> Recipe:
 def holdout_eval_steps(recipe: Recipe) -> int:
     """Steps between two evaluations of the held-out loss."""
     return recipe.holdout_eval_steps or recipe.save_steps
+
+
+def _check_eval_keys(recipe: Recipe, source: str) -> None:
+    known = [HELDOUT, *BENCHMARKS]
+    for name, size in recipe.eval_benchmarks.items():
+        if name not in known:
+            raise ParamsError(f"{source}: eval_benchmarks: unknown benchmark {name!r}; use {', '.join(known)}")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ParamsError(f"{source}: eval_benchmarks: {name}: {size!r} must be a number of problems >= 0 "
+                              "(0 = all)")
+    if not recipe.eval_benchmarks:
+        raise ParamsError(f"{source}: eval_benchmarks: name at least one benchmark, e.g. {{heldout: 0}}")
+    for metric, drop in recipe.eval_max_drop.items():
+        if metric not in ("closure", "pass@1"):
+            raise ParamsError(f"{source}: eval_max_drop: unknown metric {metric!r}; use closure, pass@1")
+        if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0 <= drop <= 1:
+            raise ParamsError(f"{source}: eval_max_drop: {metric}: {drop!r} must be a fraction from 0 to 1 "
+                              "(0.1 = ten points)")
+    if any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in recipe.eval_think_budgets):
+        raise ParamsError(f"{source}: eval_think_budgets: {recipe.eval_think_budgets!r} must be think tokens >= 1, "
+                          "e.g. [64, 128, 256] (no budget is always judged)")
+    unknown = [f for f in recipe.eval_think_budget_files if f not in recipe.gguf_files()]
+    if unknown:
+        raise ParamsError(f"{source}: eval_think_budget_files: {unknown} not exported; use some of "
+                          f"{', '.join(recipe.gguf_files())}")
+    if recipe.eval_sequences < 1 or recipe.eval_parallel < 1:
+        raise ParamsError(f"{source}: eval_sequences and eval_parallel must be >= 1")
+    if recipe.eval_k < 1:
+        raise ParamsError(f"{source}: eval_k: {recipe.eval_k} must be >= 1")
+    if recipe.eval_k > 1 and recipe.eval_temperature == 0:
+        raise ParamsError(f"{source}: eval_k: {recipe.eval_k} samples of greedy decoding (eval_temperature: 0) are "
+                          "copies of one; set eval_temperature > 0 or eval_k: 1")
 
 
 def _check_holdout_keys(recipe: Recipe, source: str) -> None:

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from lib.evaluate.metrics import percent_interval
 from lib.paths import atomic_write_text, run_dir
 from lib.run_config import STAGES
 
@@ -67,10 +68,13 @@ def render_markdown(recipe: str, report: dict) -> str:
     evaluation = stages.get("05_eval_edge", {})
     if evaluation.get("results"):
         sampling = evaluation["results"][0].get("sampling", {})
-        lines += [f"Evaluation on {evaluation['prompts']} held-out prompts (llama.cpp, sampling {sampling}):", "",
-                  "| model | closed </think> | accuracy | mean think tokens | tok/s | peak RSS MiB |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {r['label']} | {r['closure_rate']:.0%} | {r['accuracy']:.0%} | {r['mean_think_tokens']} | "
+        lines += [f"Evaluation (llama.cpp, sampling {sampling}, k = {evaluation.get('k', 1)} per problem, "
+                  "math-verify):", "",
+                  "| model | benchmark | pass@1 [95 % CI] | closed </think> | hit max tokens | loops | think tokens p50 "
+                  "| tok/s | peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['label']} | {r['benchmark']} ({r['problems']}) | {percent_interval(r['pass@1'])} | "
+                  f"{r['closure_rate']:.0%} | {r['truncation_rate']:.0%} | {r['loop_rate']:.0%} | "
+                  f"{r['think_tokens']['p50'] if r['think_tokens']['p50'] is not None else '–'} | "
                   f"{r['tokens_per_second']} | {r['peak_rss_mib']} |" for r in evaluation["results"]]
     return "\n".join(lines) + "\n"
 

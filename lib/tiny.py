@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.architectures import architecture_from_config, hf_config_dict
+from lib.eval_sets import HELDOUT
 from lib.models import PACKAGED_GGUF_HUB_IDS, fixture_tokenizer_size, load_fixture_tokenizer
 from lib.paths import RUN_MODEL_PREFIX, atomic_write_bytes, atomic_write_text, cache_dir, publish_dir
 from lib.recipe import load_recipe, with_overrides
@@ -171,6 +172,10 @@ TINY_OVERRIDES = {"max_steps": 2, "logging_steps": 1, "save_steps": 2, "eval_max
 PACKAGED_BASE_STAND_IN = "base GGUF: the packaged file -> the tiny snapshot converted to F16 (no tiny packaged file)"
 
 
+# a shipped benchmark judges at most 2 problems, k at most 2 samples each (held-out rows are already TINY_EVAL_ROWS);
+# of the think budgets only the first is run
+TINY_BENCHMARK_PROBLEMS, TINY_MAX_SAMPLES = 2, 2
+
 # micro-batches per optimizer step: at most 2, so a recipe that accumulates still runs accumulation, but 2 steps
 # train on 4 sequences instead of 16 (the 8k recipes' 03 spent most of its time on those 16 x ~1,000 tokens)
 TINY_MAX_ACCUMULATION = 2
@@ -180,7 +185,11 @@ def tiny_recipe(recipe):
     """`recipe` with the tiny run's sizes (`TINY_OVERRIDES`, accumulation capped at `TINY_MAX_ACCUMULATION`);
     everything else, the code path included, is its own."""
     accumulation = min(recipe.gradient_accumulation_steps, TINY_MAX_ACCUMULATION)
-    return with_overrides(recipe, **TINY_OVERRIDES, gradient_accumulation_steps=accumulation)
+    benchmarks = {name: size if name == HELDOUT else min(size or TINY_BENCHMARK_PROBLEMS, TINY_BENCHMARK_PROBLEMS)
+                  for name, size in recipe.eval_benchmarks.items()}
+    return with_overrides(recipe, **TINY_OVERRIDES, gradient_accumulation_steps=accumulation,
+                          eval_benchmarks=benchmarks, eval_k=min(recipe.eval_k, TINY_MAX_SAMPLES),
+                          eval_think_budgets=recipe.eval_think_budgets[:1])
 
 
 def hub_id_of(model_name_or_path: str) -> str:

@@ -19,11 +19,15 @@
 #
 # The only model that matters is the file a user will run. Each GGUF — and the untrained base model for
 # comparison — is loaded by llama.cpp (`llama-cpp-python`) with the chat template embedded in the file and
-# asked the held-out questions with DeepSeek-R1's recommended sampling (temperature 0.6, top-p 0.95, fixed
-# seed; greedy decoding sends small reasoning models into endless repetition) and the recipe's repeat penalty.
-# For every file: how often it **closes `</think>`**, how often the final number is exactly right, how long it
-# thinks, generation tokens/s and peak RSS on this machine. A recipe that uses a repeat penalty names one file
-# (`eval_ablation_file`) to judge again without it: the `…-no-repeat-penalty` row shows what the penalty buys.
+# asked the recipe's benchmarks (`eval_benchmarks`: 01's held-out rows, GSM8K, MATH-500, AIME24) with
+# DeepSeek-R1's recommended sampling (temperature 0.6, top-p 0.95, fixed seed; greedy decoding sends small
+# reasoning models into endless repetition), `eval_k` samples per problem. Answers are judged by math-verify, the
+# rule the data stage verifies traces with. For every file and benchmark: **pass@1** (the mean over the k
+# samples) with a 95 % interval (bootstrap over problems), maj@k, how often it **closes `</think>`**, hits the
+# token budget or **loops**, how long it thinks, tokens/s, time to first token and peak RSS on this machine.
+# A recipe that uses a repeat penalty names one file (`eval_ablation_file`) to judge again without it: the
+# `…-no-repeat-penalty` row shows what the penalty buys. The same judge runs on any GGUF from a shell:
+# `python -m lib eval FILE.gguf --benchmark math500 --n 50 --k 4`.
 
 # %% tags=["parameters"]
 model = "smollm2_135m"
@@ -34,37 +38,68 @@ run_dir = ""
 # %%
 from IPython.display import display
 
-from lib.display import facts_table, results_chart, table
-from lib.evaluate.stage import STAGE, read_heldout, run_eval
+from lib.display import (accuracy_chart, budget_chart, budget_rows, eval_rows, facts_table, ladder_rows, table,
+                         think_length_histograms)
+from lib.evaluate.stage import STAGE, read_heldout, run_eval, samples_by_file
 from lib.modes import make_run_config
 
 cfg = make_run_config(model, dry_run, run_dir, tiny=tiny)
 heldout = read_heldout(cfg)
-display(facts_table({"held-out prompts": len(heldout), "sampling": cfg.recipe.eval_sampling(),
+display(facts_table({"held-out prompts": len(heldout), "benchmarks (problems, 0 = all)": cfg.recipe.eval_benchmarks,
+                     "samples per problem (k)": cfg.recipe.eval_k, "sampling": cfg.recipe.eval_sampling(),
                      "max new tokens": cfg.recipe.eval_max_tokens}))
 
 # %% [markdown]
-# ## Run every file on the held-out prompts
+# ## Run every file on every benchmark
 # (In a dry-run no model runs: the prompts are checked and the memory each file needs on a device is estimated.)
 
 # %%
 facts = run_eval(cfg, heldout)
-display(facts_table({"prompts judged": facts["prompts"],
-                     "references the exact-match judge cannot read": facts["unparseable_references"] or "none"}))
+display(facts_table({"problems per benchmark": facts["problems"],
+                     "held-out references math-verify cannot read": facts["unjudgeable_references"] or "none"}))
 display(table(facts["edge_memory"], title="Memory on a device: weights + KV cache at eval_n_ctx"))
 
 # %%
-display(table([{"file": f"{r['label']} ({r['file']})", "closed </think>": f"{r['closure_rate']:.0%}",
-                "opened": f"{r['opened_think_rate']:.0%}", "accuracy": f"{r['accuracy']:.0%}",
-                "mean think tokens": r["mean_think_tokens"], "hit max_tokens": r["hit_max_tokens"],
-                "tok/s": r["tokens_per_second"], "peak RSS MiB": r["peak_rss_mib"]} for r in facts["results"]],
-              empty="No model was run (dry-run)."))
+display(table(eval_rows(facts["results"]), empty="No model was run (dry-run)."))
 
 # %% [markdown]
-# ## Closure and accuracy per file
+# ## Accuracy with its interval, and closure, per file
+# A bar's whisker is the 95 % interval of pass@1: two files whose intervals overlap widely are not shown apart by
+# this many problems.
 
 # %%
-display(results_chart(facts["results"], cfg.stage_dir(STAGE) / "results.png", cfg.recipe.name))
+out, first = cfg.stage_dir(STAGE), next(iter(cfg.recipe.eval_benchmarks))
+display(accuracy_chart(facts["results"], out / "results.png", cfg.recipe.name))
+
+# %% [markdown]
+# ## The quant ladder: what each quant loses against F16
+# The same problems and seeds through F16 and each quant; a drop is F16 minus the quant, in percentage points,
+# with a paired 95 % interval. A quant whose drop passes the recipe's `eval_max_drop` is flagged here (and in
+# `results.json`), never hidden.
+
+# %%
+display(table(ladder_rows(facts["ladder"]), empty="No ladder: no F16 file was judged (dry-run)."))
+display(facts_table({"flagged": facts["flagged"] or "none: every quant is within the recipe's eval_max_drop"}))
+
+# %% [markdown]
+# ## What a think budget costs
+# Each distilled file again at the recipe's `eval_think_budgets` on the first benchmark: a thought still open at
+# its budget is ended for the model (`</think>` + `eval_answer_prefix`, s1's budget forcing; llama.cpp's
+# `--reasoning-budget` ends it the same way) and it answers. Where accuracy holds at a small budget, that budget is
+# the deployment setting: fewer tokens, less time per answer on the device.
+
+# %%
+display(table(budget_rows(facts["think_budget"]), empty="No budget runs (dry-run or no eval_think_budgets)."))
+display(budget_chart(facts["think_budget"], out / "think_budget.png", f"{cfg.recipe.name} · {first}"))
+
+# %% [markdown]
+# ## How long each file thinks
+# Think length (tokens) of the samples that closed `</think>`, on the first benchmark; a quant that thinks much
+# longer than F16, or never stops, shows here before it shows in accuracy.
+
+# %%
+display(think_length_histograms(samples_by_file(out, facts["results"], first), out / "think_lengths.png",
+                                f"{cfg.recipe.name} · {first}"))
 
 # %% [markdown]
 # ## One answer from the distilled model
@@ -75,8 +110,12 @@ display(facts_table(facts["example"], empty="No generation in a dry-run."))
 # %% [markdown]
 # ## In this notebook we
 # - ran the base model and each exported GGUF through llama.cpp with the template stored in the file,
-# - measured `</think>` closure, exact-match accuracy, think length, tokens/s and peak RSS,
-# - wrote `results.json`, per-prompt outputs and the chart under `runs/<recipe>/05_eval_edge/`.
+# - judged pass@1 (with its interval), maj@k, `</think>` closure, truncation, loops, think length, tokens/s, time
+#   to first token and peak RSS on each benchmark the recipe names,
+# - set each quant against F16 on the same problems (the quant ladder) and flagged any past `eval_max_drop`,
+# - measured what ending the thought at a budget costs in accuracy and saves in tokens,
+# - wrote `results.json`, one JSON and the judged samples per (file, benchmark) and the charts under
+#   `runs/<recipe>/05_eval_edge/`.
 #
 # Low accuracy from a 135M model is expected and reported as measured: what distillation teaches it here is
 # the *habit* — open a thought, reason, close it, answer — which is what the closure rate checks.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -284,3 +285,30 @@ def test_with_overrides_validates_like_a_file():
         with_overrides(base, lora_rnk=4)
     with pytest.raises(ParamsError, match="overlong_policy: 'cut' is not one of raise, drop"):
         with_overrides(base, overlong_policy="cut")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"eval_benchmarks": {"gsm9k": 10}}, "eval_benchmarks: unknown benchmark 'gsm9k'; use heldout, gsm8k, math500, aime24"),
+    ({"eval_benchmarks": {"math500": -1}}, "eval_benchmarks: math500: -1 must be a number of problems >= 0"),
+    ({"eval_benchmarks": {"math500": "all"}}, "eval_benchmarks: math500: 'all' must be a number"),
+    ({"eval_benchmarks": {}}, "eval_benchmarks: name at least one benchmark"),
+    ({"eval_k": 0}, "eval_k: 0 must be >= 1"),
+    ({"eval_k": 4, "eval_temperature": 0.0}, "eval_k: 4 samples of greedy decoding"),
+])
+def test_bad_evaluation_keys_say_what_to_write(overrides, message):
+    with pytest.raises(ParamsError, match=re.escape(message)):
+        _recipe(**overrides)
+
+
+def test_benchmarks_and_k_are_read():
+    recipe = _recipe(eval_benchmarks={"heldout": 0, "math500": 20}, eval_k=4)
+    assert recipe.eval_benchmarks == {"heldout": 0, "math500": 20} and recipe.eval_k == 4
+
+
+@pytest.mark.parametrize("drop, message", [
+    ({"accuracy": 0.1}, "eval_max_drop: unknown metric 'accuracy'; use closure, pass@1"),
+    ({"closure": 5}, "eval_max_drop: closure: 5 must be a fraction from 0 to 1"),
+])
+def test_bad_quant_gates_say_what_to_write(drop, message):
+    with pytest.raises(ParamsError, match=re.escape(message)):
+        _recipe(eval_max_drop=drop)

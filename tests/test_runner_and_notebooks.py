@@ -43,14 +43,15 @@ def test_report_markdown_from_stage_facts():
     report = {"timings": {"01_data": 60.0, "03_train": 540.0},
               "stages": {"01_data": {"train_rows": 640, "heldout_rows": 50, "train_audit": {
                   "schema": "gsm8k", "rows_read": 648, "rejected_per_reason": {"contaminated": 8}}},
-                         "05_eval_edge": {"prompts": 50, "results": [
-                  {"label": "distilled-Q8_0", "closure_rate": 0.96, "accuracy": 0.04, "mean_think_tokens": 80.5,
-                   "tokens_per_second": 61.2, "peak_rss_mib": 410.0}]}}}
+                         "05_eval_edge": {"prompts": 50, "k": 4, "results": [
+                  {"label": "distilled-Q8_0", "benchmark": "heldout", "problems": 50, "closure_rate": 0.96,
+                   "pass@1": {"mean": 0.04, "low": 0.0, "high": 0.1}, "truncation_rate": 0.02, "loop_rate": 0.0,
+                   "think_tokens": {"p50": 80.5}, "tokens_per_second": 61.2, "peak_rss_mib": 410.0}]}}}
     text = render_markdown("smollm2_135m", report)
     assert "Wall time: 10.0 min" in text
     assert ("Data: 640 training rows (gsm8k, 648 rows read), 50 held-out prompts; rejected or "
             "removed: {'contaminated': 8}") in text
-    assert "| distilled-Q8_0 | 96% | 4% | 80.5 | 61.2 | 410.0 |" in text
+    assert "| distilled-Q8_0 | heldout (50) | 4 % [0–10] | 96% | 2% | 0% | 80.5 | 61.2 | 410.0 |" in text
 
 
 def test_report_sets_the_cpu_memory_plan_next_to_the_measured_peak():

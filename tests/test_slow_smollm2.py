@@ -10,7 +10,9 @@ import pytest
 
 from lib.architectures import load_architecture
 from lib.models import packaged_gguf, resolve_base_model
-from lib.evaluate.llama_runs import evaluate_gguf, speed_benchmark
+from lib.evaluate.benchmark_eval import evaluate_benchmark
+from lib.evaluate.benchmarks import load_benchmark
+from lib.evaluate.llama_runs import speed_benchmark
 from lib.export.gguf import convert_to_gguf, gguf_tensor_type_counts, quantize_gguf
 from lib.export.merge import merge_adapter
 from lib.plan.gguf_size import estimate_gguf_bytes, tensor_types
@@ -108,11 +110,12 @@ def test_per_tensor_types_are_the_ones_lib_predicts(exported, quant):
 def test_llama_cpp_runs_the_exported_file_with_its_embedded_template(exported, rows, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     write_jsonl(prompts, [{"id": r["id"], "messages": prompt_messages(r), "answer": r["answer"]} for r in rows[:2]])
-    summary = evaluate_gguf(exported["files"]["Q8_0"], prompts, tmp_path, "q8", max_tokens=24, n_ctx=512)
-    assert summary["prompts"] == 2 and summary["tokens_per_second"] > 0 and summary["peak_rss_mib"] > 50
-    assert (tmp_path / "q8.outputs.jsonl").read_text().count('"output"') == 2
-    speed = speed_benchmark(exported["files"]["Q8_0"], prompts, tmp_path, "q8", n_prompts=1, max_tokens=16,
-                            n_ctx=512)
+    summary = evaluate_benchmark(exported["files"]["Q8_0"], str(prompts), k=1, max_tokens=24, n_ctx=512,
+                                 out_dir=tmp_path, stem="q8")
+    assert summary["problems"] == 2 and summary["tokens_per_second"] > 0 and summary["peak_rss_mib"] > 50
+    assert (tmp_path / "q8.samples.jsonl").read_text().count('"text"') == 2
+    speed = speed_benchmark(exported["files"]["Q8_0"], load_benchmark(str(prompts))[:1], 2, {"temperature": 0.0},
+                            n_ctx=512, max_tokens=16)
     assert speed["tokens_per_second"] > 0 and speed["speed_prompts"] == 1
 
 

@@ -35,8 +35,7 @@ _DASHES = str.maketrans({"\u2212": "-"})  # the Unicode minus sign
 def reply_matches_reference(reference: str, answer_text: str) -> bool:
     """Whether `answer_text` states the `reference` answer, judged by math-verify (sympy equivalence).
 
-    (Not `lib.evaluate.answers.answers_match`, the evaluation's exact numeric match of a model output's last number: data
-    verification must accept `\\frac12` for 0.5 and `\\boxed{}` answers; the evaluation metric stays as it was.)
+    The evaluation judges model answers with it too (`lib.evaluate.judging`): one rule for "right".
 
     The reference is a bare answer ("72", "3\\sqrt{13}", "(3, \\frac{\\pi}{2})"); wrapped in `$…$` it is read as
     LaTeX, which bare strings are not (math-verify reads a bare "3\\sqrt{13}" as 3). The answer text is a model's

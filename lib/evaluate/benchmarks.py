@@ -3,26 +3,15 @@
 Usage: ``problems = load_benchmark("math500", n=50, seed=0)``  → ``[{"id", "messages", "answer"}, …]``
 ``load_benchmark("my_prompts.jsonl")``  (lines of ``{"id"?, "prompt" | "messages", "answer"?}``)
 
-GSM8K is asked as training asked it (the question alone: the recipes learn "The answer is N."); MATH-500 and
-AIME24 add DeepSeek-R1's instruction for maths ("put your final answer within \\boxed{}"), as R1's and open-r1's
-evaluations do, so the answer has one place to be found.
+The benchmarks and how each is asked are named in `lib.eval_sets.BENCHMARKS` (the recipe schema checks names there).
 """
 from __future__ import annotations
 
 import random
 from pathlib import Path
 
-from lib.eval_sets import eval_rows
+from lib.eval_sets import BENCHMARKS, eval_rows
 from lib.jsonl import SourceError, jsonl_records
-
-BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-
-# benchmark name -> (evaluation set of lib.eval_sets, instruction appended to the problem)
-BENCHMARKS = {
-    "gsm8k": ("gsm8k_test", ""),
-    "math500": ("math500", BOXED_INSTRUCTION),
-    "aime24": ("aime24", BOXED_INSTRUCTION),
-}
 
 
 class BenchmarkError(ValueError):

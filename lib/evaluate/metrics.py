@@ -83,12 +83,20 @@ def benchmark_summary(samples: list[dict], k: int) -> dict:
         "closure_rate": _rate(s["closed_think"] for s in samples),
         "truncation_rate": _rate(s["finish_reason"] == "length" for s in samples),
         "loop_rate": _rate(s["loop"] is not None for s in samples),
+        "forced_close_rate": _rate(bool(s.get("forced_close")) for s in samples),
         "think_tokens": distribution([s["think_tokens"] for s in closed]),
         "answer_tokens": distribution([s["answer_tokens"] for s in closed]),
         "completion_tokens": distribution([s["completion_tokens"] for s in samples]),
         "tokens_per_second": round(sum(s["completion_tokens"] for s in samples) / seconds, 2) if seconds else None,
         "ttft_seconds": distribution([s["ttft_seconds"] for s in samples if s["ttft_seconds"] is not None]),
     }
+
+
+def percent_interval(interval: dict) -> str:
+    """"4 % [0–10]": a mean and its 95 % interval in percent ("–" when nothing was judged)."""
+    if interval["mean"] is None:
+        return "–"
+    return f"{100 * interval['mean']:.0f} % [{100 * interval['low']:.0f}–{100 * interval['high']:.0f}]"
 
 
 def _rate(flags) -> float | None:

@@ -1,9 +1,11 @@
-"""Stage 05: judge the base model and every exported GGUF on held-out prompts with llama.cpp.
+"""Stage 05: judge the base model and every exported GGUF with llama.cpp on the recipe's benchmarks.
 
 Usage: ``facts = run_eval(cfg, read_heldout(cfg))``
 
-Reads only saved artifacts: 01's held-out prompts and 04's files and sizes. In a dry-run the mode runs no model:
-the prompts are checked and the memory each file needs on a device is estimated.
+Reads only saved artifacts: 01's held-out prompts and 04's files and sizes. The benchmarks are the recipe's
+`eval_benchmarks`: "heldout" (01's rows, written here as a prompts file) and shipped ones (`lib.eval_sets`), each
+with `eval_k` samples per problem. In a dry-run the mode runs no model: the prompts are checked and the memory
+each file needs on a device is estimated.
 """
 from __future__ import annotations
 
@@ -11,7 +13,10 @@ import json
 from pathlib import Path
 
 from lib.conversation import generation_prompt_opens_think, prompt_messages
-from lib.evaluate.answers import answers_match
+from lib.eval_sets import HELDOUT
+from lib.evaluate.benchmarks import load_benchmark
+from lib.evaluate.judging import judge_sample
+from lib.evaluate.ladder import ladder
 from lib.jsonl import read_jsonl, write_jsonl
 from lib.paths import atomic_write_text
 from lib.plan.recipe_plan import kv_cache_bytes
@@ -26,8 +31,9 @@ def read_heldout(cfg: RunConfig) -> list[dict]:
 
 
 def write_prompts(cfg: RunConfig, heldout: list[dict]) -> Path:
-    """Held-out prompts as the model will see them (template messages + reference answer), each marked when the
-    template's generation prompt opens `<think>` itself (scoring then restores it: `lib.evaluate.llama_runs`)."""
+    """Held-out prompts as the model will see them (template messages + reference answer): the "heldout"
+    benchmark's prompts file. Each is marked when the tokenizer's template opens `<think>` in its generation prompt
+    (for the reader; the judge asks the GGUF's own template, `lib.evaluate.generate`)."""
     recipe, path = cfg.recipe, cfg.stage_dir(STAGE) / "prompts.jsonl"
     tokenizer = cfg.mode.tokenizer() if recipe.chat_format == "template" else None
     rows = []
@@ -50,6 +56,31 @@ def evaluation_runs(files: dict[str, Path], sampling: dict, ablation_file: str =
     return runs
 
 
+def budget_runs(runs: list[dict], budgets: list[int], benchmark: str, files: list[str]) -> list[dict]:
+    """Each distilled file named in `files` (all when empty; never the base or the ablation) once more per think
+    budget, on one benchmark."""
+    chosen = [f"distilled-{f}" for f in files] or [r["label"] for r in runs if r["label"].startswith("distilled-")]
+    return [{**run, "label": f"{run['label']}-think{budget}", "think_budget": budget, "benchmarks": [benchmark]}
+            for budget in budgets for run in runs
+            if run["label"] in chosen and not run["label"].endswith("-no-repeat-penalty")]
+
+
+def budget_curve(results: list[dict], benchmark: str) -> list[dict]:
+    """Per distilled file and think budget (None = no budget) on `benchmark`: pass@1, how often the thought closed
+    by itself and how often the budget closed it, think and completion lengths (pure)."""
+    rows = []
+    for r in results:
+        if r["benchmark"] != benchmark or not r["label"].startswith("distilled-") or "-no-repeat-penalty" in r["label"]:
+            continue
+        budget = r.get("think_budget")
+        forced = r.get("forced_close_rate") or 0.0
+        rows.append({"file": r["label"].removesuffix(f"-think{budget}") if budget else r["label"], "budget": budget,
+                     "pass@1": r["pass@1"], "closed_by_itself": round(r["closure_rate"] - forced, 4),
+                     "closed_by_budget": forced, "think_tokens_mean": r["think_tokens"]["mean"],
+                     "completion_tokens_mean": r["completion_tokens"]["mean"]})
+    return sorted(rows, key=lambda row: (row["file"], row["budget"] is None, row["budget"] or 0))
+
+
 def edge_memory_row(size: dict, kv_bytes: int) -> dict:
     """What one exported file needs on a device: its weights (real bytes, or the estimate) and the KV cache."""
     weights = size["real_bytes"] or size["estimated_bytes"]
@@ -57,30 +88,63 @@ def edge_memory_row(size: dict, kv_bytes: int) -> dict:
             "total_gib": round((weights + kv_bytes) / 2**30, 2)}
 
 
+def benchmark_sources(recipe, prompts: Path) -> dict[str, tuple[str, int | None]]:
+    """{benchmark: (what `load_benchmark` reads, how many problems or None for all)} from `eval_benchmarks`."""
+    return {name: (str(prompts), None) if name == HELDOUT else (name, size or None)
+            for name, size in recipe.eval_benchmarks.items()}
+
+
+def unjudgeable_references(prompts: Path) -> list[str]:
+    """Ids of held-out rows whose reference answer math-verify cannot read: they can never count as right."""
+    return [p["id"] for p in load_benchmark(str(prompts))
+            if p["answer"] is None or not judge_sample(f"The answer is {p['answer']}.", p["answer"])["correct"]]
+
+
 def run_eval(cfg: RunConfig, heldout: list[dict]) -> dict:
     """Evaluate the base model and the exported files (through the run's mode); the edge memory plan of each."""
     recipe, out = cfg.recipe, cfg.stage_dir(STAGE)
     prompts = write_prompts(cfg, heldout)
-    unparseable = [r["id"] for r in heldout if r.get("answer") is None or not answers_match(r["answer"], r["answer"])]
+    benchmarks = benchmark_sources(recipe, prompts)
+    problems = {name: len(load_benchmark(source, n, recipe.seed)) for name, (source, n) in benchmarks.items()}
     kv = kv_cache_bytes(cfg.mode.architecture(), recipe.eval_n_ctx)
     edge_memory = [edge_memory_row(size, kv) for size in read_manifest(cfg, "04_merge_export")["facts"]["sizes"]]
     files = cfg.mode.judged_files(cfg, out)  # the base model and 04's files (none in a dry-run)
     runs = evaluation_runs(files, recipe.eval_sampling(), recipe.eval_ablation_file)
-    results = cfg.mode.evaluate(cfg, runs, prompts, out)
-    atomic_write_text(out / "results.json", json.dumps({"recipe": recipe.name, "results": results}, indent=2))
-    facts = {"mode": cfg.mode.name, "prompts": len(heldout), "unparseable_references": unparseable,
-             "kv_cache_bytes": kv, "edge_memory": edge_memory, "results": results,
-             "example": first_output(out, results)}
+    first = next(iter(benchmarks))
+    budgeted = budget_runs(runs, recipe.eval_think_budgets, first, recipe.eval_think_budget_files)
+    judged = cfg.mode.evaluate(cfg, runs + budgeted, benchmarks, out)
+    results = [r for r in judged if r.get("think_budget") is None]
+    curve = budget_curve(results + [r for r in judged if r.get("think_budget") is not None], first)
+    quant_ladder = {name: ladder(samples_by_file(out, results, name), recipe.eval_max_drop) for name in benchmarks}
+    flagged = [f"{row['file']} on {name}: {row['metric']} drops {100 * row['drop']['mean']:.0f} points from F16 "
+               f"(limit {100 * row['max_drop']:.0f})" for name, rows in quant_ladder.items() for row in rows
+               if row["flagged"]]
+    atomic_write_text(out / "results.json", json.dumps({"recipe": recipe.name, "results": judged,
+                                                        "ladder": quant_ladder, "flagged": flagged,
+                                                        "think_budget": curve}, indent=2))
+    facts = {"mode": cfg.mode.name, "prompts": len(heldout), "problems": problems, "k": recipe.eval_k,
+             "unjudgeable_references": unjudgeable_references(prompts), "kv_cache_bytes": kv,
+             "edge_memory": edge_memory, "results": results, "ladder": quant_ladder, "flagged": flagged,
+             "think_budget": curve, "example": first_output(out, results)}
     write_manifest(cfg, STAGE, {"prompts": prompts} | {k: str(v) for k, v in files.items()},
                    {"results": out / "results.json"}, facts)
     return facts
 
 
+def samples_by_file(out: Path, results: list[dict], benchmark: str) -> dict[str, list[dict]]:
+    """{file label: its judged samples} on one benchmark, in the order the files were judged."""
+    return {r["label"]: read_jsonl(out / f"{r['label']}.{benchmark}.samples.jsonl")
+            for r in results if r["benchmark"] == benchmark}
+
+
 def first_output(out: Path, results: list[dict]) -> dict | None:
-    """The first answer of the distilled Q8_0 (else the last file judged), for the notebook; None if none ran."""
+    """The first sample of the distilled Q8_0 on the first benchmark (else the last file judged), for the notebook;
+    None if none ran."""
     if not results:
         return None
-    label = next((r["label"] for r in results if r["label"].endswith("Q8_0")), results[-1]["label"])
-    record = read_jsonl(out / f"{label}.outputs.jsonl")[0]
-    return {k: record[k] for k in ("id", "reference", "predicted", "correct", "closed_think", "output")} | {
-        "file": label}
+    first = [r for r in results if r["benchmark"] == results[0]["benchmark"]]
+    chosen = next((r for r in first if r["label"].endswith("Q8_0")), first[-1])
+    sample = read_jsonl(out / f"{chosen['label']}.{chosen['benchmark']}.samples.jsonl")[0]
+    return {"file": chosen["label"], "benchmark": chosen["benchmark"], "id": sample["problem_id"],
+            "answer": sample["answer_key"], "correct": sample["correct"], "closed_think": sample["closed_think"],
+            "output": sample["text"]}

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from lib.evaluate.benchmarks import BOXED_INSTRUCTION, BenchmarkError, load_benchmark
+from lib.eval_sets import BOXED_INSTRUCTION
+from lib.evaluate.benchmarks import BenchmarkError, load_benchmark
 
 
 @pytest.mark.parametrize("name, size, first_answer", [("gsm8k", 1319, "18"), ("math500", 500, None),

@@ -1,0 +1,31 @@
+"""The quant ladder: drops from F16 with paired intervals, flags past the recipe's limit."""
+import pytest
+
+from lib.evaluate.ladder import ladder
+
+
+def samples(closed, correct):
+    return [{"problem_id": f"p{i}", "closed_think": c, "correct": r} for i, (c, r) in enumerate(zip(closed, correct))]
+
+
+def test_a_quant_past_the_limit_is_flagged_and_one_within_is_not():
+    n = 20
+    files = {"base": samples([False] * n, [False] * n),
+             "distilled-F16": samples([True] * n, [True] * 10 + [False] * 10),
+             "distilled-Q8_0": samples([True] * 19 + [False], [True] * 10 + [False] * 10),
+             "distilled-Q4_K_M": samples([True] * 14 + [False] * 6, [True] * 5 + [False] * 15),
+             "distilled-Q8_0-no-repeat-penalty": samples([False] * n, [False] * n)}
+    rows = {(r["file"], r["metric"]): r for r in ladder(files, {"closure": 0.1, "pass@1": 0.1})}
+    assert set(rows) == {(f, m) for f in ("distilled-Q8_0", "distilled-Q4_K_M") for m in ("closure", "pass@1")}
+    assert rows["distilled-Q8_0", "closure"]["drop"]["mean"] == 0.05 and not rows["distilled-Q8_0", "closure"]["flagged"]
+    q4 = rows["distilled-Q4_K_M", "closure"]
+    assert (q4["F16"], q4["quant"], q4["drop"]["mean"], q4["flagged"]) == (1.0, 0.7, 0.3, True)
+    assert q4["drop"]["low"] > 0.05 and q4["drop"]["high"] <= 0.55  # paired: only the 6 problems that changed vary
+    assert rows["distilled-Q4_K_M", "pass@1"]["flagged"] and not rows["distilled-Q8_0", "pass@1"]["flagged"]
+
+
+def test_a_gain_is_a_negative_drop_and_no_f16_means_no_ladder():
+    files = {"distilled-F16": samples([False, False], [False, False]),
+             "distilled-Q8_0": samples([True, True], [False, False])}
+    assert ladder(files, {"closure": 0.0})[0]["drop"]["mean"] == pytest.approx(-1.0)
+    assert ladder({"distilled-Q8_0": files["distilled-Q8_0"]}, {"closure": 0.1}) == []
