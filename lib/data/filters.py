@@ -60,11 +60,16 @@ def reply_matches_reference(reference: str, answer_text: str) -> bool:
     from math_verify import parse, verify  # sympy underneath: seconds to import, so only where answers are judged
 
     gold_text = reference if reference.lstrip().startswith(_ALREADY_LATEX) else f"${reference}$"
-    timeouts = {} if threading.current_thread() is threading.main_thread() else {"parsing_timeout": None}
+    timeouts = parse_timeouts()
     gold, predicted = parse(gold_text, **timeouts), parse(answer_text, **timeouts)
     if not gold or not predicted:
         return False
     return verify(gold, predicted, **({} if not timeouts else {"timeout_seconds": None}))
+
+
+def parse_timeouts() -> dict:
+    """math-verify's `parse` arguments for this thread: its signal.alarm timeout only works in the main thread."""
+    return {} if threading.current_thread() is threading.main_thread() else {"parsing_timeout": None}
 
 
 def final_answer_text(reply: str) -> str:

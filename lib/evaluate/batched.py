@@ -64,6 +64,7 @@ class Engine:
 
         self.llama_cpp, self.n_parallel, self.n_batch = llama_cpp, n_parallel, n_batch
         model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = 0  # llama.cpp's default offloads every layer where a GPU build can: not here
         self.model = _internals.LlamaModel(path_model=gguf, params=model_params, verbose=False)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = seq_ctx * n_parallel
@@ -119,13 +120,13 @@ class Engine:
             state["tokens"].append(token)
             if state["budget"]:
                 over_budget(state, token)
-            if len(state["tokens"]) >= state["limit"] or state["position"] + 1 >= self.seq_ctx:
+            if len(state["tokens"]) >= state["limit"] or state["position"] >= self.seq_ctx:  # no cell for it
                 finish(seq, state, "length", now)
 
         def over_budget(state: dict, token: int) -> None:
             """Follow the thought; when it has run `think_tokens` without closing, queue the close."""
             budget = state["budget"]
-            state["text"] += self.model.detokenize([token], special=False)  # (token_to_piece pads with NULs)
+            state["text"] = (state["text"] + self.model.detokenize([token], special=True))[-32:]  # the tail is enough
             if state["think_start"] is None and b"<think>" in state["text"]:
                 state["think_start"] = len(state["tokens"])
             if state["closed"] or b"</think>" in state["text"]:
@@ -170,5 +171,6 @@ class Engine:
         return results, time.perf_counter() - started
 
     def text(self, tokens: list[int]) -> str:
-        """Generated tokens as text, as llama-cpp-python's completions render them (special tokens as nothing)."""
-        return self.model.detokenize(tokens, special=False).decode("utf-8", errors="ignore")
+        """Generated tokens as text, special tokens written out (a vocabulary whose `<think>` is a control token
+        would otherwise hide the thought); the end-of-generation token is never among them."""
+        return self.model.detokenize(tokens, special=True).decode("utf-8", errors="ignore")

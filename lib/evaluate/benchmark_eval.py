@@ -41,11 +41,13 @@ def evaluate_benchmark(gguf: Path, benchmark: str, n: int | None = None, k: int 
                        max_tokens: int = 512, n_ctx: int = 0, n_threads: int = 2, sampling: dict | None = None,
                        system_prompt: str = "", plain_format: str = "", out_dir: Path | None = None,
                        stem: str = "", passive_wait: bool = False, n_parallel: int = 1,
-                       think_budget: int | None = None, answer_prefix: str = "", unified_kv: bool = False) -> dict:
+                       think_budget: int | None = None, answer_prefix: str = "", unified_kv: bool = False,
+                       template_kwargs: dict | None = None) -> dict:
     """The summary of `gguf` on `benchmark` (see the module docstring); GenerationError / BenchmarkError say why
     it could not run."""
     run = generate_benchmark(gguf, benchmark, n, k, seed, max_tokens, n_ctx, n_threads, sampling, system_prompt,
-                             plain_format, passive_wait, n_parallel, think_budget, answer_prefix, unified_kv)
+                             plain_format, passive_wait, n_parallel, think_budget, answer_prefix, unified_kv,
+                             template_kwargs)
     return summarize_benchmark(run, out_dir, stem)
 
 
@@ -53,14 +55,14 @@ def generate_benchmark(gguf: Path, benchmark: str, n: int | None = None, k: int 
                        max_tokens: int = 512, n_ctx: int = 0, n_threads: int = 2, sampling: dict | None = None,
                        system_prompt: str = "", plain_format: str = "", passive_wait: bool = False,
                        n_parallel: int = 1, think_budget: int | None = None, answer_prefix: str = "",
-                       unified_kv: bool = False) -> dict:
+                       unified_kv: bool = False, template_kwargs: dict | None = None) -> dict:
     """The generating half (safe in a thread: no judging): the problems, their samples and how they were made."""
     started = time.perf_counter()
     sampling = dict(DEFAULT_SAMPLING if sampling is None else sampling)
     problems = load_benchmark(benchmark, n, seed, system_prompt)
     samples, child = generate_samples(Path(gguf), problems, k, max_tokens, n_ctx, n_threads, sampling, plain_format,
                                       passive_wait, n_parallel, think_budget, answer_prefix,
-                                      unified_kv=unified_kv)
+                                      unified_kv=unified_kv, template_kwargs=template_kwargs)
     return {"gguf": Path(gguf), "benchmark": benchmark, "problems": problems, "samples": samples, "k": k,
             "seed": seed, "sampling": sampling, "max_tokens": max_tokens, "threads": n_threads,
             "parallel": n_parallel, "unified_kv": unified_kv, "think_budget": think_budget, **child, "seconds": time.perf_counter() - started}

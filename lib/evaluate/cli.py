@@ -31,15 +31,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=DEFAULT_SAMPLING["temperature"],
                         help="0 = greedy (k must be 1); default 0.6, DeepSeek-R1's")
     parser.add_argument("--top-p", type=float, default=DEFAULT_SAMPLING["top_p"], help="default 0.95")
-    parser.add_argument("--repeat-penalty", type=float, default=1.0, help="llama.cpp's; default 1.0 (none)")
+    parser.add_argument("--repeat-penalty", type=float, default=1.0,
+                        help="llama.cpp's; default 1.0 (none; the CPU recipes' 05 uses 1.1)")
     parser.add_argument("--system", default="", help="a system prompt before every problem")
+    parser.add_argument("--template-kwargs", default="{}", metavar="JSON",
+                        help='variables of the chat template, e.g. \'{"date_string": "26 Jul 2024"}\' (Llama 3.2 '
+                             "writes today's date without it)")
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads (default 2)")
     parser.add_argument("--parallel", type=int, default=4,
                         help="sequences decoded at once, continuous batching (default 4)")
     parser.add_argument("--unified-kv", action="store_true",
                         help="one KV cache for all sequences: faster, but an answer near a tie may turn with "
                              "--parallel (default: a cache per sequence, the same tokens as one at a time)")
-    parser.add_argument("--n-ctx", type=int, default=0, help="context size (default: the longest prompt + budget)")
+    parser.add_argument("--n-ctx", type=int, default=0,
+                        help="context per sequence (default: the longest prompt + budget); memory is this x --parallel")
     parser.add_argument("--think-budget", type=int, metavar="TOKENS",
                         help="end a thought after TOKENS tokens with </think> (+ --answer-prefix) and let it answer")
     parser.add_argument("--answer-prefix", default="", help='written after a forced </think>, e.g. "The answer is"')
@@ -49,6 +54,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Judge the file, print its summary as one JSON object."""
+    if args.parallel < 1:
+        print(f"error: --parallel {args.parallel}: decode at least 1 sequence at a time", file=sys.stderr)
+        return 2
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        print(f"error: --out {args.out} is a file: name a folder for the JSON and the samples", file=sys.stderr)
+        return 2
+    try:
+        template_kwargs = json.loads(args.template_kwargs)
+        assert isinstance(template_kwargs, dict)
+    except (json.JSONDecodeError, AssertionError):
+        print(f"error: --template-kwargs {args.template_kwargs!r} is not a JSON object, e.g. "
+              '\'{"date_string": "26 Jul 2024"}\'', file=sys.stderr)
+        return 2
     sampling = {"temperature": args.temperature, "repeat_penalty": args.repeat_penalty}
     if args.temperature:
         sampling |= {"top_p": args.top_p, "seed": args.seed}
@@ -56,7 +74,8 @@ def main(args: argparse.Namespace) -> int:
         summary = evaluate_benchmark(args.gguf, args.benchmark, args.n, args.k, args.seed, args.max_tokens,
                                      args.n_ctx, args.threads, sampling, args.system, out_dir=args.out,
                                      n_parallel=args.parallel, think_budget=args.think_budget,
-                                     answer_prefix=args.answer_prefix, unified_kv=args.unified_kv)
+                                     answer_prefix=args.answer_prefix, unified_kv=args.unified_kv,
+                                     template_kwargs=template_kwargs)
     except (BenchmarkError, GenerationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

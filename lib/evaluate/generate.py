@@ -42,8 +42,8 @@ def greedy(sampling: dict) -> bool:
 def generate_samples(gguf: Path, problems: list[dict], k: int = 1, max_tokens: int = 512, n_ctx: int = 0,
                      n_threads: int = 2, sampling: dict | None = None, plain_format: str = "",
                      passive_wait: bool = False, n_parallel: int = 1, think_budget: int | None = None,
-                     answer_prefix: str = "", answer_tokens: int = 64,
-                     unified_kv: bool = False) -> tuple[list[dict], dict]:
+                     answer_prefix: str = "", answer_tokens: int = 64, unified_kv: bool = False,
+                     template_kwargs: dict | None = None) -> tuple[list[dict], dict]:
     """(samples in problem order, {"peak_rss_mib", "generation_seconds"} of the child); raises GenerationError
     with the child's reason.
 
@@ -51,7 +51,8 @@ def generate_samples(gguf: Path, problems: list[dict], k: int = 1, max_tokens: i
     only k = 1 makes sense with. `n_ctx`: context per sequence, 0 = room for the longest prompt plus `max_tokens`.
     `n_parallel`: sequences decoded at once (`lib.evaluate.batched`). `think_budget`: end a thought after this
     many tokens with "</think>" + `answer_prefix`, then allow `answer_tokens` more (None: no budget).
-    `unified_kv`: one cache for all sequences (faster, not exact: `lib.evaluate.batched`).
+    `unified_kv`: one cache for all sequences (faster, not exact: `lib.evaluate.batched`). `template_kwargs`:
+    extra variables of the chat template (the recipe's chat_template_kwargs).
     `passive_wait`: OpenMP threads sleep instead of spinning (for runs sharing the cores; ~3x slower alone).
     """
     sampling = dict(sampling or {"temperature": 0.0})
@@ -59,6 +60,14 @@ def generate_samples(gguf: Path, problems: list[dict], k: int = 1, max_tokens: i
         raise GenerationError(f"k and the parallel sequences must be at least 1, not {k} and {n_parallel}")
     if k > 1 and greedy(sampling):
         raise GenerationError(f"k = {k} samples of a greedy decode are {k} copies: set a temperature > 0")
+    if max_tokens < 1 or n_threads < 1 or float(sampling.get("temperature", 0.0)) < 0:
+        raise GenerationError(f"max tokens ({max_tokens}) and threads ({n_threads}) must be >= 1 and the temperature "
+                              f"({sampling.get('temperature')}) >= 0")
+    if int(sampling.get("seed", 0)) < 0:
+        raise GenerationError(f"seed {sampling['seed']} must be >= 0 (llama.cpp reads a negative seed as 'random')")
+    if think_budget is not None and not 1 <= think_budget < max_tokens:
+        raise GenerationError(f"a think budget of {think_budget} tokens never ends a thought within {max_tokens} "
+                              "max tokens: use 1 <= budget < max tokens")
     gguf = Path(gguf)
     if not gguf.is_file():
         raise GenerationError(f"{gguf}: no such file")
@@ -70,8 +79,9 @@ def generate_samples(gguf: Path, problems: list[dict], k: int = 1, max_tokens: i
         write_jsonl(work / "problems.jsonl", problems)
         command = [sys.executable, "-m", "lib.evaluate.generate", str(gguf), str(work / "problems.jsonl"),
                    str(work / "samples.jsonl"), "--k", str(k), "--max-tokens", str(max_tokens), "--n-ctx", str(n_ctx),
-                   "--n-threads", str(n_threads), "--sampling", json.dumps(sampling), "--plain-format", plain_format,
-                   "--parallel", str(n_parallel), "--answer-prefix", answer_prefix, "--answer-tokens", str(answer_tokens)]
+                   "--n-threads", str(n_threads), f"--sampling={json.dumps(sampling)}",
+                   f"--plain-format={plain_format}", "--parallel", str(n_parallel), f"--answer-prefix={answer_prefix}",
+                   "--answer-tokens", str(answer_tokens), f"--template-kwargs={json.dumps(template_kwargs or {})}"]
         if think_budget is not None:
             command += ["--think-budget", str(think_budget)]
         if unified_kv:
@@ -87,9 +97,10 @@ def generate_samples(gguf: Path, problems: list[dict], k: int = 1, max_tokens: i
         return read_jsonl(work / "samples.jsonl"), json.loads((work / "rss.json").read_text())
 
 
-def rendered_prompts(llm, problems: list[dict], plain_format: str) -> list[str]:
+def rendered_prompts(llm, problems: list[dict], plain_format: str, template_kwargs: dict | None = None) -> list[str]:
     """Each problem's prompt as llama-cpp-python renders it: the GGUF's own template (its BOS and EOS tokens) with
-    the generation prompt, or the recipe's plain format for a base model."""
+    the generation prompt and the recipe's `chat_template_kwargs` (Llama 3.2's date_string: without it the template
+    writes today's date), or the recipe's plain format for a base model."""
     if plain_format:
         return [plain_prompt(plain_format, next(m["content"] for m in reversed(p["messages"]) if m["role"] == "user"))
                 for p in problems]
@@ -98,7 +109,7 @@ def rendered_prompts(llm, problems: list[dict], plain_format: str) -> list[str]:
     text = lambda token: llm._model.token_get_text(token) if token != -1 else ""  # noqa: E731
     render = Jinja2ChatFormatter(template=llm.metadata["tokenizer.chat_template"], eos_token=text(llm.token_eos()),
                                  bos_token=text(llm.token_bos()))
-    return [render(messages=p["messages"]).prompt for p in problems]
+    return [render(messages=p["messages"], **(template_kwargs or {})).prompt for p in problems]
 
 
 def peak_rss_mib() -> float:
@@ -123,6 +134,7 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plain-format", default="")
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--unified-kv", action="store_true")
+    parser.add_argument("--template-kwargs", default="{}")
     parser.add_argument("--think-budget", type=int, default=None)
     parser.add_argument("--answer-prefix", default="")
     parser.add_argument("--answer-tokens", type=int, default=64)
@@ -135,16 +147,16 @@ def _main(argv: list[str] | None = None) -> None:
         parser.exit(NO_TEMPLATE, f"{args.gguf}: the GGUF has no chat template (tokenizer.chat_template): export it "
                                  "again with 04, which embeds the tokenizer's, or judge it with a plain prompt "
                                  "format\n")
-    prompts = rendered_prompts(vocab, problems, args.plain_format)
+    prompts = rendered_prompts(vocab, problems, args.plain_format, json.loads(args.template_kwargs))
     longest = max(len(vocab.tokenize(p.encode(), add_bos=False, special=True)) for p in prompts)
-    extra = 0 if args.think_budget is None else args.answer_tokens + 16  # a forced close and its answer
+    close_tokens = vocab.tokenize(f"\n{THINK_CLOSE}\n\n{args.answer_prefix}".rstrip(" ").encode(), add_bos=False,
+                                  special=True)
+    # a forced close ends the thought as training wrote it ("…\n</think>\n\n" + the answer), "</think>" a special
+    # token where the vocabulary has one
+    extra = 0 if args.think_budget is None else len(close_tokens) + args.answer_tokens  # a forced close + answer
     n_ctx = args.n_ctx or -(-(longest + args.max_tokens + extra + 16) // 256) * 256  # the longest fits, in 256s
     engine = Engine(args.gguf, args.parallel, n_ctx, args.n_threads, unified_kv=args.unified_kv)
     jobs, opens = [], []
-    # the thought ends as training wrote it ("…\n</think>\n\n" + the answer), "</think>" a special token where
-    # the vocabulary has one
-    close_tokens = vocab.tokenize(f"\n{THINK_CLOSE}\n\n{args.answer_prefix}".rstrip(" ").encode(), add_bos=False,
-                                  special=True)
     for problem, prompt in zip(problems, prompts):
         tokens = vocab.tokenize(prompt.encode(), add_bos=bool(args.plain_format), special=True)
         opens.append(not args.plain_format and prompt.rstrip().endswith(THINK_OPEN))

@@ -11,7 +11,7 @@ is math-verify's judgement, the rule the data stage verifies traces with (`lib.d
 """
 from __future__ import annotations
 
-from lib.data.filters import final_answer_text, reply_matches_reference
+from lib.data.filters import final_answer_text, parse_timeouts, reply_matches_reference
 from lib.evaluate.loops import find_loop
 from lib.think import THINK_OPEN, think_and_answer
 
@@ -34,14 +34,20 @@ def answer_part(reply: str) -> tuple[bool, bool, str]:
 
 def answer_key(answer: str) -> str | None:
     """What the answer states, in a form two samples that agree share (for majority voting): math-verify's
-    reading of it when it finds maths, else its final answer text in lower case; None when there is none."""
+    reading of it when it finds maths (a number in one canonical form: 72, 72.0 and 72.00 are "72"), else its
+    final answer text in lower case; None when there is none."""
     if not answer.strip():
         return None
     from math_verify import parse  # sympy underneath: imported where answers are judged
 
-    parsed = parse(answer)
+    parsed = parse(answer, **parse_timeouts())
     if parsed:
-        return str(parsed[0])
+        key = str(parsed[0])
+        try:
+            number = float(key)
+        except (ValueError, OverflowError):
+            return key
+        return str(int(number)) if number.is_integer() else repr(number)
     final = " ".join(final_answer_text(answer).lower().split()).strip(" .")
     return final or None
 

@@ -18,8 +18,10 @@ METRICS = {"closure": "closed_think", "pass@1": "correct"}
 
 
 def per_problem(samples: list[dict], field: str) -> dict[str, float]:
-    """{problem id: the share of its samples with `field` true} (None counts as false)."""
-    return {pid: sum(bool(s[field]) for s in group) / len(group) for pid, group in by_problem(samples).items()}
+    """{problem id: the share of its samples with `field` true}; problems without a verdict (no reference answer:
+    `correct` is None) are left out."""
+    return {pid: sum(bool(s[field]) for s in group) / len(group) for pid, group in by_problem(samples).items()
+            if group[0][field] is not None}
 
 
 def ladder(samples_by_file: dict[str, list[dict]], max_drop: dict[str, float]) -> list[dict]:
@@ -34,7 +36,7 @@ def ladder(samples_by_file: dict[str, list[dict]], max_drop: dict[str, float]) -
         for metric, field in METRICS.items():
             reference, quant = per_problem(samples_by_file[REFERENCE], field), per_problem(samples, field)
             shared = [pid for pid in reference if pid in quant]
-            drop = mean_interval([reference[pid] - quant[pid] for pid in shared])
+            drop = mean_interval([reference[pid] - quant[pid] for pid in shared], proportion=False)
             allowed = max_drop.get(metric)
             rows.append({"file": label, "metric": metric, "problems": len(shared),
                          "F16": round(sum(reference[p] for p in shared) / max(1, len(shared)), 4),

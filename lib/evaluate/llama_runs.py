@@ -27,10 +27,12 @@ SPEED_PROBLEMS, SPEED_MAX_TOKENS = 3, 128
 
 
 def speed_benchmark(gguf: Path, problems: list[dict], n_threads: int, sampling: dict, n_ctx: int = 0,
-                    plain_format: str = "", max_tokens: int = SPEED_MAX_TOKENS) -> dict:
+                    plain_format: str = "", max_tokens: int = SPEED_MAX_TOKENS,
+                    template_kwargs: dict | None = None) -> dict:
     """Generation tokens/s and peak RSS of one file serving one chat (`problems` one at a time, one sample each),
     alone, threads spinning: what a device running only this model sees."""
-    samples, child = generate_samples(gguf, problems, 1, max_tokens, n_ctx, n_threads, sampling, plain_format)
+    samples, child = generate_samples(gguf, problems, 1, max_tokens, n_ctx, n_threads, sampling, plain_format,
+                                      template_kwargs=template_kwargs)
     seconds = sum(s["seconds"] for s in samples)
     return {"tokens_per_second": round(sum(s["completion_tokens"] for s in samples) / seconds, 2),
             "speed_prompts": len(samples), "speed_threads": n_threads, "peak_rss_mib": child["peak_rss_mib"]}
@@ -51,7 +53,7 @@ def evaluate_files(recipe: Recipe, runs: list[dict], benchmarks: dict[str, tuple
                                   recipe.eval_n_ctx, threads, run["sampling"], recipe.system_prompt, plain,
                                   passive_wait=recipe.eval_parallel > 1, n_parallel=recipe.eval_sequences,
                                   think_budget=run.get("think_budget"), answer_prefix=recipe.eval_answer_prefix,
-                                  unified_kv=recipe.eval_unified_kv)
+                                  unified_kv=recipe.eval_unified_kv, template_kwargs=recipe.chat_template_kwargs)
 
     with ThreadPoolExecutor(max_workers=recipe.eval_parallel) as pool:  # judging stays in this (the main) thread
         generated = list(pool.map(generate, jobs))
@@ -63,11 +65,15 @@ def evaluate_files(recipe: Recipe, runs: list[dict], benchmarks: dict[str, tuple
     for run in runs:
         if run.get("think_budget") is not None:  # the same file as its no-budget run: timed once
             continue
-        speed = speed_benchmark(run["path"], speed_problems, speed_threads, run["sampling"], recipe.eval_n_ctx, plain)
+        speed = speed_benchmark(run["path"], speed_problems, speed_threads, run["sampling"], recipe.eval_n_ctx, plain,
+                                template_kwargs=recipe.chat_template_kwargs)
         atomic_write_text(out / f"{run['label']}.speed.json", json.dumps(speed, indent=2))
         for result in results:
             if result["label"] == run["label"]:  # the batched run's own figures keep their names
                 result["tokens_per_second_batched"] = result.pop("tokens_per_second")
                 result["peak_rss_mib_batched"] = result.pop("peak_rss_mib")
                 result.update(speed)
+                stem = f"{result['label']}.{result['benchmark']}"  # the file on disk says what the table says
+                atomic_write_text(out / f"{stem}.json", json.dumps({k: v for k, v in result.items() if k != "label"},
+                                                                   indent=2))
     return results

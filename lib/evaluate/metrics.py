@@ -9,7 +9,8 @@ A sample is one generation for one problem: ``{"problem_id", "correct", "closed_
 - pass@1 = the mean over problems of the share of a problem's k samples that are right (an unbiased estimate of
   one sample's accuracy; with k = 1 it is plain accuracy);
 - its 95 % interval: percentile bootstrap over problems (problems are the unit that varies between benchmarks;
-  2,000 resamples, fixed seed, so the same samples always give the same interval);
+  2,000 resamples, fixed seed, so the same samples always give the same interval), or Wilson's score interval
+  when every problem is simply right or wrong (k = 1), where the bootstrap would give "0 % [0–0]" for 0 of 50;
 - maj@k: a problem counts when the answer most of its samples give (ties: the first one reached) is right;
 - pass@k: a problem counts when any of its k samples is right.
 """
@@ -24,11 +25,16 @@ BOOTSTRAP_SEED = 0
 
 
 def mean_interval(values: list[float], level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
-                  seed: int = BOOTSTRAP_SEED) -> dict:
-    """{"mean", "low", "high"}: the mean of per-problem values and its percentile-bootstrap interval."""
+                  seed: int = BOOTSTRAP_SEED, proportion: bool = True) -> dict:
+    """{"mean", "low", "high"}: the mean of per-problem values and its 95 % interval — Wilson's score interval
+    when every value is 0 or 1 (k = 1: 0 right of 50 is [0–7 %], not the bootstrap's [0–0]), else the
+    percentile bootstrap over problems (always, with `proportion` False: differences, not shares)."""
     data = np.asarray(values, dtype=float)
     if not len(data):
         return {"mean": None, "low": None, "high": None}
+    if proportion and np.isin(data, (0.0, 1.0)).all() and level == 0.95:
+        low, high = wilson_interval(int(data.sum()), len(data))
+        return {"mean": round(float(data.mean()), 4), "low": round(low, 4), "high": round(high, 4)}
     draws = np.random.default_rng(seed).integers(0, len(data), size=(resamples, len(data)))
     means = data[draws].mean(axis=1)
     tail = (1 - level) / 2 * 100
@@ -36,15 +42,25 @@ def mean_interval(values: list[float], level: float = 0.95, resamples: int = BOO
             "high": round(float(np.percentile(means, 100 - tail)), 4)}
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson's score interval of a proportion (95 % by default)."""
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+
+
 def majority_correct(samples: list[dict]) -> bool:
     """Whether the answer given most often among one problem's samples is right (samples without an answer
-    do not vote; ties go to the answer reached first)."""
+    do not vote; ties go to the answer reached first; the winning answer is right when most of the samples that
+    gave it were judged right — the key and the judge read answers a little differently)."""
     votes = Counter(s["answer_key"] for s in samples if s["answer_key"] is not None)
     if not votes:
         return False
     top = max(votes.values())
     winner = next(s["answer_key"] for s in samples if s["answer_key"] is not None and votes[s["answer_key"]] == top)
-    return next(s["correct"] for s in samples if s["answer_key"] == winner)
+    verdicts = [bool(s["correct"]) for s in samples if s["answer_key"] == winner]
+    return sum(verdicts) * 2 > len(verdicts)
 
 
 def distribution(values: list[int | float]) -> dict:

@@ -66,15 +66,18 @@ def budget_runs(runs: list[dict], budgets: list[int], benchmark: str, files: lis
 
 
 def budget_curve(results: list[dict], benchmark: str) -> list[dict]:
-    """Per distilled file and think budget (None = no budget) on `benchmark`: pass@1, how often the thought closed
-    by itself and how often the budget closed it, think and completion lengths (pure)."""
+    """Per distilled file given budgets and per think budget (None = no budget) on `benchmark`: pass@1, how often
+    the thought closed by itself and how often the budget closed it, the mean think length of closed thoughts and
+    the mean tokens of all answers (pure)."""
+    budgeted = {r["label"].removesuffix(f"-think{r['think_budget']}") for r in results if r.get("think_budget")}
     rows = []
     for r in results:
-        if r["benchmark"] != benchmark or not r["label"].startswith("distilled-") or "-no-repeat-penalty" in r["label"]:
+        base_label = r["label"].removesuffix(f"-think{r['think_budget']}") if r.get("think_budget") else r["label"]
+        if r["benchmark"] != benchmark or base_label not in budgeted:  # only files that have budget runs
             continue
         budget = r.get("think_budget")
         forced = r.get("forced_close_rate") or 0.0
-        rows.append({"file": r["label"].removesuffix(f"-think{budget}") if budget else r["label"], "budget": budget,
+        rows.append({"file": base_label, "budget": budget,
                      "pass@1": r["pass@1"], "closed_by_itself": round(r["closure_rate"] - forced, 4),
                      "closed_by_budget": forced, "think_tokens_mean": r["think_tokens"]["mean"],
                      "completion_tokens_mean": r["completion_tokens"]["mean"]})

@@ -25,17 +25,26 @@ def test_a_tie_goes_to_the_answer_reached_first_and_no_answer_does_not_vote():
     assert majority_correct([sample("a", False, None), sample("a", True, "3"), sample("a", False, "4")])
     assert not majority_correct([sample("a", False, "4"), sample("a", True, "3")])
     assert not majority_correct([sample("a", False, None)])
+    # the winning answer is right when most samples that gave it were judged right
+    assert majority_correct([sample("a", False, "7"), sample("a", True, "7"), sample("a", True, "7")])
+    assert not majority_correct([sample("a", True, "7"), sample("a", False, "7"), sample("a", False, "7")])
 
 
 def test_the_interval_is_the_bootstrap_of_the_mean_over_problems():
-    values = [1.0] * 30 + [0.0] * 70
+    values = [1.0, 0.75, 0.5, 0.25, 0.0] * 20  # k = 4: shares, not 0/1
     interval = mean_interval(values)
-    normal = 1.96 * np.sqrt(0.3 * 0.7 / 100)  # the normal approximation it should come close to
-    assert interval["mean"] == 0.3
-    assert interval["low"] == pytest.approx(0.3 - normal, abs=0.02)
-    assert interval["high"] == pytest.approx(0.3 + normal, abs=0.02)
+    normal = 1.96 * np.std(values) / np.sqrt(100)  # the normal approximation it should come close to
+    assert interval["mean"] == 0.5
+    assert interval["low"] == pytest.approx(0.5 - normal, abs=0.02)
+    assert interval["high"] == pytest.approx(0.5 + normal, abs=0.02)
     assert mean_interval(values) == interval  # a fixed seed: the same samples give the same interval
-    assert mean_interval([1.0] * 10) == {"mean": 1.0, "low": 1.0, "high": 1.0}
+
+
+def test_right_or_wrong_problems_get_wilsons_interval_never_a_zero_width_one():
+    assert mean_interval([0.0] * 50) == {"mean": 0.0, "low": 0.0, "high": 0.0713}  # 0 of 50: up to 7 %
+    assert mean_interval([1.0] * 10)["low"] == pytest.approx(0.7225, abs=1e-4)
+    interval = mean_interval([1.0] * 30 + [0.0] * 70)
+    assert (interval["low"], interval["high"]) == pytest.approx((0.2189, 0.3958), abs=1e-4)
 
 
 def test_rates_and_lengths_count_what_they_say():
