@@ -136,13 +136,18 @@ def test_a_new_recipe_file_runs_tiny_with_no_code_change(tmp_path):
 
 @pytest.mark.parametrize("name", list_recipes())
 def test_a_tiny_recipe_changes_only_sizes(name):
-    """Steps, generated tokens, llama.cpp threads and accumulation (capped at 2, still > 1 where the recipe
-    accumulates) change; dtype, LoRA, length policy, trainer, quant list and sampling stay the recipe's."""
+    """Steps, generated tokens, llama.cpp threads, accumulation (capped at 2, still > 1 where the recipe
+    accumulates) and how much is judged (benchmark problems, k, think budgets) change; dtype, LoRA, length policy,
+    trainer, quant list and sampling stay the recipe's."""
     recipe = load_recipe(name)
     tiny = tiny_recipe(recipe)
     changed = {k for k, v in dataclasses.asdict(tiny).items() if v != getattr(recipe, k)}
-    assert changed <= set(TINY_OVERRIDES) | {"gradient_accumulation_steps"}
+    assert changed <= set(TINY_OVERRIDES) | {"gradient_accumulation_steps", "eval_benchmarks", "eval_k",
+                                             "eval_think_budgets"}
     assert tiny.gradient_accumulation_steps == min(recipe.gradient_accumulation_steps, TINY_MAX_ACCUMULATION)
+    assert set(tiny.eval_benchmarks) == set(recipe.eval_benchmarks) and tiny.eval_k <= 2
+    assert all(0 < n <= 2 for name, n in tiny.eval_benchmarks.items() if name != "heldout")
+    assert tiny.eval_think_budgets == recipe.eval_think_budgets[:1]
 
 
 def test_a_tiny_runs_teacher_named_run_recipe_is_built_in_that_recipes_family():
