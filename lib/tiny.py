@@ -173,7 +173,7 @@ PACKAGED_BASE_STAND_IN = "base GGUF: the packaged file -> the tiny snapshot conv
 
 
 # a shipped benchmark judges at most 2 problems, k at most 2 samples each (held-out rows are already TINY_EVAL_ROWS);
-# of the think budgets only the first is run
+# of the think budgets only the first is run, below the tiny token budget
 TINY_BENCHMARK_PROBLEMS, TINY_MAX_SAMPLES = 2, 2
 
 # micro-batches per optimizer step: at most 2, so a recipe that accumulates still runs accumulation, but 2 steps
@@ -189,7 +189,8 @@ def tiny_recipe(recipe):
                   for name, size in recipe.eval_benchmarks.items()}
     return with_overrides(recipe, **TINY_OVERRIDES, gradient_accumulation_steps=accumulation,
                           eval_benchmarks=benchmarks, eval_k=min(recipe.eval_k, TINY_MAX_SAMPLES),
-                          eval_think_budgets=recipe.eval_think_budgets[:1])
+                          eval_think_budgets=[min(b, TINY_OVERRIDES["eval_max_tokens"] // 2)
+                                              for b in recipe.eval_think_budgets[:1]])
 
 
 def hub_id_of(model_name_or_path: str) -> str:

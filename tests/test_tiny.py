@@ -147,7 +147,8 @@ def test_a_tiny_recipe_changes_only_sizes(name):
     assert tiny.gradient_accumulation_steps == min(recipe.gradient_accumulation_steps, TINY_MAX_ACCUMULATION)
     assert set(tiny.eval_benchmarks) == set(recipe.eval_benchmarks) and tiny.eval_k <= 2
     assert all(0 < n <= 2 for name, n in tiny.eval_benchmarks.items() if name != "heldout")
-    assert tiny.eval_think_budgets == recipe.eval_think_budgets[:1]
+    assert len(tiny.eval_think_budgets) == len(recipe.eval_think_budgets[:1])
+    assert all(b < tiny.eval_max_tokens for b in tiny.eval_think_budgets)  # a budget that can end a thought
 
 
 def test_a_tiny_runs_teacher_named_run_recipe_is_built_in_that_recipes_family():
