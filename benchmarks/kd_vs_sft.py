@@ -73,7 +73,8 @@ def main() -> int:
              "", "| file | </think> closed | pass@1 [95 % CI] | think tokens p50 | hit max tokens | loops |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {name} | {100 * r['closure_rate']:.0f} % | {percent_interval(r['pass@1'])} | "
-              f"{r['think_tokens']['p50'] or 0:.0f} | {100 * r['truncation_rate']:.0f} % | {100 * r['loop_rate']:.0f} % |"
+              f"{r['think_tokens']['p50'] or 0:.0f} | {100 * r['truncation_rate']:.0f} % | "
+              f"{100 * r['loop_rate']:.0f} % |"
               for name, r in rows]
     table = "\n".join(lines)
     out = RUNS_DIR / "benchmarks"

@@ -70,8 +70,8 @@ def render_markdown(recipe: str, report: dict) -> str:
         sampling = evaluation["results"][0].get("sampling", {})
         lines += [f"Evaluation (llama.cpp, sampling {sampling}, k = {evaluation.get('k', 1)} per problem, "
                   "math-verify):", "",
-                  "| model | benchmark | pass@1 [95 % CI] | closed </think> | hit max tokens | loops | think tokens p50 "
-                  "| tok/s | peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| model | benchmark | pass@1 [95 % CI] | closed </think> | hit max tokens | loops "
+                  "| think tokens p50 | tok/s | peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['label']} | {r['benchmark']} ({r['problems']}) | {percent_interval(r['pass@1'])} | "
                   f"{r['closure_rate']:.0%} | {r['truncation_rate']:.0%} | {r['loop_rate']:.0%} | "
                   f"{r['think_tokens']['p50'] if r['think_tokens']['p50'] is not None else '–'} | "

@@ -65,12 +65,16 @@ def generate_benchmark(gguf: Path, benchmark: str, n: int | None = None, k: int 
                                       unified_kv=unified_kv, template_kwargs=template_kwargs)
     return {"gguf": Path(gguf), "benchmark": benchmark, "problems": problems, "samples": samples, "k": k,
             "seed": seed, "sampling": sampling, "max_tokens": max_tokens, "threads": n_threads,
-            "parallel": n_parallel, "unified_kv": unified_kv, "think_budget": think_budget, **child, "seconds": time.perf_counter() - started}
+            "parallel": n_parallel, "unified_kv": unified_kv, "think_budget": think_budget, **child,
+            "seconds": time.perf_counter() - started}
 
 
-def summarize_benchmark(run: dict, out_dir: Path | None = None, stem: str = "", name: str = "") -> dict:
+def summarize_benchmark(run: dict, out_dir: Path | None = None, stem: str = "", name: str = "",
+                        one_chat: dict | None = None) -> dict:
     """The judging half: math-verify each sample, summarise, write the files. Main thread only: math-verify's
-    timeouts use signal.alarm. `name`: what to call the benchmark (default: what was read, a name or a file)."""
+    timeouts use signal.alarm. `name`: what to call the benchmark (default: what was read, a name or a file).
+    `one_chat`: the file's tokens/s and peak RSS serving one chat (`llama_runs.speed_benchmark`); they take the
+    plain names, and this run's own (many sequences at once) keep them with the suffix `_batched`."""
     started = time.perf_counter()
     judged = judge_samples(run["samples"], run["problems"])
     gguf, benchmark = run["gguf"], run["benchmark"]
@@ -84,6 +88,10 @@ def summarize_benchmark(run: dict, out_dir: Path | None = None, stem: str = "", 
                                                     / run["generation_seconds"], 2),
                "peak_rss_mib": run["peak_rss_mib"],
                "wall_seconds": round(run["seconds"] + time.perf_counter() - started, 1)}
+    if one_chat is not None:
+        summary["tokens_per_second_batched"] = summary.pop("tokens_per_second")
+        summary["peak_rss_mib_batched"] = summary.pop("peak_rss_mib")
+        summary |= one_chat
     if out_dir is not None:
         stem = stem or f"{gguf.stem}.{benchmark_label(benchmark)}"
         write_jsonl(Path(out_dir) / f"{stem}.samples.jsonl", judged)

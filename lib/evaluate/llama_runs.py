@@ -57,23 +57,17 @@ def evaluate_files(recipe: Recipe, runs: list[dict], benchmarks: dict[str, tuple
 
     with ThreadPoolExecutor(max_workers=recipe.eval_parallel) as pool:  # judging stays in this (the main) thread
         generated = list(pool.map(generate, jobs))
-    results = [{"label": run["label"], **summarize_benchmark(made, out, f"{run['label']}.{name}", name)}
-               for (run, name, _, _), made in zip(jobs, generated)]
     speed_threads = recipe.eval_speed_threads or recipe.eval_n_threads
     first_source, first_n = next(iter(benchmarks.values()))
     speed_problems = load_benchmark(first_source, first_n, recipe.seed, recipe.system_prompt)[:SPEED_PROBLEMS]
+    speeds = {}
     for run in runs:
         if run.get("think_budget") is not None:  # the same file as its no-budget run: timed once
             continue
-        speed = speed_benchmark(run["path"], speed_problems, speed_threads, run["sampling"], recipe.eval_n_ctx, plain,
-                                template_kwargs=recipe.chat_template_kwargs)
-        atomic_write_text(out / f"{run['label']}.speed.json", json.dumps(speed, indent=2))
-        for result in results:
-            if result["label"] == run["label"]:  # the batched run's own figures keep their names
-                result["tokens_per_second_batched"] = result.pop("tokens_per_second")
-                result["peak_rss_mib_batched"] = result.pop("peak_rss_mib")
-                result.update(speed)
-                stem = f"{result['label']}.{result['benchmark']}"  # the file on disk says what the table says
-                atomic_write_text(out / f"{stem}.json", json.dumps({k: v for k, v in result.items() if k != "label"},
-                                                                   indent=2))
+        speeds[run["label"]] = speed_benchmark(run["path"], speed_problems, speed_threads, run["sampling"],
+                                               recipe.eval_n_ctx, plain, template_kwargs=recipe.chat_template_kwargs)
+        atomic_write_text(out / f"{run['label']}.speed.json", json.dumps(speeds[run["label"]], indent=2))
+    results = [{"label": run["label"], **summarize_benchmark(made, out, f"{run['label']}.{name}", name,
+                                                             speeds.get(run["label"]))}
+               for (run, name, _, _), made in zip(jobs, generated)]
     return results

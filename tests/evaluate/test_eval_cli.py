@@ -35,7 +35,8 @@ def test_a_real_gguf_is_judged_with_k_samples_and_the_same_call_gives_the_same_s
     assert summary["truncation_rate"] == pytest.approx(sum(s["finish_reason"] == "length" for s in samples) / 6,
                                                        abs=1e-4)
     assert json.loads((tmp_path / "a" / f"{GGUF.stem}.gsm8k.json").read_text()) == summary
-    texts = lambda d: [json.loads(line)["text"] for line in (tmp_path / d / f"{GGUF.stem}.gsm8k.samples.jsonl").open()]  # noqa: E731
+    texts = lambda d: [json.loads(line)["text"]  # noqa: E731
+                       for line in (tmp_path / d / f"{GGUF.stem}.gsm8k.samples.jsonl").open()]
     assert texts("a") == texts("b")  # sample j of every problem is seeded with seed + j
     assert len({(s["problem_id"], s["text"]) for s in samples}) > 3  # … and the k samples differ
 
