@@ -1,4 +1,4 @@
-"""Command line: ``python -m lib {run,plan,recipes,mask,data,teacher,gpu-check,eval} …`` (see README for examples)."""
+"""Command line: ``python -m lib {run,plan,recipes,mask,data,teacher,gpu-check,eval,serve,push} …`` (see README for examples)."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +13,7 @@ from lib.masking.check import run_data_check, run_mask_check
 from lib.plan.recipe_plan import recipe_plan
 from lib.recipe import ParamsError, list_recipes, load_recipe
 from lib.runner import StageFailed, run_recipe
+from lib.serve import cli as serve_cli
 from lib.teacher import cli as teacher_cli
 from lib.train.backends import TRANSFORMERS, UNSLOTH, BackendError, planned_backend, select_backend
 
@@ -79,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
                     "95 %% bootstrap interval over problems), maj@K, pass@K, </think> closure, truncation and loop "
                     "rates, think/answer lengths, tokens/s, time to first token, peak RSS. Exit 2 with one line for "
                     "bad input."))
+    serve_cli.add_arguments(sub.add_parser(
+        "serve", help="an OpenAI-compatible chat server on a recipe's exported GGUF, the thought in reasoning_content",
+        description="Serves POST /v1/chat/completions (streamed or not), GET /v1/models and GET /health on the "
+                    "recipe's exported file with llama.cpp: the GGUF's own chat template, the recipe's template "
+                    "variables and evaluation sampling as defaults (a request may override them), the <think> block "
+                    "in message.reasoning_content and the answer in message.content (llama.cpp's --reasoning-format "
+                    "deepseek). Prints one JSON line once it listens. Exit 2 with one line when it cannot start (no "
+                    "exported file, no chat template, port in use)."))
     args = parser.parse_args(argv)
 
     if args.command == "data":
@@ -92,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         return gpu_check.main(args)
     if args.command == "eval":
         return eval_cli.main(args)
+    if args.command == "serve":
+        return serve_cli.run(args)
     try:
         if args.command == "recipes":
             print("\n".join(list_recipes()))

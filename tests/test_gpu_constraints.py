@@ -119,7 +119,7 @@ HF_LIBRARIES = {"transformers", "trl", "datasets", "peft", "accelerate"}
 # import lib.models only for packaged_gguf (a file path) and lib.__main__ for its `eval` command: llama.cpp reads
 # the GGUF, no HF library runs
 NO_HF_CODE_RUNS = {"tests/teacher/test_llama_cpp.py", "tests/evaluate/test_eval_cli.py",
-                   "tests/evaluate/test_batched.py"}
+                   "tests/evaluate/test_batched.py", "tests/serve/test_server.py"}
 
 
 def imported_modules(path) -> set[str]:
