@@ -1,4 +1,5 @@
-"""Command line: ``python -m lib {run,plan,recipes,mask,data,teacher,gpu-check,eval,serve,push} …`` (see README for examples)."""
+"""Command line: ``python -m lib {run,plan,recipes,mask,data,teacher,gpu-check,eval,serve,push} …`` (see README for
+examples)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,7 @@ from lib import gpu_check
 from lib.data.filters import reply_matches_reference
 from lib.data.rows import read_reasoning_rows
 from lib.evaluate import cli as eval_cli
+from lib.export import push
 from lib.masking.check import run_data_check, run_mask_check
 from lib.plan.recipe_plan import recipe_plan
 from lib.recipe import ParamsError, list_recipes, load_recipe
@@ -88,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
                     "in message.reasoning_content and the answer in message.content (llama.cpp's --reasoning-format "
                     "deepseek). Prints one JSON line once it listens. Exit 2 with one line when it cannot start (no "
                     "exported file, no chat template, port in use)."))
+    push.add_arguments(sub.add_parser(
+        "push", help="upload a recipe's GGUF files and model card to a Hugging Face model repository",
+        description="Uploads runs/RECIPE/04_merge_export/gguf/ (the .gguf files, README.md, Modelfile) in one commit, "
+                    "creating the repository if needed. The token is read from HF_TOKEN only. --dry-run prints the "
+                    "files as JSON and needs no token. Exit 2 with one line for what to fix here, 1 when the hub "
+                    "cannot be reached or refuses."))
     args = parser.parse_args(argv)
 
     if args.command == "data":
@@ -103,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         return eval_cli.main(args)
     if args.command == "serve":
         return serve_cli.run(args)
+    if args.command == "push":
+        return push.run(args)
     try:
         if args.command == "recipes":
             print("\n".join(list_recipes()))

@@ -42,6 +42,12 @@ def merged_model_dir(run: Path) -> Path:
     return run / "04_merge_export" / "merged"
 
 
+def gguf_dir(run: Path) -> Path:
+    """Where 04 writes a run's GGUF files and their model card: what `python -m lib serve` serves from and `python -m
+    lib push` uploads."""
+    return run / "04_merge_export" / "gguf"
+
+
 RUN_MODEL_PREFIX = "run:"
 
 

@@ -56,6 +56,9 @@ class Recipe:
     load_in_4bit: bool = False  # NF4 via bitsandbytes (GPU only; refused on CPU, see lib.train.backends)
     torch_dtype: str = "float32"  # "bfloat16" on GPUs; float32 on CPU for exact LoRA gradients
     trust_remote_code: bool = False
+    # licences for the model card 04 writes beside the GGUF files (hub ids such as apache-2.0, llama3.2, mit)
+    license: str = ""  # the distilled model's: the base model's licence
+    dataset_license: str = ""  # the training data's
 
     # --- LoRA ---
     lora_r: int = 16  # higher: more capacity and memory

@@ -36,12 +36,13 @@ tiny = False
 run_dir = ""
 
 # %%
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from lib.display import (accuracy_chart, budget_chart, budget_rows, eval_rows, facts_table, ladder_rows, table,
                          think_length_histograms)
 from lib.evaluate.stage import STAGE, read_heldout, run_eval, samples_by_file
 from lib.modes import make_run_config
+from lib.paths import gguf_dir
 
 cfg = make_run_config(model, dry_run, run_dir, tiny=tiny)
 heldout = read_heldout(cfg)
@@ -108,6 +109,16 @@ display(think_length_histograms(samples_by_file(out, facts["results"], first), o
 display(facts_table(facts["example"], empty="No generation in a dry-run."))
 
 # %% [markdown]
+# ## The model card
+# 04 wrote `README.md` beside the GGUF files (recipe, data and licences, how to run them with the sampling judged
+# here); 05 has just added its table. `python -m lib push RECIPE --repo ID` uploads that folder to the hub and
+# `python -m lib serve RECIPE` serves a file of it.
+
+# %%
+card = gguf_dir(cfg.run_dir) / "README.md"
+display(Markdown(card.read_text().split("---\n", 2)[-1]) if card.is_file() else "No files, no card (dry-run).")
+
+# %% [markdown]
 # ## In this notebook we
 # - ran the base model and each exported GGUF through llama.cpp with the template stored in the file,
 # - judged pass@1 (with its interval), maj@k, `</think>` closure, truncation, loops, think length, tokens/s, time
@@ -115,7 +126,7 @@ display(facts_table(facts["example"], empty="No generation in a dry-run."))
 # - set each quant against F16 on the same problems (the quant ladder) and flagged any past `eval_max_drop`,
 # - measured what ending the thought at a budget costs in accuracy and saves in tokens,
 # - wrote `results.json`, one JSON and the judged samples per (file, benchmark) and the charts under
-#   `runs/<recipe>/05_eval_edge/`.
+#   `runs/<recipe>/05_eval_edge/`, and the evaluation table into the model card beside the files.
 #
 # Low accuracy from a 135M model is expected and reported as measured: what distillation teaches it here is
 # the *habit* — open a thought, reason, close it, answer — which is what the closure rate checks.

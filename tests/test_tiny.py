@@ -132,6 +132,11 @@ def test_a_new_recipe_file_runs_tiny_with_no_code_change(tmp_path):
     # ~280k merges are the documented ~3 MB under-estimate of lib.plan.gguf_size, 5-10 % of these small files)
     sizes = json.loads((run / "04_merge_export" / "manifest.json").read_text())["facts"]["sizes"]
     assert [row["quant"] for row in sizes] == ["F16", "Q6_K"] and all(abs(row["error_pct"]) < 12 for row in sizes)
+    card = (run / "04_merge_export" / "gguf" / "README.md").read_text()  # 04 wrote it, 05 added its table
+    assert card.startswith("---\n") and "base_model: meta-llama/Llama-3.2-1B-Instruct" in card
+    assert "| `my_recipe-Q6_K.gguf` | Q6_K |" in card and '{"date_string": "26 Jul 2024"}' in card
+    assert [line.split(" | ")[0] for line in card.splitlines() if line.startswith(("| base |", "| distilled-"))] == [
+        "| base", "| distilled-F16", "| distilled-Q6_K"]
 
 
 @pytest.mark.parametrize("name", list_recipes())

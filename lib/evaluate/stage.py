@@ -17,6 +17,7 @@ from lib.eval_sets import HELDOUT
 from lib.evaluate.benchmarks import load_benchmark
 from lib.evaluate.judging import judge_sample
 from lib.evaluate.ladder import ladder
+from lib.export.model_card import write_model_card
 from lib.jsonl import read_jsonl, write_jsonl
 from lib.paths import atomic_write_text
 from lib.plan.recipe_plan import kv_cache_bytes
@@ -110,7 +111,8 @@ def run_eval(cfg: RunConfig, heldout: list[dict]) -> dict:
     benchmarks = benchmark_sources(recipe, prompts)
     problems = {name: len(load_benchmark(source, n, recipe.seed)) for name, (source, n) in benchmarks.items()}
     kv = kv_cache_bytes(cfg.mode.architecture(), recipe.eval_n_ctx)
-    edge_memory = [edge_memory_row(size, kv) for size in read_manifest(cfg, "04_merge_export")["facts"]["sizes"]]
+    sizes = read_manifest(cfg, "04_merge_export")["facts"]["sizes"]
+    edge_memory = [edge_memory_row(size, kv) for size in sizes]
     files = cfg.mode.judged_files(cfg, out)  # the base model and 04's files (none in a dry-run)
     runs = evaluation_runs(files, recipe.eval_sampling(), recipe.eval_ablation_file)
     first = next(iter(benchmarks))
@@ -129,8 +131,9 @@ def run_eval(cfg: RunConfig, heldout: list[dict]) -> dict:
              "unjudgeable_references": unjudgeable_references(prompts), "kv_cache_bytes": kv,
              "edge_memory": edge_memory, "results": results, "ladder": quant_ladder, "flagged": flagged,
              "think_budget": curve, "example": first_output(out, results)}
+    card = write_model_card(cfg, sizes, judged)  # the export folder's README.md, now with this table
     write_manifest(cfg, STAGE, {"prompts": prompts} | {k: str(v) for k, v in files.items()},
-                   {"results": out / "results.json"}, facts)
+                   {"results": out / "results.json"} | ({"model_card": card} if card else {}), facts)
     return facts
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from lib.conversation import to_chat_messages
 from lib.export.gguf import gguf_name, gguf_tensor_type_counts, size_table
-from lib.paths import merged_model_dir
+from lib.export.model_card import write_model_card
+from lib.paths import gguf_dir, merged_model_dir
 from lib.plan.export_plan import PROBES
 from lib.plan.recipe_plan import gguf_estimates
 from lib.run_config import RunConfig, write_manifest
@@ -24,12 +25,14 @@ def merge_probe_texts(train_rows: list[dict]) -> list[str]:
 
 def run_export(cfg: RunConfig, probe_texts: list[str]) -> dict:
     """Merge (checked), convert, quantize through the run's mode; sizes against the architecture's estimates."""
-    recipe, out = cfg.recipe, cfg.stage_dir(STAGE)
+    recipe = cfg.recipe
     merged = merged_model_dir(cfg.run_dir)
     facts = cfg.mode.merge(cfg, merged, probe_texts)  # the mode finds 03's adapter (a dry-run has none)
-    files = cfg.mode.convert(cfg, merged, out / "gguf")
+    files = cfg.mode.convert(cfg, merged, gguf_dir(cfg.run_dir))
     names = {quant: gguf_name(recipe.name, quant) for quant in recipe.gguf_files()}
     facts |= {"sizes": size_table(files, gguf_estimates(recipe, cfg.mode.architecture()), names),
               "tensor_types": {q: gguf_tensor_type_counts(p) for q, p in files.items()}}
-    write_manifest(cfg, STAGE, {"train_manifest": cfg.run_dir / "03_train" / "manifest.json"}, files, facts)
+    card = write_model_card(cfg, facts["sizes"])  # README.md beside the files (none in a dry-run)
+    write_manifest(cfg, STAGE, {"train_manifest": cfg.run_dir / "03_train" / "manifest.json"},
+                   files | ({"model_card": card} if card else {}), facts)
     return facts

@@ -15,8 +15,7 @@ from pathlib import Path
 from gguf import GGUFReader
 
 from lib.export.gguf import gguf_name
-from lib.export.stage import STAGE as EXPORT_STAGE
-from lib.paths import run_dir
+from lib.paths import gguf_dir, run_dir
 from lib.recipe import ParamsError, load_recipe
 from lib.serve.server import ChatModel, bind, serve
 
@@ -54,7 +53,7 @@ def served_file(args: argparse.Namespace, recipe) -> Path:
     quant = args.quant or ("Q4_K_M" if "Q4_K_M" in quants else quants[-1])
     if quant not in quants:
         raise ServeError(f"--quant {quant}: recipe {recipe.name} exports {', '.join(quants)} (params quant_types)")
-    folder = run_dir(recipe.name) / EXPORT_STAGE / "gguf"
+    folder = gguf_dir(run_dir(recipe.name))
     path = folder / gguf_name(recipe.name, quant)
     if not path.is_file():
         there = sorted(p.name for p in folder.glob("*.gguf")) if folder.is_dir() else []

@@ -1,0 +1,102 @@
+"""``python -m lib push RECIPE --repo OWNER/NAME [--dry-run]``: upload the export folder (the GGUF files and their
+model card) to a Hugging Face model repository.
+
+Usage: ``files = upload_plan(folder)``; ``push_folder(folder, repo_id, token)``; CLI: ``add_arguments``, ``run``.
+
+The token comes from the environment only (``HF_TOKEN``): never from a file this project writes or from
+`huggingface_hub`'s own login cache, so a shared machine never uploads under someone else's name by accident.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
+
+from lib.paths import gguf_dir, run_dir
+from lib.recipe import ParamsError, load_recipe
+
+SETUP_ERROR, UPLOAD_FAILED = 2, 1
+UPLOADED = ("*.gguf", "README.md", "Modelfile")  # what a user downloads; nothing half-written (.partial files)
+
+
+class PushError(Exception):
+    """Why nothing was uploaded: one line for the user, and the exit status (2: fix the command or the folder,
+    1: the hub could not be reached or refused)."""
+
+    def __init__(self, message: str, status: int = SETUP_ERROR):
+        super().__init__(message)
+        self.status = status
+
+
+def upload_plan(folder: Path) -> list[dict]:
+    """The files `push_folder` uploads, with their sizes (the --dry-run listing). PushError when the folder has no
+    GGUF or no card: 04 has not finished there."""
+    if not folder.is_dir():
+        raise PushError(f"{folder} does not exist: export first (python -m lib run RECIPE --stages 04)")
+    files = sorted({p for pattern in UPLOADED for p in folder.glob(pattern) if p.is_file()})
+    if not any(p.suffix == ".gguf" for p in files):
+        raise PushError(f"{folder} holds no .gguf file: export first (python -m lib run RECIPE --stages 04)")
+    if not (folder / "README.md").is_file():
+        raise PushError(f"{folder} has no model card (README.md): run 04 again, which writes it")
+    return [{"path": p.name, "bytes": p.stat().st_size} for p in files]
+
+
+def push_folder(folder: Path, repo_id: str, token: str, private: bool = False, message: str = "") -> str:
+    """Create the repository if needed and upload the planned files in one commit; the commit's URL. PushError with
+    the reason when the hub cannot be reached or refuses."""
+    upload_plan(folder)
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        commit = api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=list(UPLOADED),
+                                   repo_type="model", commit_message=message or f"thinkdistill export of {folder}")
+    except OfflineModeIsEnabled:
+        raise PushError("HF_HUB_OFFLINE=1 is set: unset it to upload") from None
+    except HFValidationError as error:
+        raise PushError(f"--repo {repo_id}: {error}") from None
+    except HfHubHTTPError as error:
+        raise PushError(f"the hub refused the upload to {repo_id}: {str(error).splitlines()[0]}",
+                        UPLOAD_FAILED) from None
+    except Exception as error:  # no network, DNS, refused connection, TLS: httpx's transport errors
+        if not isinstance(error, OSError) and not type(error).__module__.startswith(("httpx", "httpcore")):
+            raise
+        raise PushError(f"cannot reach {api.endpoint} ({type(error).__name__}: {error}): check the network or "
+                        "HF_ENDPOINT", UPLOAD_FAILED) from None
+    return commit.commit_url
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", nargs="?", default="", help="upload runs/RECIPE/04_merge_export/gguf/")
+    parser.add_argument("--repo", required=True, metavar="OWNER/NAME", help="the hub model repository (created if "
+                                                                            "missing)")
+    parser.add_argument("--folder", type=Path, help="upload this folder instead of the recipe's export")
+    parser.add_argument("--private", action="store_true", help="create the repository private")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded; needs no token")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if not args.folder and not args.recipe:
+            raise PushError("name a recipe (python -m lib recipes lists them) or a folder with --folder DIR")
+        folder = args.folder or gguf_dir(run_dir(load_recipe(args.recipe).name))
+        files = upload_plan(folder)
+        if args.dry_run:
+            print(json.dumps({"repo": args.repo, "folder": str(folder), "files": files,
+                              "total_bytes": sum(f["bytes"] for f in files)}, indent=2))
+            return 0
+        token = os.environ.get("HF_TOKEN", "")
+        if not token:
+            print("python -m lib push: set HF_TOKEN to a write token (https://huggingface.co/settings/tokens); it is "
+                  "read from the environment only", file=sys.stderr)
+            return SETUP_ERROR
+        url = push_folder(folder, args.repo, token, args.private, f"thinkdistill: {args.recipe or folder.name}")
+    except (ParamsError, PushError) as error:
+        print(f"python -m lib push: {error}", file=sys.stderr)
+        return getattr(error, "status", SETUP_ERROR)
+    print(json.dumps({"repo": args.repo, "commit": url, "files": files}))
+    return 0
