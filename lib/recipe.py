@@ -125,6 +125,11 @@ class Recipe:
 
     # --- Export ---
     quant_types: list = field(default_factory=lambda: ["Q4_K_M"])  # first 16-bit file, then these
+    # 04's template round trip (lib.export.round_trip): training conversations rendered by the HF template and by
+    # the GGUF's, token for token; half end on a generation prompt and, with round_trip_greedy, are continued
+    # greedily by the merged HF model and the F16 GGUF (both loaded at once: turn it off where RAM cannot hold both)
+    round_trip_conversations: int = 16
+    round_trip_greedy: bool = True
 
     # --- Evaluation ---
     eval_max_tokens: int = 512  # generation budget per prompt; unclosed </think> at this limit counts as a failure

@@ -33,8 +33,8 @@ run_dir = ""
 # %%
 from IPython.display import display
 
-from lib.display import facts_table, table
-from lib.export.stage import merge_probe_texts, run_export
+from lib.display import facts_table, note, table
+from lib.export.stage import export_conversations, merge_probe_texts, run_export
 from lib.jsonl import read_jsonl
 from lib.export.merge import MERGE_FACTS
 from lib.modes import make_run_config
@@ -44,6 +44,8 @@ cfg = make_run_config(model, dry_run, run_dir, tiny=tiny)
 train = read_jsonl(stage_file(cfg, "01_data", "train"))
 # probe texts for the merge check: real training conversations, question and reasoning included
 probe_texts = merge_probe_texts(train)
+# conversations for the template round trip: real ones again, in every shape a chat takes
+conversations = export_conversations(cfg, train)
 
 # %% [markdown]
 # ## Merge, check, convert, quantize
@@ -53,8 +55,33 @@ probe_texts = merge_probe_texts(train)
 # tensors instead. For a QLoRA adapter the gap to the NF4 forward it was trained against is shown too.
 
 # %%
-facts = run_export(cfg, probe_texts)
+facts = run_export(cfg, probe_texts, conversations)
 display(facts_table({k: v for k, v in facts.items() if k in MERGE_FACTS}))
+
+# %% [markdown]
+# ## Does the file chat as training did?
+# The template embedded in the F16 file, rendered and tokenised as llama.cpp runs it, against the Hugging Face
+# tokenizer and template that 02 masked and 03 trained on: conversations with and without a system prompt, with a
+# think block in the history, ending on the generation prompt or on the reply. Then `<think>`/`</think>` through
+# both vocabularies, the end-of-turn token (it must end generation in llama.cpp), and greedy continuations of the
+# merged model against the F16 file. A missing or failing template, think tags that tokenise otherwise or an end of
+# turn llama.cpp does not stop at failed the export above, with its reason. Token differences are printed per
+# conversation and flagged — on Mistral v3 llama.cpp's SentencePiece tokenizer adds a space after each special
+# token (`[INST] x` → `▁`, `▁x`), a difference in how llama.cpp reads any such file, not in this one — and greedy
+# agreement below 95 % is flagged (F16 rounding turns near ties; a random `--tiny` model is all near ties).
+
+# %%
+trip = facts.get("round_trip")
+if trip:
+    display(table(trip["conversations"], title="Token ids per conversation (difference: None = identical)"))
+    for line in trip["template_differences"]:  # flagged, printed in full: where llama.cpp will read another prompt
+        print("FLAG", line)
+    display(table(trip["think_tags"], title="Think tags: ids through the HF tokenizer and the GGUF vocabulary"))
+    display(table(trip["end_of_turn"], title="End of turn"))
+    display(table(trip.get("greedy", []), title=f"Greedy continuations: {trip.get('greedy_agreement')} agree",
+                  empty="Greedy comparison off (round_trip_greedy: false)."))
+else:
+    display(note("No round trip: no file in a dry-run, or a plain prompt format (no template in training)."))
 
 # %% [markdown]
 # ## Real sizes beside the estimates
@@ -71,6 +98,7 @@ display(table([{"file": quant, **counts} for quant, counts in facts["tensor_type
 # - merged the adapter into the base weights and checked the merge (logits against the adapter's, or merged
 #   tensors re-derived when it went shard by shard),
 # - exported an F16 GGUF with llama.cpp's converter and quantized it to the recipe's types,
+# - proved the F16 file renders and tokenises every conversation as training did, and stops where it did,
 # - compared every real file size with the architecture-based estimate.
 #
 # Next: **05_eval_edge** runs each file with llama.cpp and measures whether the model thinks and stops.

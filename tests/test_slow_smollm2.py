@@ -3,7 +3,11 @@
 Marked slow (minutes); CI runs it. Nothing is mocked: a few real LoRA steps, a real merge, llama.cpp's real
 converter and quantizer, and real llama.cpp generation.
 """
+import json
+import os
 import shutil
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -13,8 +17,9 @@ from lib.models import packaged_gguf, resolve_base_model
 from lib.evaluate.benchmark_eval import evaluate_benchmark
 from lib.evaluate.benchmarks import load_benchmark
 from lib.evaluate.llama_runs import speed_benchmark
-from lib.export.gguf import convert_to_gguf, gguf_tensor_type_counts, quantize_gguf
+from lib.export.gguf import ExportError, convert_to_gguf, gguf_tensor_type_counts, quantize_gguf
 from lib.export.merge import merge_adapter
+from lib.export.round_trip import check_round_trip, round_trip, round_trip_conversations, round_trip_failures
 from lib.plan.gguf_size import estimate_gguf_bytes, tensor_types
 from lib.masking.dataset import read_masked, write_masked
 from lib.masking.templates import build_masked_example, trained_text
@@ -117,6 +122,42 @@ def test_llama_cpp_runs_the_exported_file_with_its_embedded_template(exported, r
     speed = speed_benchmark(exported["files"]["Q8_0"], load_benchmark(str(prompts))[:1], 2, {"temperature": 0.0},
                             n_ctx=512, max_tokens=16)
     assert speed["tokens_per_second"] > 0 and speed["speed_prompts"] == 1
+
+
+def with_template(source, target, template: str | None):
+    """A copy of `source` with another chat template embedded (None: none at all), by gguf's own metadata tool."""
+    args = ["--remove-metadata", "tokenizer.chat_template"] if template is None else [
+        "--chat-template-config", str(target.with_suffix(".json"))]
+    if template is not None:
+        target.with_suffix(".json").write_text(json.dumps({"chat_template": template}))
+    subprocess.run([os.path.join(os.path.dirname(sys.executable), "gguf-new-metadata"), str(source), str(target),
+                    *args, "--force"], check=True, capture_output=True)
+    return target
+
+
+def test_the_f16_file_chats_as_training_did_and_a_broken_template_fails_the_export(exported, rows, tmp_path):
+    conversations = round_trip_conversations(rows, "", 5)
+    merged, f16 = exported["out"] / "merged", exported["files"]["F16"]
+    report = check_round_trip(round_trip(merged, f16, conversations, greedy_prompts=8))
+    assert [row["difference"] for row in report["conversations"]] == [None] * 5
+    assert {row["generation_prompt"] for row in report["conversations"]} == {True, False}
+    assert max(row["turns"] for row in report["conversations"]) == 4  # a think block in the history
+    assert [row["text"] for row in report["end_of_turn"]] == ["<|im_end|>"] and not report["template_flag"]
+    assert len(report["greedy"]) == 2 and report["greedy_agreement"] >= 0.95  # the two ending on a user turn
+    # the same file with SmolLM2's template but every user turn upper-cased: the difference is printed per turn
+    template = load_fixture_tokenizer("smollm2").chat_template.replace("message['content']",
+                                                                       "message['content'] | upper")
+    shouted = check_round_trip(round_trip(merged, with_template(f16, tmp_path / "upper.gguf", template),
+                                          conversations, greedy_prompts=0))
+    assert shouted["template_flag"] and len(shouted["template_differences"]) == 5 and "greedy" not in shouted
+    broken = round_trip(merged, with_template(f16, tmp_path / "none.gguf", None), conversations, 0)
+    assert round_trip_failures(broken) == [
+        "none.gguf has no chat template (tokenizer.chat_template): llama.cpp would fall back on another format; the "
+        "merged folder needs its tokenizer_config.json or chat_template.jinja"]
+    raising = "{{ raise_exception('no') if messages | length > 1 }}" + template
+    failing = round_trip(merged, with_template(f16, tmp_path / "raise.gguf", raising), conversations, 0)
+    with pytest.raises(ExportError, match="the GGUF's template fails where training's renders"):
+        check_round_trip(failing)
 
 
 def test_packaged_base_gguf_is_found():

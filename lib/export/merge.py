@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -246,6 +247,13 @@ def merge_in_memory(base_path: str, adapter_dir: Path, out_dir: Path, probe_text
     def save(folder: Path) -> None:
         merged.save_pretrained(folder, max_shard_size=SAVE_SHARD_SIZE)
         tokenizer.save_pretrained(folder)
+        # a SentencePiece model file (Mistral's tokenizer.model) the fast tokenizer does not write back: without it
+        # llama.cpp's converter rebuilds the vocabulary from tokenizer.json and splits words differently from the
+        # trained tokenizer (measured on Mistral v3: "clips" -> "clip"+"s" against "cl"+"ips"); the sharded path
+        # copies it with the other small files
+        for path in Path(base_path).glob("*.model") if Path(base_path).is_dir() else []:
+            if not (folder / path.name).exists():
+                shutil.copyfile(path, folder / path.name)
 
     replace_dir(out_dir, save)
     return measured
