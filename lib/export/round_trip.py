@@ -140,7 +140,8 @@ def greedy_rows(merged_dir: Path, llm, prompts: list[list[int]], n_tokens: int =
         hf = hf[:next((i for i, t in enumerate(hf) if t in (eog_ids or [])), len(hf))]
         gguf = []
         for token in llm.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
-            if token in (eog_ids or []) or llama_cpp.llama_vocab_is_eog(llm._model.vocab, token) or len(gguf) == n_tokens:
+            ended = token in (eog_ids or []) or llama_cpp.llama_vocab_is_eog(llm._model.vocab, token)
+            if ended or len(gguf) == n_tokens:
                 break
             gguf.append(token)
         llm.reset()
@@ -168,7 +169,8 @@ def round_trip(merged_dir: Path, gguf: Path, conversations: list[dict], greedy_p
     report |= {"conversations": template_rows(tokenizer, vocab, conversations, template_kwargs),
                "think_tags": think_tag_rows(tokenizer, vocab),
                "end_of_turn": [{"id": i, "text": tokenizer.convert_ids_to_tokens(i),
-                                "ends_generation_in_gguf": bool(llama_cpp.llama_vocab_is_eog(vocab._model.vocab, i))} for i in eos]}
+                                "ends_generation_in_gguf": bool(llama_cpp.llama_vocab_is_eog(vocab._model.vocab, i))}
+                               for i in eos]}
     asked = [c for c in conversations if c["add_generation_prompt"]][:greedy_prompts]
     if asked:
         llm = llama_cpp.Llama(str(gguf), n_ctx=2048, n_threads=n_threads, n_threads_batch=n_threads, verbose=False,
