@@ -215,13 +215,15 @@ def eval_rows(results: list[dict]) -> list[dict]:
 
 
 def ladder_rows(quant_ladder: dict[str, list[dict]]) -> list[dict]:
-    """One row per (benchmark, quant, metric) of 05's quant ladder: F16, the quant, the drop with its interval."""
+    """One row per (benchmark, quant, metric) of 05's quant ladder: the reference (F16 unless too large to judge),
+    the quant, the drop with its interval."""
     rows = []
     for benchmark, entries in quant_ladder.items():
         for row in entries:
             drop = row["drop"]
             rows.append({"benchmark": benchmark, "file": row["file"], "metric": row["metric"],
-                         "F16": f"{row['F16']:.0%}", "quant": f"{row['quant']:.0%}",
+                         "reference": f"{row['reference_file'].removeprefix('distilled-')} {row['reference']:.0%}",
+                         "quant": f"{row['quant']:.0%}",
                          "drop (points) [95 % CI]": f"{100 * drop['mean']:+.0f} [{100 * drop['low']:+.0f}, "
                                                     f"{100 * drop['high']:+.0f}]",
                          "limit": f"{100 * row['max_drop']:.0f}" if row["max_drop"] is not None else "–",

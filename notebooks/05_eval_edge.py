@@ -57,7 +57,9 @@ display(facts_table({"held-out prompts": len(heldout), "benchmarks (problems, 0 
 # %%
 facts = run_eval(cfg, heldout)
 display(facts_table({"problems per benchmark": facts["problems"],
-                     "held-out references math-verify cannot read": facts["unjudgeable_references"] or "none"}))
+                     "held-out references math-verify cannot read": facts["unjudgeable_references"] or "none",
+                     "files judged": facts["judged_files"] or "none (dry-run)",
+                     "not judged (this machine's memory)": facts["not_judged"] or "none"}))
 display(table(facts["edge_memory"], title="Memory on a device: weights + KV cache at eval_n_ctx"))
 
 # %%

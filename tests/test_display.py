@@ -52,9 +52,11 @@ def test_eval_rows_show_intervals_and_majority_votes_only_for_k_above_1():
 
 
 def test_ladder_rows_show_the_drop_with_its_interval_and_the_flag():
-    entry = {"file": "distilled-Q4_K_M", "metric": "closure", "F16": 1.0, "quant": 0.7, "max_drop": 0.1,
+    entry = {"file": "distilled-Q4_K_M", "metric": "closure", "reference_file": "distilled-F16", "reference": 1.0,
+             "quant": 0.7, "max_drop": 0.1,
              "drop": {"mean": 0.3, "low": 0.1, "high": 0.5}, "flagged": True}
     from lib.display import ladder_rows
 
     row = ladder_rows({"heldout": [entry]})[0]
     assert row["drop (points) [95 % CI]"] == "+30 [+10, +50]" and row["flag"] == "⚠ past the limit"
+    assert row["reference"] == "F16 100%"

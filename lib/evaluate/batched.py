@@ -31,6 +31,8 @@ from __future__ import annotations
 import time
 from collections import deque
 
+from lib.export.gguf import gpu_offload
+
 # llama-cpp-python's create_completion defaults, which 05's earlier one-at-a-time runs used
 TOP_K, MIN_P, TYPICAL_P, PENALTY_LAST_N = 40, 0.05, 1.0, 64
 
@@ -64,7 +66,9 @@ class Engine:
 
         self.llama_cpp, self.n_parallel, self.n_batch = llama_cpp, n_parallel, n_batch
         model_params = llama_cpp.llama_model_default_params()
-        model_params.n_gpu_layers = 0  # llama.cpp's default offloads every layer where a GPU build can: not here
+        # every layer on the GPU with a GPU build of llama.cpp (a GPU user's 05), none on a CPU build; each result
+        # says which (gpu_offload)
+        model_params.n_gpu_layers = -1 if gpu_offload() else 0
         self.model = _internals.LlamaModel(path_model=gguf, params=model_params, verbose=False)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = seq_ctx * n_parallel

@@ -86,7 +86,7 @@ def summarize_benchmark(run: dict, out_dir: Path | None = None, stem: str = "", 
                **benchmark_summary(judged, run["k"]),
                "aggregate_tokens_per_second": round(sum(s["completion_tokens"] for s in judged)
                                                     / run["generation_seconds"], 2),
-               "peak_rss_mib": run["peak_rss_mib"],
+               "peak_rss_mib": run["peak_rss_mib"], "gpu_offload": run["gpu_offload"],
                "wall_seconds": round(run["seconds"] + time.perf_counter() - started, 1)}
     if one_chat is not None:
         summary["tokens_per_second_batched"] = summary.pop("tokens_per_second")

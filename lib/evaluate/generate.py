@@ -23,6 +23,7 @@ from pathlib import Path
 
 from lib.conversation import plain_prompt
 from lib.evaluate.batched import Engine
+from lib.export.gguf import gpu_offload
 from lib.evaluate.judging import answer_part, reply_text
 from lib.jsonl import read_jsonl, write_jsonl
 from lib.paths import atomic_write_text
@@ -186,7 +187,8 @@ def _main(argv: list[str] | None = None) -> None:
                         "answer_tokens": len(vocab.tokenize(answer.strip().encode(), add_bos=False, special=False))})
     write_jsonl(args.out, samples)
     atomic_write_text(args.out.parent / "rss.json", json.dumps({"peak_rss_mib": peak_rss_mib(),
-                                                               "generation_seconds": round(wall, 3)}))
+                                                               "generation_seconds": round(wall, 3),
+                                                               "gpu_offload": gpu_offload()}))
 
 
 if __name__ == "__main__":

@@ -24,22 +24,31 @@ def per_problem(samples: list[dict], field: str) -> dict[str, float]:
             if group[0][field] is not None}
 
 
+def on_the_ladder(label: str) -> bool:
+    """A distilled file as exported (not the base model, not the no-penalty ablation)."""
+    return label.startswith("distilled-") and not label.endswith("-no-repeat-penalty")
+
+
 def ladder(samples_by_file: dict[str, list[dict]], max_drop: dict[str, float]) -> list[dict]:
-    """One row per (quantised file, metric): F16's value, the file's, the drop with its interval, flagged or not.
-    Files other than `distilled-<quant>` (the base model, the no-penalty ablation) are not on the ladder."""
-    if REFERENCE not in samples_by_file:
+    """One row per (quantised file, metric): the reference's value, the file's, the drop with its interval,
+    flagged or not. The reference is F16, or where F16 was not judged (too large for the machine's memory) the
+    first distilled file judged (the recipe lists quants from most to least precise), named in each row."""
+    labels = [label for label in samples_by_file if on_the_ladder(label)]
+    if len(labels) < 2:
         return []
+    top = REFERENCE if REFERENCE in labels else labels[0]
     rows = []
-    for label, samples in samples_by_file.items():
-        if label == REFERENCE or not label.startswith("distilled-") or label.endswith("-no-repeat-penalty"):
+    for label in labels:
+        if label == top:
             continue
+        samples = samples_by_file[label]
         for metric, field in METRICS.items():
-            reference, quant = per_problem(samples_by_file[REFERENCE], field), per_problem(samples, field)
+            reference, quant = per_problem(samples_by_file[top], field), per_problem(samples, field)
             shared = [pid for pid in reference if pid in quant]
             drop = mean_interval([reference[pid] - quant[pid] for pid in shared], proportion=False)
             allowed = max_drop.get(metric)
-            rows.append({"file": label, "metric": metric, "problems": len(shared),
-                         "F16": round(sum(reference[p] for p in shared) / max(1, len(shared)), 4),
+            rows.append({"file": label, "metric": metric, "problems": len(shared), "reference_file": top,
+                         "reference": round(sum(reference[p] for p in shared) / max(1, len(shared)), 4),
                          "quant": round(sum(quant[p] for p in shared) / max(1, len(shared)), 4),
                          "drop": drop, "max_drop": allowed,
                          "flagged": allowed is not None and drop["mean"] is not None and drop["mean"] > allowed})

@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import psutil
+
 from lib.conversation import generation_prompt_opens_think, prompt_messages
 from lib.eval_sets import HELDOUT
 from lib.evaluate.benchmarks import load_benchmark
 from lib.evaluate.judging import judge_sample
 from lib.evaluate.ladder import ladder
+from lib.export.gguf import gpu_offload, quantize_gguf
 from lib.export.model_card import write_model_card
 from lib.jsonl import read_jsonl, write_jsonl
 from lib.paths import atomic_write_text
@@ -92,6 +95,32 @@ def edge_memory_row(size: dict, kv_bytes: int) -> dict:
             "total_gib": round((weights + kv_bytes) / 2**30, 2)}
 
 
+def base_q8_0(path: Path, out: Path, n_threads: int) -> Path:
+    """A Q8_0 of the base model's GGUF beside it in `out` (made once)."""
+    target = out / f"{path.name.removesuffix('.gguf').removesuffix('-F16')}-Q8_0.gguf"
+    return target if target.is_file() else quantize_gguf(path, target, "Q8_0", n_threads)
+
+
+def fitting_files(files: dict[str, Path], kv_bytes: int, available_bytes: int, quantize=None
+                  ) -> tuple[dict[str, Path], dict[str, str]]:
+    """The files this machine can judge from RAM (weights + KV cache within 90 % of what is free), and why each
+    other one is not. A base model too large as F16 is judged from a Q8_0 of it instead (`quantize(path) ->
+    path`; the results name the file judged). With a GPU build of llama.cpp the weights go to the GPU: not
+    filtered here."""
+    kept, skipped = {}, {}
+    for label, path in files.items():
+        need = path.stat().st_size + kv_bytes
+        if need > 0.9 * available_bytes and label == "base" and quantize is not None:
+            path = quantize(path)
+            need = path.stat().st_size + kv_bytes
+        if need > 0.9 * available_bytes:
+            skipped[label] = (f"{path.name} needs {need / 2**30:.1f} GiB (weights + KV cache), this machine has "
+                              f"{available_bytes / 2**30:.1f} GiB free: not judged")
+        else:
+            kept[label] = path
+    return kept, skipped
+
+
 def benchmark_sources(recipe, prompts: Path) -> dict[str, tuple[str, int | None]]:
     """{benchmark: (what `load_benchmark` reads, how many problems or None for all)} from `eval_benchmarks`."""
     return {name: (str(prompts), None) if name == HELDOUT else (name, size or None)
@@ -114,6 +143,10 @@ def run_eval(cfg: RunConfig, heldout: list[dict]) -> dict:
     sizes = read_manifest(cfg, "04_merge_export")["facts"]["sizes"]
     edge_memory = [edge_memory_row(size, kv) for size in sizes]
     files = cfg.mode.judged_files(cfg, out)  # the base model and 04's files (none in a dry-run)
+    not_judged = {}
+    if files and not gpu_offload():  # a 22B's F16 files do not fit a 32 GB machine: judged from its quants
+        files, not_judged = fitting_files(files, kv, psutil.virtual_memory().available,
+                                          lambda path: base_q8_0(path, out, recipe.eval_n_threads))
     runs = evaluation_runs(files, recipe.eval_sampling(), recipe.eval_ablation_file)
     first = next(iter(benchmarks))
     budgeted = budget_runs(runs, recipe.eval_think_budgets, first, recipe.eval_think_budget_files)
@@ -129,6 +162,7 @@ def run_eval(cfg: RunConfig, heldout: list[dict]) -> dict:
                                                         "think_budget": curve}, indent=2))
     facts = {"mode": cfg.mode.name, "prompts": len(heldout), "problems": problems, "k": recipe.eval_k,
              "unjudgeable_references": unjudgeable_references(prompts), "kv_cache_bytes": kv,
+             "judged_files": {label: path.name for label, path in files.items()}, "not_judged": not_judged,
              "edge_memory": edge_memory, "results": results, "ladder": quant_ladder, "flagged": flagged,
              "think_budget": curve, "example": first_output(out, results)}
     card = write_model_card(cfg, sizes, judged)  # the export folder's README.md, now with this table

@@ -31,6 +31,14 @@ def llama_cpp_version() -> str:
     return metadata.version("llama-cpp-python")
 
 
+def gpu_offload() -> bool:
+    """Whether this llama-cpp-python was built with a GPU backend (CUDA, Metal, Vulkan): then 04's round trip, 05 and
+    `serve` put every layer on the GPU; a CPU build keeps them all on the CPU."""
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
 def llama_cpp_sources(version: str | None = None) -> Path:
     """Folder holding `convert_hf_to_gguf.py`, `conversion/` and `gguf-py/` of the installed llama-cpp-python."""
     version = version or llama_cpp_version()

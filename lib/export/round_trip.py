@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 
 from lib.conversation import to_chat_messages
-from lib.export.gguf import ExportError
+from lib.export.gguf import ExportError, gpu_offload
 from lib.think import THINK_CLOSE, THINK_OPEN
 
 GREEDY_TOKENS = 32
@@ -174,7 +174,7 @@ def round_trip(merged_dir: Path, gguf: Path, conversations: list[dict], greedy_p
     asked = [c for c in conversations if c["add_generation_prompt"]][:greedy_prompts]
     if asked:
         llm = llama_cpp.Llama(str(gguf), n_ctx=2048, n_threads=n_threads, n_threads_batch=n_threads, verbose=False,
-                              n_gpu_layers=-1 if llama_cpp.llama_supports_gpu_offload() else 0)
+                              n_gpu_layers=-1 if gpu_offload() else 0)
         prompts = [_gguf_ids(vocab, c, template_kwargs) for c in asked]
         report["greedy"] = greedy_rows(merged_dir, llm, prompts, GREEDY_TOKENS, eos)
         report["greedy_agreement"] = round(sum(r["agree"] for r in report["greedy"]) / len(asked), 3)

@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from lib.evaluate.generate import rendered_prompts
+from lib.export.gguf import gpu_offload
 from lib.serve.reasoning import ReasoningStream, split_reasoning
 from lib.think import THINK_OPEN
 
@@ -115,7 +116,7 @@ class ChatModel:
 
         self.gguf, self.alias = Path(gguf), alias or Path(gguf).stem
         self.llm = llama_cpp.Llama(str(gguf), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                                   n_gpu_layers=-1 if llama_cpp.llama_supports_gpu_offload() else 0, verbose=False)
+                                   n_gpu_layers=-1 if gpu_offload() else 0, verbose=False)
         self._is_eog = lambda token: llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token)
         self.template_kwargs = template_kwargs or {}
         self.sampling = {**DEFAULT_SAMPLING, **(sampling or {})}

@@ -19,13 +19,18 @@ def test_a_quant_past_the_limit_is_flagged_and_one_within_is_not():
     assert set(rows) == {(f, m) for f in ("distilled-Q8_0", "distilled-Q4_K_M") for m in ("closure", "pass@1")}
     assert rows["distilled-Q8_0", "closure"]["drop"]["mean"] == 0.05 and not rows["distilled-Q8_0", "closure"]["flagged"]
     q4 = rows["distilled-Q4_K_M", "closure"]
-    assert (q4["F16"], q4["quant"], q4["drop"]["mean"], q4["flagged"]) == (1.0, 0.7, 0.3, True)
+    assert (q4["reference_file"], q4["reference"], q4["quant"], q4["drop"]["mean"], q4["flagged"]) == (
+        "distilled-F16", 1.0, 0.7, 0.3, True)
     assert q4["drop"]["low"] > 0.05 and q4["drop"]["high"] <= 0.55  # paired: only the 6 problems that changed vary
     assert rows["distilled-Q4_K_M", "pass@1"]["flagged"] and not rows["distilled-Q8_0", "pass@1"]["flagged"]
 
 
-def test_a_gain_is_a_negative_drop_and_no_f16_means_no_ladder():
+def test_a_gain_is_a_negative_drop_and_without_f16_the_most_precise_file_judged_is_the_reference():
     files = {"distilled-F16": samples([False, False], [False, False]),
-             "distilled-Q8_0": samples([True, True], [False, False])}
+             "distilled-Q8_0": samples([True, True], [False, False]),
+             "distilled-Q4_K_M": samples([True, False], [False, False])}
     assert ladder(files, {"closure": 0.0})[0]["drop"]["mean"] == pytest.approx(-1.0)
+    without_f16 = ladder({k: v for k, v in files.items() if k != "distilled-F16"}, {"closure": 0.1})
+    assert {(r["file"], r["reference_file"]) for r in without_f16} == {("distilled-Q4_K_M", "distilled-Q8_0")}
+    assert without_f16[0]["drop"]["mean"] == pytest.approx(0.5) and without_f16[0]["flagged"]
     assert ladder({"distilled-Q8_0": files["distilled-Q8_0"]}, {"closure": 0.1}) == []

@@ -55,3 +55,20 @@ def test_only_a_template_that_opens_think_in_its_prompt_is_marked():
     assert not generation_prompt_opens_think(load_fixture_tokenizer("qwen3"), messages)
     assert not generation_prompt_opens_think(load_fixture_tokenizer("llama3_2"), messages,
                                              {"date_string": "26 Jul 2024"})
+
+
+def test_a_file_too_large_for_the_machine_is_not_judged_and_a_large_base_is_judged_as_q8_0(tmp_path):
+    from lib.evaluate.stage import fitting_files
+
+    def file(name, size):
+        (tmp_path / name).write_bytes(b"\0" * size)
+        return tmp_path / name
+
+    files = {"base": file("r-base-F16.gguf", 900), "distilled-F16": file("r-F16.gguf", 900),
+             "distilled-Q4_K_M": file("r-Q4_K_M.gguf", 300)}
+    kept, skipped = fitting_files(files, kv_bytes=100, available_bytes=1000,
+                                  quantize=lambda path: file(path.name.replace("F16", "Q8_0"), 480))
+    assert {label: path.name for label, path in kept.items()} == {"base": "r-base-Q8_0.gguf",
+                                                                  "distilled-Q4_K_M": "r-Q4_K_M.gguf"}
+    assert list(skipped) == ["distilled-F16"] and "r-F16.gguf needs 0.0 GiB" in skipped["distilled-F16"]
+    assert fitting_files(files, 100, 10**6) == (files, {})
