@@ -18,7 +18,7 @@ from pathlib import Path
 from lib.architectures import Architecture, load_architecture
 from lib.data.pipeline import DataPolicy
 from lib.evaluate.llama_runs import evaluate_files
-from lib.export.gguf import convert_to_gguf, export_ggufs
+from lib.export.gguf import convert_lora_to_gguf, convert_to_gguf, export_ggufs, lora_gguf_name
 from lib.export.merge import merge_checked
 from lib.models import (PACKAGED_GGUF_MODELS, load_fixture_tokenizer, load_model_tokenizer, packaged_gguf,
                         resolve_base_model)
@@ -180,6 +180,10 @@ class RealRun:
         recipe = cfg.recipe
         return export_ggufs(recipe.name, merged_dir, gguf_dir, recipe.gguf_files(), recipe.eval_n_threads)
 
+    def convert_adapter(self, cfg: RunConfig, gguf_dir: Path) -> Path:
+        return convert_lora_to_gguf(stage_file(cfg, "03_train", "adapter"), Path(self.model_path),
+                                    gguf_dir / lora_gguf_name(cfg.recipe.name))
+
     def judged_files(self, cfg: RunConfig, out: Path) -> dict[str, Path]:
         """The untrained base as a GGUF (`base_model_gguf`), then every file 04 exported."""
         recipe = cfg.recipe
@@ -274,6 +278,9 @@ class DryRun:
 
     def convert(self, cfg: RunConfig, merged_dir: Path, gguf_dir: Path) -> dict[str, Path]:
         return {}
+
+    def convert_adapter(self, cfg: RunConfig, gguf_dir: Path) -> None:
+        return None
 
     def judged_files(self, cfg: RunConfig, out: Path) -> dict[str, Path]:
         return {}

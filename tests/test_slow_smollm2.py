@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,8 @@ from lib.models import packaged_gguf, resolve_base_model
 from lib.evaluate.benchmark_eval import evaluate_benchmark
 from lib.evaluate.benchmarks import load_benchmark
 from lib.evaluate.llama_runs import speed_benchmark
-from lib.export.gguf import ExportError, convert_to_gguf, gguf_tensor_type_counts, quantize_gguf
+from lib.export.gguf import (ExportError, convert_lora_to_gguf, convert_to_gguf, gguf_tensor_type_counts,
+                             quantize_gguf)
 from lib.export.merge import merge_adapter
 from lib.export.round_trip import check_round_trip, round_trip, round_trip_conversations, round_trip_failures
 from lib.plan.gguf_size import estimate_gguf_bytes, tensor_types
@@ -158,6 +160,28 @@ def test_the_f16_file_chats_as_training_did_and_a_broken_template_fails_the_expo
     failing = round_trip(merged, with_template(f16, tmp_path / "raise.gguf", raising), conversations, 0)
     with pytest.raises(ExportError, match="the GGUF's template fails where training's renders"):
         check_round_trip(failing)
+
+
+def test_the_lora_adapter_as_gguf_on_the_base_gives_the_merged_models_logits(exported, model_dir, rows, tmp_path):
+    """llama.cpp's own LoRA converter: the base F16 file + the adapter file = the merged F16 file, up to F16
+    rounding, while the base alone is further off by the adapter's effect."""
+    import llama_cpp
+    import numpy as np
+
+    adapter = convert_lora_to_gguf(exported["result"].adapter_dir, Path(model_dir), tmp_path / "m-LoRA-F16.gguf")
+    base = convert_to_gguf(Path(model_dir), tmp_path / "base-F16.gguf")
+    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in to_chat_messages(rows[0]))
+
+    def logits(model: Path, lora: Path | None = None):
+        llm = llama_cpp.Llama(str(model), lora_path=str(lora) if lora else None, n_ctx=512, logits_all=True,
+                              n_threads=2, verbose=False)
+        tokens = llm.tokenize(text.encode(), add_bos=False, special=True)
+        llm.eval(tokens)
+        return np.array(llm.scores[:len(tokens)])
+
+    merged, with_lora, alone = logits(exported["files"]["F16"]), logits(base, adapter), logits(base)
+    effect, residue = np.abs(alone - merged).max(), np.abs(with_lora - merged).max()
+    assert effect > 0.05 and residue < effect / 5, (effect, residue)
 
 
 def test_packaged_base_gguf_is_found():

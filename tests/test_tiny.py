@@ -125,7 +125,7 @@ def test_a_new_recipe_file_runs_tiny_with_no_code_change(tmp_path):
                           cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in (run / "04_merge_export" / "gguf").glob("*.gguf")) == [
-        "my_recipe-F16.gguf", "my_recipe-Q6_K.gguf"]
+        "my_recipe-F16.gguf", "my_recipe-LoRA-F16.gguf", "my_recipe-Q6_K.gguf"]  # and the adapter alone
     results = json.loads((run / "05_eval_edge" / "results.json").read_text())["results"]
     assert [r["label"] for r in results] == ["base", "distilled-F16", "distilled-Q6_K"]
     # 04's estimates are of the tiny shapes exported (not the 1B recipe's): they land near the real files (Llama 3's
@@ -135,6 +135,7 @@ def test_a_new_recipe_file_runs_tiny_with_no_code_change(tmp_path):
     card = (run / "04_merge_export" / "gguf" / "README.md").read_text()  # 04 wrote it, 05 added its table
     assert card.startswith("---\n") and "base_model: meta-llama/Llama-3.2-1B-Instruct" in card
     assert "| `my_recipe-Q6_K.gguf` | Q6_K |" in card and '{"date_string": "26 Jul 2024"}' in card
+    assert "--lora my_recipe-LoRA-F16.gguf" in card
     assert [line.split(" | ")[0] for line in card.splitlines() if line.startswith(("| base |", "| distilled-"))] == [
         "| base", "| distilled-F16", "| distilled-Q6_K"]
 

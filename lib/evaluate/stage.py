@@ -140,7 +140,8 @@ def run_eval(cfg: RunConfig, heldout: list[dict]) -> dict:
     benchmarks = benchmark_sources(recipe, prompts)
     problems = {name: len(load_benchmark(source, n, recipe.seed)) for name, (source, n) in benchmarks.items()}
     kv = kv_cache_bytes(cfg.mode.architecture(), recipe.eval_n_ctx)
-    sizes = read_manifest(cfg, "04_merge_export")["facts"]["sizes"]
+    export_facts = read_manifest(cfg, "04_merge_export")["facts"]
+    sizes = export_facts["sizes"]
     edge_memory = [edge_memory_row(size, kv) for size in sizes]
     files = cfg.mode.judged_files(cfg, out)  # the base model and 04's files (none in a dry-run)
     not_judged = {}
@@ -165,7 +166,8 @@ def run_eval(cfg: RunConfig, heldout: list[dict]) -> dict:
              "judged_files": {label: path.name for label, path in files.items()}, "not_judged": not_judged,
              "edge_memory": edge_memory, "results": results, "ladder": quant_ladder, "flagged": flagged,
              "think_budget": curve, "example": first_output(out, results)}
-    card = write_model_card(cfg, sizes, judged)  # the export folder's README.md, now with this table
+    # the export folder's README.md, now with this table
+    card = write_model_card(cfg, sizes, judged, export_facts.get("lora_adapter"))
     write_manifest(cfg, STAGE, {"prompts": prompts} | {k: str(v) for k, v in files.items()},
                    {"results": out / "results.json"} | ({"model_card": card} if card else {}), facts)
     return facts

@@ -19,8 +19,8 @@ from pathlib import Path
 from lib.export.gguf_layout import read_gguf_layout
 from lib.paths import atomic_path, cache_dir, publish_dir
 
-_CONVERTER_MEMBERS = ("vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/conversion/",
-                      "vendor/llama.cpp/gguf-py/")
+_CONVERTER_MEMBERS = ("vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/convert_lora_to_gguf.py",
+                      "vendor/llama.cpp/conversion/", "vendor/llama.cpp/gguf-py/")
 
 
 class ExportError(RuntimeError):
@@ -40,10 +40,11 @@ def gpu_offload() -> bool:
 
 
 def llama_cpp_sources(version: str | None = None) -> Path:
-    """Folder holding `convert_hf_to_gguf.py`, `conversion/` and `gguf-py/` of the installed llama-cpp-python."""
+    """Folder holding `convert_hf_to_gguf.py`, `convert_lora_to_gguf.py`, `conversion/` and `gguf-py/` of the
+    installed llama-cpp-python (a folder of its own per set of members: an older cache lacks the LoRA converter)."""
     version = version or llama_cpp_version()
-    target = cache_dir() / f"llama.cpp-{version}"
-    if (target / "convert_hf_to_gguf.py").is_file():
+    target = cache_dir() / f"llama.cpp-{version}-converters"
+    if (target / "convert_lora_to_gguf.py").is_file():
         return target
     sdist = cache_dir() / f"llama_cpp_python-{version}.tar.gz"
     if not sdist.is_file():
@@ -58,7 +59,7 @@ def llama_cpp_sources(version: str | None = None) -> Path:
                 member.name = member.name[len(prefix + "vendor/llama.cpp/"):]
             archive.extractall(folder, members=members, filter="data")
 
-    publish_dir(target, fill, "convert_hf_to_gguf.py")
+    publish_dir(target, fill, "convert_lora_to_gguf.py")
     return target
 
 
@@ -82,6 +83,26 @@ def convert_to_gguf(hf_dir: Path, out_path: Path, outtype: str = "f16") -> Path:
         if done.returncode != 0 or not partial.is_file():
             raise ExportError(f"convert_hf_to_gguf.py failed on {hf_dir}:\n{done.stderr.strip()[-2000:]}")
     return out_path
+
+
+def convert_lora_to_gguf(adapter_dir: Path, base_dir: Path, out_path: Path, outtype: str = "f16") -> Path:
+    """The PEFT adapter as a GGUF LoRA adapter (llama.cpp's own `convert_lora_to_gguf.py`): one base GGUF, many
+    adapters (`llama-server -m base.gguf --lora adapter.gguf`). `base_dir`: the base model's HF folder (its config
+    is all the converter reads)."""
+    sources = llama_cpp_sources()
+    env = {**os.environ, "PYTHONPATH": str(sources / "gguf-py") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "HF_HUB_OFFLINE": "1"}  # the base is local: never let the converter fall back on the hub
+    with atomic_path(out_path) as partial:
+        command = [sys.executable, str(sources / "convert_lora_to_gguf.py"), str(adapter_dir), "--base",
+                   str(base_dir), "--outtype", outtype, "--outfile", str(partial)]
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        if done.returncode != 0 or not partial.is_file():
+            raise ExportError(f"convert_lora_to_gguf.py failed on {adapter_dir}:\n{done.stderr.strip()[-2000:]}")
+    return out_path
+
+
+def lora_gguf_name(recipe_name: str) -> str:
+    return f"{recipe_name}-LoRA-F16.gguf"
 
 
 def quantize_gguf(source: Path, target: Path, quant_type: str, n_threads: int = 2) -> Path:

@@ -23,6 +23,10 @@ def _percent(interval: dict) -> str:
     return f"{100 * interval['mean']:.0f} % [{100 * interval['low']:.0f}–{100 * interval['high']:.0f}]"
 
 
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB" if size >= 10 * 2**20 else f"{size / 2**20:.1f} MiB"
+
+
 def _or_dash(value) -> str:
     return "—" if value is None else f"{value:g}"
 
@@ -44,9 +48,9 @@ def llama_cpp_flags(sampling: dict, budget: int | None = None) -> str:
     return " ".join(flags)
 
 
-def model_card(recipe, sizes: list[dict], train: dict, results: list[dict] | None) -> str:
+def model_card(recipe, sizes: list[dict], train: dict, results: list[dict] | None, lora: dict | None = None) -> str:
     """The card's Markdown (Hugging Face front matter first). `sizes`: 04's size rows, `train`: 03's facts,
-    `results`: 05's judged files (None before 05 ran)."""
+    `results`: 05's judged files (None before 05 ran), `lora`: 04's LoRA adapter GGUF {file, bytes}."""
     front = ["---", "library_name: gguf", "tags: [gguf, llama.cpp, reasoning, thinkdistill]"]
     if recipe.license:
         front.append(f"license: {recipe.license}")
@@ -73,7 +77,11 @@ def model_card(recipe, sizes: list[dict], train: dict, results: list[dict] | Non
              f"{recipe.lr_scheduler_type}, seed {recipe.seed} |",
              f"| training loss | {_loss(train.get('first_loss'))} → {_loss(train.get('last_loss'))} |", "",
              "## Files", "", "| file | type | size |", "|---|---|---|",
-             *[f"| `{row['file']}` | {row['quant']} | {row['real_bytes'] / 2**20:.0f} MiB |" for row in files], "",
+             *[f"| `{row['file']}` | {row['quant']} | {_mib(row['real_bytes'])} |" for row in files],
+             *([f"| `{lora['file']}` | LoRA adapter alone, for any GGUF of `{recipe.model_name_or_path}`: "
+                f"`llama-server -m base.gguf --lora {lora['file']}` | {_mib(lora['bytes'])} |"]
+               if lora else []),
+             "",
              "## Run it", "",
              "Sampling as evaluated (llama.cpp; `--reasoning-format deepseek` returns the thought apart from the "
              "answer):", "", "```sh",
@@ -100,11 +108,12 @@ def model_card(recipe, sizes: list[dict], train: dict, results: list[dict] | Non
     return "\n".join(lines + [""])
 
 
-def write_model_card(cfg: RunConfig, sizes: list[dict], results: list[dict] | None = None) -> Path | None:
+def write_model_card(cfg: RunConfig, sizes: list[dict], results: list[dict] | None = None,
+                     lora: dict | None = None) -> Path | None:
     """(Re)write the card from 04's size rows, 03's manifest and 05's `results` (04 passes none: the files it just
     wrote are not judged yet, whatever an earlier 05 left); None when 04 wrote no file (a dry-run)."""
     if not any(row.get("real_bytes") for row in sizes):
         return None
     train_manifest = cfg.run_dir / "03_train" / "manifest.json"
     train = json.loads(train_manifest.read_text())["facts"] if train_manifest.is_file() else {}
-    return atomic_write_text(gguf_dir(cfg.run_dir) / CARD, model_card(cfg.recipe, sizes, train, results))
+    return atomic_write_text(gguf_dir(cfg.run_dir) / CARD, model_card(cfg.recipe, sizes, train, results, lora))

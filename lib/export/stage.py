@@ -44,11 +44,16 @@ def run_export(cfg: RunConfig, probe_texts: list[str], conversations: list[dict]
     names = {quant: gguf_name(recipe.name, quant) for quant in recipe.gguf_files()}
     facts |= {"sizes": size_table(files, gguf_estimates(recipe, cfg.mode.architecture()), names),
               "tensor_types": {q: gguf_tensor_type_counts(p) for q, p in files.items()}}
+    adapter = cfg.mode.convert_adapter(cfg, gguf_dir(cfg.run_dir))  # one base GGUF, adapters swapped (none: dry-run)
+    if adapter:
+        files["LoRA"] = adapter
+        facts["lora_adapter"] = {"file": adapter.name, "bytes": adapter.stat().st_size}
     if "F16" in files and conversations:  # a real or tiny file, a chat template in training
         greedy = len(conversations) if recipe.round_trip_greedy else 0
         facts["round_trip"] = check_round_trip(round_trip(merged, files["F16"], conversations, greedy,
                                                           recipe.chat_template_kwargs, recipe.eval_n_threads))
-    card = write_model_card(cfg, facts["sizes"])  # README.md beside the files (none in a dry-run)
+    # README.md beside the files (none in a dry-run)
+    card = write_model_card(cfg, facts["sizes"], lora=facts.get("lora_adapter"))
     write_manifest(cfg, STAGE, {"train_manifest": cfg.run_dir / "03_train" / "manifest.json"},
                    files | ({"model_card": card} if card else {}), facts)
     return facts
