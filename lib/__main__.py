@@ -92,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
                     "exported file, no chat template, port in use)."))
     push.add_arguments(sub.add_parser(
         "push", help="upload a recipe's GGUF files and model card to a Hugging Face model repository",
-        description="Uploads runs/RECIPE/04_merge_export/gguf/ (the .gguf files, README.md, Modelfile) in one commit, "
-                    "creating the repository if needed. The token is read from HF_TOKEN only. --dry-run prints the "
-                    "files as JSON and needs no token. Exit 2 with one line for what to fix here, 1 when the hub "
-                    "cannot be reached or refuses."))
+        description="Uploads runs/RECIPE/04_merge_export/gguf/ (the .gguf files, their Ollama Modelfiles, README.md) "
+                    "in one commit, creating the repository if needed. The token is read from HF_TOKEN only. "
+                    "--dry-run prints the files as JSON and needs no token. Exit 2 with one line for what to fix "
+                    "here, 1 when the hub cannot be reached or refuses."))
     args = parser.parse_args(argv)
 
     if args.command == "data":

@@ -99,6 +99,7 @@ display(table([{"file": quant, **counts} for quant, counts in facts["tensor_type
 #   tensors re-derived when it went shard by shard),
 # - exported an F16 GGUF with llama.cpp's converter and quantized it to the recipe's types,
 # - proved the F16 file renders and tokenises every conversation as training did, and stops where it did,
+# - wrote the LoRA adapter alone as a GGUF, an Ollama Modelfile beside each file and the model card (`README.md`),
 # - compared every real file size with the architecture-based estimate.
 #
 # Next: **05_eval_edge** runs each file with llama.cpp and measures whether the model thinks and stops.

@@ -136,6 +136,9 @@ def test_a_new_recipe_file_runs_tiny_with_no_code_change(tmp_path):
     assert card.startswith("---\n") and "base_model: meta-llama/Llama-3.2-1B-Instruct" in card
     assert "| `my_recipe-Q6_K.gguf` | Q6_K |" in card and '{"date_string": "26 Jul 2024"}' in card
     assert "--lora my_recipe-LoRA-F16.gguf" in card
+    ollama = (run / "04_merge_export" / "gguf" / "my_recipe-Q6_K.Modelfile").read_text()  # Llama 3: left to Ollama
+    assert "FROM ./my_recipe-Q6_K.gguf" in ollama and "# no TEMPLATE: not a ChatML template" in ollama
+    assert 'PARAMETER stop "<|eot_id|>"' in ollama
     assert [line.split(" | ")[0] for line in card.splitlines() if line.startswith(("| base |", "| distilled-"))] == [
         "| base", "| distilled-F16", "| distilled-Q6_K"]
 

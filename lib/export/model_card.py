@@ -48,9 +48,11 @@ def llama_cpp_flags(sampling: dict, budget: int | None = None) -> str:
     return " ".join(flags)
 
 
-def model_card(recipe, sizes: list[dict], train: dict, results: list[dict] | None, lora: dict | None = None) -> str:
+def model_card(recipe, sizes: list[dict], train: dict, results: list[dict] | None, lora: dict | None = None,
+               modelfile: str = "") -> str:
     """The card's Markdown (Hugging Face front matter first). `sizes`: 04's size rows, `train`: 03's facts,
-    `results`: 05's judged files (None before 05 ran), `lora`: 04's LoRA adapter GGUF {file, bytes}."""
+    `results`: 05's judged files (None before 05 ran), `lora`: 04's LoRA adapter GGUF {file, bytes}, `modelfile`:
+    the Ollama Modelfile of the last file ("" when none was written)."""
     front = ["---", "library_name: gguf", "tags: [gguf, llama.cpp, reasoning, thinkdistill]"]
     if recipe.license:
         front.append(f"license: {recipe.license}")
@@ -88,6 +90,8 @@ def model_card(recipe, sizes: list[dict], train: dict, results: list[dict] | Non
              f"llama-server -m {files[-1]['file'] if files else 'FILE.gguf'} --jinja "
              f"{llama_cpp_flags(recipe.eval_sampling())}",
              f"python -m lib serve {recipe.name}   # the same, from this project (OpenAI-compatible, loopback)",
+             *([f"ollama create {recipe.name.replace('_', '-')} -f {modelfile}   # Ollama: template, stops, sampling"]
+               if modelfile else []),
              "```", ""]
     if recipe.chat_template_kwargs:
         lines += [f"Template variables used in training and evaluation: `{json.dumps(recipe.chat_template_kwargs)}` "
@@ -116,4 +120,7 @@ def write_model_card(cfg: RunConfig, sizes: list[dict], results: list[dict] | No
         return None
     train_manifest = cfg.run_dir / "03_train" / "manifest.json"
     train = json.loads(train_manifest.read_text())["facts"] if train_manifest.is_file() else {}
-    return atomic_write_text(gguf_dir(cfg.run_dir) / CARD, model_card(cfg.recipe, sizes, train, results, lora))
+    folder = gguf_dir(cfg.run_dir)
+    last = next((row["file"] for row in reversed(sizes) if row.get("real_bytes")), "")
+    modelfile = Path(last).with_suffix(".Modelfile").name if (folder / last).with_suffix(".Modelfile").is_file() else ""
+    return atomic_write_text(folder / CARD, model_card(cfg.recipe, sizes, train, results, lora, modelfile))

@@ -21,7 +21,7 @@ from lib.paths import gguf_dir, run_dir
 from lib.recipe import ParamsError, load_recipe
 
 SETUP_ERROR, UPLOAD_FAILED = 2, 1
-UPLOADED = ("*.gguf", "README.md", "Modelfile")  # what a user downloads; nothing half-written (.partial files)
+UPLOADED = ("*.gguf", "*.Modelfile", "README.md")  # what a user downloads; nothing half-written (.partial files)
 
 
 class PushError(Exception):

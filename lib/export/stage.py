@@ -10,6 +10,7 @@ from __future__ import annotations
 from lib.conversation import to_chat_messages
 from lib.export.gguf import gguf_name, gguf_tensor_type_counts, size_table
 from lib.export.model_card import write_model_card
+from lib.export.modelfile import write_modelfiles
 from lib.export.round_trip import check_round_trip, round_trip, round_trip_conversations
 from lib.paths import gguf_dir, merged_model_dir
 from lib.plan.export_plan import PROBES
@@ -46,14 +47,15 @@ def run_export(cfg: RunConfig, probe_texts: list[str], conversations: list[dict]
               "tensor_types": {q: gguf_tensor_type_counts(p) for q, p in files.items()}}
     adapter = cfg.mode.convert_adapter(cfg, gguf_dir(cfg.run_dir))  # one base GGUF, adapters swapped (none: dry-run)
     if adapter:
-        files["LoRA"] = adapter
         facts["lora_adapter"] = {"file": adapter.name, "bytes": adapter.stat().st_size}
     if "F16" in files and conversations:  # a real or tiny file, a chat template in training
         greedy = len(conversations) if recipe.round_trip_greedy else 0
         facts["round_trip"] = check_round_trip(round_trip(merged, files["F16"], conversations, greedy,
                                                           recipe.chat_template_kwargs, recipe.eval_n_threads))
+        stops = [row["text"] for row in facts["round_trip"]["end_of_turn"]]
+        facts["modelfiles"] = write_modelfiles(files, stops, recipe.eval_sampling(), recipe.eval_n_ctx)  # Ollama
     # README.md beside the files (none in a dry-run)
     card = write_model_card(cfg, facts["sizes"], lora=facts.get("lora_adapter"))
     write_manifest(cfg, STAGE, {"train_manifest": cfg.run_dir / "03_train" / "manifest.json"},
-                   files | ({"model_card": card} if card else {}), facts)
+                   files | ({"LoRA": adapter} if adapter else {}) | ({"model_card": card} if card else {}), facts)
     return facts
