@@ -177,6 +177,13 @@ class Recipe:
                 "repeat_penalty": self.eval_repeat_penalty, "seed": self.seed}
 
 
+def default_quant(recipe: Recipe) -> str:
+    """The file a user runs when they name none (`python -m lib serve`, the model card): Q4_K_M when the recipe
+    exports it, else its last quant."""
+    quants = recipe.gguf_files()
+    return "Q4_K_M" if "Q4_K_M" in quants else quants[-1]
+
+
 RECIPE_KEYS = tuple(f.name for f in dataclasses.fields(Recipe))
 _REQUIRED = tuple(f.name for f in dataclasses.fields(Recipe)
                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)

@@ -160,6 +160,19 @@ def test_the_f16_file_chats_as_training_did_and_a_broken_template_fails_the_expo
     failing = round_trip(merged, with_template(f16, tmp_path / "raise.gguf", raising), conversations, 0)
     with pytest.raises(ExportError, match="the GGUF's template fails where training's renders"):
         check_round_trip(failing)
+    # a template that refuses a shape (here: two turns) in training and in the file alike is no failure, and the
+    # refused conversations are not decoded
+    import llama_cpp
+    from transformers import AutoTokenizer
+
+    from lib.export.round_trip import template_rows
+
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    tokenizer.chat_template = raising
+    vocab = llama_cpp.Llama(str(tmp_path / "raise.gguf"), vocab_only=True, verbose=False)
+    rows_alike = template_rows(tokenizer, vocab, conversations, {})
+    assert [row["refused"] is not None for row in rows_alike] == [len(c["messages"]) > 1 for c in conversations]
+    assert all(row["difference"] is None for row in rows_alike)
 
 
 def test_the_lora_adapter_as_gguf_on_the_base_gives_the_merged_models_logits(exported, model_dir, rows, tmp_path):

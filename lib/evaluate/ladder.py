@@ -14,6 +14,10 @@ from __future__ import annotations
 from lib.evaluate.metrics import by_problem, mean_interval
 
 REFERENCE = "distilled-F16"
+# llama.cpp's file types from most to least precise: where F16 was not judged, the most precise one judged is the
+# reference (recipes list their quants in any order: mistral22b's start with Q4_K_M)
+PRECISION = ("F32", "BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S", "IQ4_NL",
+             "IQ4_XS", "Q4_1", "Q4_0", "Q3_K_L", "Q3_K_M", "Q3_K_S", "IQ3_M", "IQ3_XXS", "Q2_K", "IQ2_M")
 METRICS = {"closure": "closed_think", "pass@1": "correct"}
 
 
@@ -32,11 +36,13 @@ def on_the_ladder(label: str) -> bool:
 def ladder(samples_by_file: dict[str, list[dict]], max_drop: dict[str, float]) -> list[dict]:
     """One row per (quantised file, metric): the reference's value, the file's, the drop with its interval,
     flagged or not. The reference is F16, or where F16 was not judged (too large for the machine's memory) the
-    first distilled file judged (the recipe lists quants from most to least precise), named in each row."""
+    most precise distilled file judged (`PRECISION`), named in each row."""
     labels = [label for label in samples_by_file if on_the_ladder(label)]
     if len(labels) < 2:
         return []
-    top = REFERENCE if REFERENCE in labels else labels[0]
+    rank = lambda label: (PRECISION.index(q) if (q := label.removeprefix("distilled-")) in PRECISION  # noqa: E731
+                          else len(PRECISION))
+    top = min(labels, key=rank)
     rows = []
     for label in labels:
         if label == top:

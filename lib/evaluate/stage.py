@@ -146,7 +146,9 @@ def run_eval(cfg: RunConfig, heldout: list[dict]) -> dict:
     files = cfg.mode.judged_files(cfg, out)  # the base model and 04's files (none in a dry-run)
     not_judged = {}
     if files and not gpu_offload():  # a 22B's F16 files do not fit a 32 GB machine: judged from its quants
-        files, not_judged = fitting_files(files, kv, psutil.virtual_memory().available,
+        # each file's engine holds eval_sequences caches, eval_parallel files load at once
+        files, not_judged = fitting_files(files, kv * recipe.eval_sequences * recipe.eval_parallel,
+                                          psutil.virtual_memory().available,
                                           lambda path: base_q8_0(path, out, recipe.eval_n_threads))
     runs = evaluation_runs(files, recipe.eval_sampling(), recipe.eval_ablation_file)
     first = next(iter(benchmarks))
@@ -155,7 +157,8 @@ def run_eval(cfg: RunConfig, heldout: list[dict]) -> dict:
     results = [r for r in judged if r.get("think_budget") is None]
     curve = budget_curve(results + [r for r in judged if r.get("think_budget") is not None], first)
     quant_ladder = {name: ladder(samples_by_file(out, results, name), recipe.eval_max_drop) for name in benchmarks}
-    flagged = [f"{row['file']} on {name}: {row['metric']} drops {100 * row['drop']['mean']:.0f} points from F16 "
+    flagged = [f"{row['file']} on {name}: {row['metric']} drops {100 * row['drop']['mean']:.0f} points from "
+               f"{row['reference_file'].removeprefix('distilled-')} "
                f"(limit {100 * row['max_drop']:.0f})" for name, rows in quant_ladder.items() for row in rows
                if row["flagged"]]
     atomic_write_text(out / "results.json", json.dumps({"recipe": recipe.name, "results": judged,

@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lib.paths import atomic_write_text, gguf_dir
+from lib.paths import atomic_write_text, gguf_dir, project_path
+from lib.recipe import default_quant
 from lib.run_config import RunConfig
 
 CARD = "README.md"
 
 def hub_id(name: str) -> str:
     """`name` when it reads as a hub model id (owner/name), else "" (a local folder or a packaged model)."""
-    return name if name.count("/") == 1 and not name.startswith((".", "/")) else ""
+    local = name.startswith((".", "/")) or project_path(name).exists()
+    return name if name.count("/") == 1 and not local else ""
 
 
 def _percent(interval: dict) -> str:
@@ -35,7 +37,7 @@ def _loss(value) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "?"
 
 
-def llama_cpp_flags(sampling: dict, budget: int | None = None) -> str:
+def llama_cpp_flags(sampling: dict) -> str:
     """llama.cpp command-line flags for the sampling 05 judged the files with."""
     flags = [f"--temp {sampling.get('temperature', 0.6)}"]
     if sampling.get("temperature", 0.6) > 0:
@@ -43,16 +45,14 @@ def llama_cpp_flags(sampling: dict, budget: int | None = None) -> str:
     if sampling.get("repeat_penalty", 1.0) != 1.0:
         flags.append(f"--repeat-penalty {sampling['repeat_penalty']}")
     flags.append("--reasoning-format deepseek")
-    if budget is not None:
-        flags.append(f"--reasoning-budget {budget}")
     return " ".join(flags)
 
 
 def model_card(recipe, sizes: list[dict], train: dict, results: list[dict] | None, lora: dict | None = None,
-               modelfile: str = "") -> str:
+               modelfile: str = "", tiny: bool = False) -> str:
     """The card's Markdown (Hugging Face front matter first). `sizes`: 04's size rows, `train`: 03's facts,
     `results`: 05's judged files (None before 05 ran), `lora`: 04's LoRA adapter GGUF {file, bytes}, `modelfile`:
-    the Ollama Modelfile of the last file ("" when none was written)."""
+    the Ollama Modelfile of the last file ("" when none was written), `tiny`: a --tiny run's card."""
     front = ["---", "library_name: gguf", "tags: [gguf, llama.cpp, reasoning, thinkdistill]"]
     if recipe.license:
         front.append(f"license: {recipe.license}")
@@ -62,7 +62,12 @@ def model_card(recipe, sizes: list[dict], train: dict, results: list[dict] | Non
     method = ("logit distillation from " + recipe.teacher_model_name_or_path if recipe.teacher_model_name_or_path
               else "response-only LoRA fine-tuning")
     files = [row for row in sizes if row.get("real_bytes")]
-    lines = [*front, "", f"# {recipe.name}", "", recipe.description, "",
+    served = next((row["file"] for row in files if row["quant"] == default_quant(recipe)), files[-1]["file"]
+                  if files else "FILE.gguf")
+    description = recipe.description.replace("<think>", "`<think>`").replace("</think>", "`</think>`")
+    lines = [*front, "", f"# {recipe.name}", "", description.replace("``", ""), "",
+             *(["> A `--tiny` run: a tiny random model of the recipe's family, made to test the chain. Not a model "
+                "to use.", ""] if tiny else []),
              f"Made with thinkdistill's recipe `params/{recipe.name}.yaml`: {method} of "
              f"`{recipe.model_name_or_path}` on `<think>…</think>` reasoning traces, then the adapter merged and "
              "exported to GGUF with llama.cpp's converter. The model writes its reasoning between `<think>` and "
@@ -87,7 +92,7 @@ def model_card(recipe, sizes: list[dict], train: dict, results: list[dict] | Non
              "## Run it", "",
              "Sampling as evaluated (llama.cpp; `--reasoning-format deepseek` returns the thought apart from the "
              "answer):", "", "```sh",
-             f"llama-server -m {files[-1]['file'] if files else 'FILE.gguf'} --jinja "
+             f"llama-server -m {served} --jinja "
              f"{llama_cpp_flags(recipe.eval_sampling())}",
              f"python -m lib serve {recipe.name}   # the same, from this project (OpenAI-compatible, loopback)",
              *([f"ollama create {recipe.name.replace('_', '-')} -f {modelfile}   # Ollama: template, stops, sampling"]
@@ -123,4 +128,5 @@ def write_model_card(cfg: RunConfig, sizes: list[dict], results: list[dict] | No
     folder = gguf_dir(cfg.run_dir)
     last = next((row["file"] for row in reversed(sizes) if row.get("real_bytes")), "")
     modelfile = Path(last).with_suffix(".Modelfile").name if (folder / last).with_suffix(".Modelfile").is_file() else ""
-    return atomic_write_text(folder / CARD, model_card(cfg.recipe, sizes, train, results, lora, modelfile))
+    return atomic_write_text(folder / CARD, model_card(cfg.recipe, sizes, train, results, lora, modelfile,
+                                                        tiny=cfg.mode.name == "tiny"))

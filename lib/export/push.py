@@ -33,27 +33,42 @@ class PushError(Exception):
         self.status = status
 
 
-def upload_plan(folder: Path) -> list[dict]:
-    """The files `push_folder` uploads, with their sizes (the --dry-run listing). PushError when the folder has no
+def exported_names(run_dir: Path) -> set[str]:
+    """The files 04's last run wrote (its manifest) and their Modelfiles: a quant an earlier `quant_types` left in
+    the folder is not among them."""
+    manifest = run_dir / "04_merge_export" / "manifest.json"
+    if not manifest.is_file():
+        raise PushError(f"{manifest} not found: export first (python -m lib run RECIPE --stages 04)")
+    names = {Path(path).name for path in json.loads(manifest.read_text())["produced"].values()}
+    return names | {str(Path(name).with_suffix(".Modelfile")) for name in names if name.endswith(".gguf")}
+
+
+def upload_plan(folder: Path, names: set[str] | None = None) -> tuple[list[dict], list[str]]:
+    """(the files `push_folder` uploads with their sizes, the files of the folder left out because 04's last run
+    did not write them); `names`: those 04 wrote (None: every file of the folder). PushError when the folder has no
     GGUF or no card: 04 has not finished there."""
     if not folder.is_dir():
         raise PushError(f"{folder} does not exist: export first (python -m lib run RECIPE --stages 04)")
-    files = sorted({p for pattern in UPLOADED for p in folder.glob(pattern) if p.is_file()})
+    found = sorted({p for pattern in UPLOADED for p in folder.glob(pattern) if p.is_file()})
+    files = [p for p in found if names is None or p.name in names]
     if not any(p.suffix == ".gguf" for p in files):
         raise PushError(f"{folder} holds no .gguf file: export first (python -m lib run RECIPE --stages 04)")
     if not (folder / "README.md").is_file():
         raise PushError(f"{folder} has no model card (README.md): run 04 again, which writes it")
-    return [{"path": p.name, "bytes": p.stat().st_size} for p in files]
+    return [{"path": p.name, "bytes": p.stat().st_size} for p in files], [p.name for p in found if p not in files]
 
 
-def push_folder(folder: Path, repo_id: str, token: str, private: bool = False, message: str = "") -> str:
-    """Create the repository if needed and upload the planned files in one commit; the commit's URL. PushError with
-    the reason when the hub cannot be reached or refuses."""
-    upload_plan(folder)
+def push_folder(folder: Path, repo_id: str, token: str, files: list[dict], private: bool = False,
+                message: str = "") -> str:
+    """Create the repository if needed and upload `files` (`upload_plan`'s) in one commit; the commit's URL.
+    PushError with the reason when the hub cannot be reached or refuses, or --private meets a public repository."""
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        commit = api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=list(UPLOADED),
+        if private and not api.repo_info(repo_id, repo_type="model").private:
+            raise PushError(f"{repo_id} exists and is public: --private does not change that; make it private on "
+                            "the hub first or push to another repository")
+        commit = api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=[f["path"] for f in files],
                                    repo_type="model", commit_message=message or f"thinkdistill export of {folder}")
     except OfflineModeIsEnabled:
         raise PushError("HF_HUB_OFFLINE=1 is set: unset it to upload") from None
@@ -83,18 +98,22 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not args.folder and not args.recipe:
             raise PushError("name a recipe (python -m lib recipes lists them) or a folder with --folder DIR")
-        folder = args.folder or gguf_dir(run_dir(load_recipe(args.recipe).name))
-        files = upload_plan(folder)
+        run = None if args.folder else run_dir(load_recipe(args.recipe).name)
+        folder = args.folder or gguf_dir(run)
+        files, left_out = upload_plan(folder, None if run is None else exported_names(run))
+        if left_out:  # said, not silently skipped
+            print(f"python -m lib push: not uploaded (04's last run did not write them): {', '.join(left_out)}",
+                  file=sys.stderr)
         if args.dry_run:
             print(json.dumps({"repo": args.repo, "folder": str(folder), "files": files,
-                              "total_bytes": sum(f["bytes"] for f in files)}, indent=2))
+                              "total_bytes": sum(f["bytes"] for f in files), "left_out": left_out}, indent=2))
             return 0
         token = os.environ.get("HF_TOKEN", "")
         if not token:
             print("python -m lib push: set HF_TOKEN to a write token (https://huggingface.co/settings/tokens); it is "
                   "read from the environment only", file=sys.stderr)
             return SETUP_ERROR
-        url = push_folder(folder, args.repo, token, args.private, f"thinkdistill: {args.recipe or folder.name}")
+        url = push_folder(folder, args.repo, token, files, args.private, f"thinkdistill: {args.recipe or folder.name}")
     except (ParamsError, PushError) as error:
         print(f"python -m lib push: {error}", file=sys.stderr)
         return getattr(error, "status", SETUP_ERROR)

@@ -101,8 +101,8 @@ def _rendered(ids_of, tokenizer_or_vocab, conversation: dict, template_kwargs: d
     """The ids, or the template's own error message when it raises for this conversation."""
     try:
         return ids_of(tokenizer_or_vocab, conversation, template_kwargs)
-    except Exception as error:  # jinja2's errors, and whatever a template's raise_exception raises (ValueError here)
-        return f"template error: {type(error).__name__}: {error}"
+    except Exception as error:  # jinja2's errors, and whatever a template's raise_exception raises: transformers'
+        return f"template error: {error}"  # is a TemplateError, llama-cpp-python's a ValueError: compare the text
 
 
 def think_tag_rows(tokenizer, vocab) -> list[dict]:
@@ -171,11 +171,13 @@ def round_trip(merged_dir: Path, gguf: Path, conversations: list[dict], greedy_p
                "end_of_turn": [{"id": i, "text": tokenizer.convert_ids_to_tokens(i),
                                 "ends_generation_in_gguf": bool(llama_cpp.llama_vocab_is_eog(vocab._model.vocab, i))}
                                for i in eos]}
-    asked = [c for c in conversations if c["add_generation_prompt"]][:greedy_prompts]
+    rendered = {row["id"] for row in report["conversations"] if row["hf_tokens"] is not None}  # not refused
+    asked = [c for c in conversations if c["add_generation_prompt"] and c["id"] in rendered][:greedy_prompts]
     if asked:
-        llm = llama_cpp.Llama(str(gguf), n_ctx=2048, n_threads=n_threads, n_threads_batch=n_threads, verbose=False,
-                              n_gpu_layers=-1 if gpu_offload() else 0)
         prompts = [_gguf_ids(vocab, c, template_kwargs) for c in asked]
+        n_ctx = max(len(p) for p in prompts) + GREEDY_TOKENS + 16  # a long history (8k recipes) fits
+        llm = llama_cpp.Llama(str(gguf), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads, verbose=False,
+                              n_gpu_layers=-1 if gpu_offload() else 0)
         report["greedy"] = greedy_rows(merged_dir, llm, prompts, GREEDY_TOKENS, eos)
         report["greedy_agreement"] = round(sum(r["agree"] for r in report["greedy"]) / len(asked), 3)
         report["greedy_flag"] = report["greedy_agreement"] < GREEDY_AGREEMENT

@@ -16,7 +16,7 @@ from gguf import GGUFReader
 
 from lib.export.gguf import gguf_name
 from lib.paths import gguf_dir, run_dir
-from lib.recipe import ParamsError, load_recipe
+from lib.recipe import ParamsError, default_quant, load_recipe
 from lib.serve.server import ChatModel, bind, serve
 
 SETUP_ERROR = 2
@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gguf", type=Path, help="serve this GGUF instead of the recipe's export")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--n-ctx", type=int, default=4096, help="context length in tokens (prompt + reply)")
+    parser.add_argument("--n-ctx", type=int, default=4096,
+                        help="context length in tokens (prompt + reply); 0: the model's own")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: the recipe's eval_n_threads)")
     parser.add_argument("--alias", default="", help="the model name clients see (default: the file's name)")
     parser.add_argument("--verbose", action="store_true", help="log every request")
@@ -50,7 +51,7 @@ def served_file(args: argparse.Namespace, recipe) -> Path:
     if recipe is None:
         raise ServeError("name a recipe (python -m lib recipes lists them) or a file with --gguf FILE")
     quants = recipe.gguf_files()
-    quant = args.quant or ("Q4_K_M" if "Q4_K_M" in quants else quants[-1])
+    quant = args.quant or default_quant(recipe)
     if quant not in quants:
         raise ServeError(f"--quant {quant}: recipe {recipe.name} exports {', '.join(quants)} (params quant_types)")
     folder = gguf_dir(run_dir(recipe.name))
@@ -65,6 +66,11 @@ def served_file(args: argparse.Namespace, recipe) -> Path:
 def run(args: argparse.Namespace) -> int:
     try:
         recipe = load_recipe(args.recipe) if args.recipe else None
+        if recipe is not None and recipe.chat_format == "plain":
+            raise ServeError(f"recipe {recipe.name} trains a plain prompt format (chat_format: plain), not a chat: "
+                             "serve its file with llama.cpp's completion endpoint (llama-server, /completion)")
+        if args.n_ctx < 0 or args.threads < 0:
+            raise ServeError("--n-ctx and --threads are counts (0: the model's own context / the recipe's threads)")
         gguf = served_file(args, recipe)
         with open(gguf, "rb") as handle:
             if handle.read(4) != b"GGUF":
@@ -92,8 +98,11 @@ def run(args: argparse.Namespace) -> int:
     server.verbose = args.verbose
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SIGTERM ends like Ctrl-C: the socket is closed
     host, port = server.server_address[:2]
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        print(f"python -m lib serve: listening on {host}: anyone who can reach this machine can use the model (no "
+              "API key, no TLS); put it behind a proxy that authenticates", file=sys.stderr)
     print(json.dumps({"serving": str(gguf), "url": f"http://{host}:{port}/v1", "model": model.alias,
-                      "sampling": model.sampling, "n_ctx": args.n_ctx}), flush=True)
+                      "sampling": model.sampling, "n_ctx": model.llm.n_ctx()}), flush=True)
     try:
         serve(server, model)
     except KeyboardInterrupt:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import codecs
 import json
+import select
+import socket
 import threading
 import time
 import uuid
@@ -30,9 +32,17 @@ from lib.think import THINK_OPEN
 # request keys this server reads (besides model, messages, stream, n): OpenAI's names, then llama-server's
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "frequency_penalty", "presence_penalty",
                  "seed")
-# R1's recommended sampling, used when neither the recipe nor the request says otherwise
+# when neither the recipe nor the request says otherwise: DeepSeek-R1's temperature and top-p, llama.cpp's defaults
+# for the rest
 DEFAULT_SAMPLING = {"temperature": 0.6, "top_p": 0.95, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.0,
                     "frequency_penalty": 0.0, "presence_penalty": 0.0}
+# OpenAI request fields this server cannot honour: refused (400) rather than silently ignored
+UNSUPPORTED = ("tools", "tool_choice", "functions", "response_format", "logprobs", "top_logprobs", "logit_bias")
+# variables the chat template gets from the server itself, which chat_template_kwargs may not replace
+RESERVED_TEMPLATE_VARIABLES = ("messages", "add_generation_prompt", "bos_token", "eos_token", "tools")
+
+
+MAX_BODY_BYTES = 16 * 2**20  # a chat request, not an upload
 
 
 class RequestError(ValueError):
@@ -73,18 +83,25 @@ def chat_request(body, defaults: dict, max_tokens_default: int) -> dict:
     checked = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ("system", "developer", "user", "assistant"):
-            raise RequestError(f"messages[{index}] needs a role of system, user or assistant", f"messages[{index}]")
+            raise RequestError(f"messages[{index}] needs a role of system, developer, user or assistant",
+                               f"messages[{index}]")
         role = "system" if message["role"] == "developer" else message["role"]  # OpenAI's newer name for system
         checked.append({"role": role, "content": message_text(message.get("content", ""), index)})
-    if body.get("n", 1) != 1:
+    if body.get("n") not in (None, 1):
         raise RequestError("only n = 1 is served (ask again for another sample)", "n")
+    for key in UNSUPPORTED:
+        if body.get(key) not in (None, False, [], {}):
+            raise RequestError(f"'{key}' is not supported by this server (a reasoning-model chat server: text "
+                               "messages in, text out)", key)
     sampling = dict(defaults)
     for key in SAMPLING_KEYS:
         if body.get(key) is not None:
-            sampling[key] = _number(body, key, -2.0 if key.endswith("_penalty") and key != "repeat_penalty" else 0.0)
-    if "seed" in sampling and sampling["seed"] is not None:
-        sampling["seed"] = int(sampling["seed"])
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+            low = -2.0 if key in ("frequency_penalty", "presence_penalty") else -1.0 if key == "seed" else 0.0
+            sampling[key] = _number(body, key, low)
+    if sampling.get("seed") is not None:
+        sampling["seed"] = None if sampling["seed"] < 0 else int(sampling["seed"])  # -1: a random seed (llama.cpp's)
+    max_tokens = next((body[key] for key in ("max_completion_tokens", "max_tokens") if body.get(key) is not None),
+                      None)
     if max_tokens is None:
         max_tokens = max_tokens_default
     elif isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
@@ -94,11 +111,15 @@ def chat_request(body, defaults: dict, max_tokens_default: int) -> dict:
     if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
         raise RequestError("'stop' must be a string or a list of non-empty strings", "stop")
     kwargs = body.get("chat_template_kwargs") or {}
-    if not isinstance(kwargs, dict):
-        raise RequestError("'chat_template_kwargs' must be an object", "chat_template_kwargs")
+    if not isinstance(kwargs, dict) or set(kwargs) & set(RESERVED_TEMPLATE_VARIABLES):
+        raise RequestError("'chat_template_kwargs' must be an object without "
+                           f"{', '.join(RESERVED_TEMPLATE_VARIABLES)}", "chat_template_kwargs")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise RequestError("'stream_options' must be an object", "stream_options")
     return {"messages": checked, "sampling": sampling, "max_tokens": max_tokens, "stop": stop,
             "stream": bool(body.get("stream")), "template_kwargs": kwargs,
-            "include_usage": bool((body.get("stream_options") or {}).get("include_usage"))}
+            "include_usage": bool(options.get("include_usage"))}
 
 
 def held_back(text: str, stops: list[str]) -> int:
@@ -120,13 +141,17 @@ class ChatModel:
         self._is_eog = lambda token: llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token)
         self.template_kwargs = template_kwargs or {}
         self.sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
-        self.max_tokens = max_tokens or n_ctx  # a request without max_tokens may fill the context
+        self.max_tokens = max_tokens or self.llm.n_ctx()  # a request without max_tokens may fill the context
         self.lock = threading.Lock()  # one llama.cpp context: one reply at a time
 
     def prompt(self, messages: list[dict], template_kwargs: dict) -> tuple[list[int], bool]:
-        """The prompt's tokens (the template writes BOS itself) and whether it opens the thought."""
-        prompt = rendered_prompts(self.llm, [{"messages": messages}], "", {**self.template_kwargs,
-                                                                             **template_kwargs})[0]
+        """The prompt's tokens (the template writes BOS itself) and whether it opens the thought; RequestError when
+        the template refuses the conversation (e.g. Mistral's roles must alternate)."""
+        try:
+            prompt = rendered_prompts(self.llm, [{"messages": messages}], "", {**self.template_kwargs,
+                                                                                 **template_kwargs})[0]
+        except Exception as error:  # the template's raise_exception (ValueError), jinja2's errors
+            raise RequestError(f"the model's chat template refuses these messages: {error}", "messages") from None
         return (self.llm.tokenize(prompt.encode(), add_bos=False, special=True),
                 prompt.rstrip().endswith(THINK_OPEN))
 
@@ -202,7 +227,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"object": "list", "data": [{"id": model.alias, "object": "model", "created": 0,
                                                               "owned_by": "thinkdistill"}]})
         elif self.path.rstrip("/") == "/health":
-            self._send_json(200, {"status": "ok", "model": model.alias, "file": str(model.gguf)})
+            self._send_json(200, {"status": "ok", "model": model.alias, "file": model.gguf.name})
         else:
             self._send_json(404, _error_body(f"no route GET {self.path}", kind="not_found_error"))
 
@@ -213,12 +238,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         model = self.server.model
         try:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"null")
+            length = self.headers.get("Content-Length") or "0"
+            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                raise RequestError(f"Content-Length must be a byte count up to {MAX_BODY_BYTES}, got {length!r}")
+            try:
+                body = json.loads(self.rfile.read(int(length)) or b"null")
+            except ValueError as error:  # not JSON, or not UTF-8
+                raise RequestError(f"the request body is not UTF-8 JSON: {error}") from None
             request = chat_request(body, model.sampling, model.max_tokens)
             opened, pieces = model.chat(request)  # the prompt is checked before any byte of the answer goes out
-        except json.JSONDecodeError as error:
-            self._send_json(400, _error_body(f"the request body is not JSON: {error}"))
-            return
         except RequestError as error:
             self._send_json(400, _error_body(str(error), error.param))
             return
@@ -231,10 +259,18 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):  # the client went away: stop decoding for it
             pieces.close()
 
+    def _client_gone(self) -> bool:
+        """True when the client closed its connection (readable with nothing to read): stop decoding for it."""
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
+
     def _whole(self, opened: bool, pieces, reply_id: str, created: int) -> None:
         text, facts = "", None
-        for piece, facts in pieces:
+        for number, (piece, facts) in enumerate(pieces):
             text += piece
+            if number % 16 == 15 and self._client_gone():  # a reply nobody waits for holds the model for others
+                pieces.close()
+                return
         reasoning, content = split_reasoning(text, opened)
         message = {"role": "assistant", "content": content}
         if reasoning:

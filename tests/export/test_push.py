@@ -63,3 +63,17 @@ def test_a_folder_04_did_not_finish_is_refused(export, tmp_path):
     (export / "README.md").unlink()
     assert "has no model card (README.md)" in one_line(push("--folder", export, "--repo", "me/x", "--dry-run"), 2)
     assert "does not exist" in one_line(push("--folder", tmp_path / "nowhere", "--repo", "me/x", "--dry-run"), 2)
+
+
+def test_only_what_04s_last_run_wrote_is_uploaded_and_the_rest_is_named(export, tmp_path):
+    from lib.export.push import exported_names, upload_plan
+
+    run = tmp_path / "run"
+    (run / "04_merge_export").mkdir(parents=True)
+    (run / "04_merge_export" / "manifest.json").write_text(json.dumps(
+        {"produced": {"Q4_1": "04_merge_export/gguf/m-Q4_1.gguf", "model_card": "04_merge_export/gguf/README.md"}}))
+    (export / "m-Q4_1.Modelfile").write_text("FROM ./m-Q4_1.gguf\n")
+    (export / "m-Q2_K.gguf").write_text("a quant an earlier quant_types left behind")
+    files, left_out = upload_plan(export, exported_names(run))
+    assert [f["path"] for f in files] == ["README.md", "m-Q4_1.Modelfile", "m-Q4_1.gguf"]
+    assert left_out == ["m-Q2_K.gguf"]

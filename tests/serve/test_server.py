@@ -112,11 +112,32 @@ def test_a_bad_request_is_a_400_naming_the_parameter(server):
     cases = [({"messages": []}, "messages"), ({"messages": QUESTION, "n": 2}, "n"),
              ({"messages": QUESTION, "temperature": -1}, "temperature"),
              ({"messages": QUESTION, "max_tokens": 0}, "max_tokens"),
+             ({"messages": QUESTION, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+             ({"messages": QUESTION, "extra_body": {"chat_template_kwargs": {"messages": []}}}, "chat_template_kwargs"),
              ({"messages": [{"role": "user", "content": "word " * 1100}]}, "messages")]  # past the 1024 context
     for body, param in cases:
         with pytest.raises(openai.BadRequestError) as error:
             client.chat.completions.create(model="m", **body)
         assert error.value.body["param"] == param, body
+    assert client.chat.completions.create(model="m", messages=QUESTION, max_tokens=2).usage.completion_tokens == 2
+    # what OpenAI clients send for "unset" is accepted: n null, seed -1 (a random seed, as llama.cpp reads it)
+    assert client.chat.completions.create(model="m", messages=QUESTION, max_tokens=2, n=None, seed=-1).choices
+
+
+@pytest.mark.slow
+def test_a_conversation_the_template_refuses_is_a_400_not_a_dropped_connection(server, tmp_path):
+    template = ("{{ raise_exception('System role not supported') if messages[0]['role'] == 'system' }}"
+                + json.loads((PROJECT / "fixtures/tokenizers/smollm2/tokenizer_config.json").read_text())[
+                    "chat_template"])
+    config = tmp_path / "refusing.json"
+    config.write_text(json.dumps({"chat_template": template}))
+    target = tmp_path / "refusing.gguf"
+    subprocess.run([os.path.join(os.path.dirname(sys.executable), "gguf-new-metadata"), str(GGUF), str(target),
+                    "--chat-template-config", str(config), "--force"], check=True, capture_output=True)
+    client = server("--gguf", target)
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model="m", messages=[{"role": "system", "content": "Be brief."}, *QUESTION])
+    assert error.value.body["param"] == "messages" and "System role not supported" in error.value.body["message"]
     assert client.chat.completions.create(model="m", messages=QUESTION, max_tokens=2).usage.completion_tokens == 2
 
 
