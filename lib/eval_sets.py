@@ -19,6 +19,11 @@ EVAL_SETS = {
 }
 
 
+# prompts files shipped as benchmarks (lib.evaluate.benchmarks reads them like a user's): "general" is the non-maths
+# check — plain questions and simple instructions with answers judged by rules (lib.evaluate.checks), written for
+# this project — that distillation on maths did not break the model's everyday answers. Not a decontamination set.
+PROMPT_SETS = {"general": "data/eval/general.jsonl"}
+
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 # the benchmarks 05 and `python -m lib eval` judge: name -> (evaluation set, instruction appended to the problem).
@@ -29,6 +34,7 @@ BENCHMARKS = {
     "gsm8k": ("gsm8k_test", ""),
     "math500": ("math500", BOXED_INSTRUCTION),
     "aime24": ("aime24", BOXED_INSTRUCTION),
+    "general": ("general", ""),  # the non-maths check (PROMPT_SETS)
 }
 HELDOUT = "heldout"
 

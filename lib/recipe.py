@@ -142,8 +142,9 @@ class Recipe:
     # penalty shows what it costs to go without; "" = no such extra run
     eval_ablation_file: str = ""
     # what 05 judges every file on: benchmark -> problems (0 = all): "heldout" (01's held-out rows, eval_rows of
-    # them) and the shipped gsm8k, math500, aime24 (lib.eval_sets.BENCHMARKS; a subset drawn with `seed`)
-    eval_benchmarks: dict = field(default_factory=lambda: {"heldout": 0})
+    # them), the shipped gsm8k, math500, aime24 and "general", the non-maths check (36 plain questions and simple
+    # instructions judged by rules) (lib.eval_sets.BENCHMARKS; a subset drawn with `seed`)
+    eval_benchmarks: dict = field(default_factory=lambda: {"heldout": 0, "general": 0})
     # the quant ladder's gate: the largest drop from F16 to each quant (fraction: 0.1 = ten points) that 05 lets
     # pass without a flag, per metric ("closure", "pass@1"); a flagged quant is shown, never hidden
     eval_max_drop: dict = field(default_factory=lambda: {"closure": 0.1, "pass@1": 0.1})

@@ -26,9 +26,10 @@ DEFAULT_SAMPLING = {"temperature": 0.6, "top_p": 0.95, "seed": 0}
 
 
 def judge_samples(samples: list[dict], problems: list[dict]) -> list[dict]:
-    """Each generated sample with its judgement against its problem's reference answer."""
-    answers = {p["id"]: p["answer"] for p in problems}
-    return [{**s, **judge_sample(s["text"], answers[s["problem_id"]], s["prompt_opens_think"])} for s in samples]
+    """Each generated sample with its judgement against its problem's reference answer or checks."""
+    by_id = {p["id"]: p for p in problems}
+    return [{**s, **judge_sample(s["text"], by_id[s["problem_id"]]["answer"], s["prompt_opens_think"],
+                                 by_id[s["problem_id"]].get("checks"))} for s in samples]
 
 
 def benchmark_label(benchmark: str) -> str:

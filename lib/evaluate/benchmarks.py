@@ -10,7 +10,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from lib.eval_sets import BENCHMARKS, eval_rows
+from lib.eval_sets import BENCHMARKS, PROMPT_SETS, eval_rows
+from lib.evaluate.checks import check_error
+from lib.paths import project_path
 from lib.jsonl import SourceError, jsonl_records
 
 
@@ -24,7 +26,9 @@ def load_benchmark(name: str, n: int | None = None, seed: int = 0, system_prompt
     Each problem: ``{"id", "messages": [system?, user], "answer": str | None}``; a file's problems without an
     answer are generated and measured but not judged.
     """
-    if name in BENCHMARKS:
+    if name in BENCHMARKS and BENCHMARKS[name][0] in PROMPT_SETS:
+        problems = read_prompts_file(project_path(PROMPT_SETS[BENCHMARKS[name][0]]), system_prompt)
+    elif name in BENCHMARKS:
         eval_set, instruction = BENCHMARKS[name]
         problems = [{"id": row["id"], "messages": _messages(_with_instruction(row["problem"], instruction),
                                                             system_prompt),
@@ -49,7 +53,8 @@ def subset(problems: list[dict], n: int | None, seed: int) -> list[dict]:
 
 def read_prompts_file(path: Path, system_prompt: str = "") -> list[dict]:
     """A prompts file: one JSON object per line with "prompt" (text) or "messages" (chat turns ending with a user
-    turn), optional "id" (default: the line number) and "answer". Raises BenchmarkError naming FILE:LINE."""
+    turn), optional "id" (default: the line number), "answer" (judged by math-verify) or "checks" (judged by rules,
+    `lib.evaluate.checks`). Raises BenchmarkError naming FILE:LINE."""
     if not path.is_file():
         raise BenchmarkError(f"{path}: no such prompts file")
     problems, ids = [], set()
@@ -59,6 +64,10 @@ def read_prompts_file(path: Path, system_prompt: str = "") -> list[dict]:
             raise BenchmarkError(f"{where}: {row}")
         problem = {"id": str(row.get("id", f"line-{number}")), "messages": _file_messages(row, where, system_prompt),
                    "answer": None if row.get("answer") is None else str(row["answer"])}
+        if "checks" in row:
+            if error := check_error(row["checks"]):
+                raise BenchmarkError(f"{where}: {error}")
+            problem["checks"] = row["checks"]
         if problem["id"] in ids:
             raise BenchmarkError(f"{where}: id {problem['id']!r} appears twice")
         ids.add(problem["id"])

@@ -12,6 +12,7 @@ is math-verify's judgement, the rule the data stage verifies traces with (`lib.d
 from __future__ import annotations
 
 from lib.data.filters import final_answer_text, parse_timeouts, reply_matches_reference
+from lib.evaluate.checks import passes
 from lib.evaluate.loops import find_loop
 from lib.think import THINK_OPEN, think_and_answer
 
@@ -52,10 +53,15 @@ def answer_key(answer: str) -> str | None:
     return final or None
 
 
-def judge_sample(generated: str, reference: str | None, prompt_opens_think: bool = False) -> dict:
-    """The judgement of one generation (pure but for math-verify); `correct` is None without a reference."""
+def judge_sample(generated: str, reference: str | None, prompt_opens_think: bool = False,
+                 checks: list | None = None) -> dict:
+    """The judgement of one generation (pure but for math-verify): by `checks` (rules, `lib.evaluate.checks`) when
+    the problem has them, else against `reference` with math-verify; `correct` is None with neither."""
     reply = reply_text(generated, prompt_opens_think)
     opened, closed, answer = answer_part(reply)
-    correct = None if reference is None else bool(answer.strip()) and reply_matches_reference(reference, answer)
+    if checks:
+        correct = bool(answer.strip()) and passes(checks, answer)
+    else:
+        correct = None if reference is None else bool(answer.strip()) and reply_matches_reference(reference, answer)
     return {"opened_think": opened, "closed_think": closed, "answer_text": answer, "answer_key": answer_key(answer),
             "correct": correct, "loop": find_loop(reply)}
