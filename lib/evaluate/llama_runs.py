@@ -1,7 +1,7 @@
 """Judge every file of a run on every benchmark the recipe names, then time each file alone.
 
 Usage: ``results = evaluate_files(recipe, runs, benchmarks, out_dir)``
-(runs: ``[{"label", "path", "sampling"[, "think_budget", "benchmarks"]}]``; benchmarks: ``{name: (source, n)}``,
+(runs: ``[{"label", "path", "sampling"[, "think_budget", "benchmarks", "engine"]}]``; benchmarks: ``{name: (source, n)}``,
 source a benchmark name or a prompts file; a run with "benchmarks" is judged on those only)
 
 Each (file, benchmark) is `lib.evaluate.benchmark_eval`'s generate (llama.cpp in a child process, so its peak
@@ -17,7 +17,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from lib.evaluate.benchmark_eval import generate_benchmark, summarize_benchmark
+from lib.evaluate.benchmark_eval import LLAMA_CPP, TRANSFORMERS, generate_benchmark, summarize_benchmark
 from lib.evaluate.benchmarks import load_benchmark
 from lib.evaluate.generate import generate_samples
 from lib.paths import atomic_write_text
@@ -53,7 +53,8 @@ def evaluate_files(recipe: Recipe, runs: list[dict], benchmarks: dict[str, tuple
                                   recipe.eval_n_ctx, threads, run["sampling"], recipe.system_prompt, plain,
                                   passive_wait=recipe.eval_parallel > 1, n_parallel=recipe.eval_sequences,
                                   think_budget=run.get("think_budget"), answer_prefix=recipe.eval_answer_prefix,
-                                  unified_kv=recipe.eval_unified_kv, template_kwargs=recipe.chat_template_kwargs)
+                                  unified_kv=recipe.eval_unified_kv, template_kwargs=recipe.chat_template_kwargs,
+                                  engine=run.get("engine", LLAMA_CPP))
 
     with ThreadPoolExecutor(max_workers=recipe.eval_parallel) as pool:  # judging stays in this (the main) thread
         generated = list(pool.map(generate, jobs))
@@ -62,7 +63,7 @@ def evaluate_files(recipe: Recipe, runs: list[dict], benchmarks: dict[str, tuple
     speed_problems = load_benchmark(first_source, first_n, recipe.seed, recipe.system_prompt)[:SPEED_PROBLEMS]
     speeds = {}
     for run in runs:
-        if run.get("think_budget") is not None:  # the same file as its no-budget run: timed once
+        if run.get("think_budget") is not None or run.get("engine") == TRANSFORMERS:  # timed once / not a GGUF
             continue
         speeds[run["label"]] = speed_benchmark(run["path"], speed_problems, speed_threads, run["sampling"],
                                                recipe.eval_n_ctx, plain, template_kwargs=recipe.chat_template_kwargs)

@@ -16,17 +16,19 @@ import psutil
 
 from lib.conversation import generation_prompt_opens_think, prompt_messages
 from lib.eval_sets import HELDOUT
+from lib.evaluate.benchmark_eval import TRANSFORMERS
 from lib.evaluate.benchmarks import load_benchmark
 from lib.evaluate.judging import judge_sample
 from lib.evaluate.ladder import ladder
 from lib.export.gguf import gpu_offload, quantize_gguf
 from lib.export.model_card import write_model_card
 from lib.jsonl import read_jsonl, write_jsonl
-from lib.paths import atomic_write_text
+from lib.paths import atomic_write_text, merged_model_dir
 from lib.plan.recipe_plan import kv_cache_bytes
 from lib.run_config import RunConfig, read_manifest, stage_file, write_manifest
 
 STAGE = "05_eval_edge"
+MERGED_LABEL = "distilled-HF"  # the merged model through transformers: the quant ladder's top rung
 
 
 def read_heldout(cfg: RunConfig) -> list[dict]:
@@ -61,12 +63,13 @@ def evaluation_runs(files: dict[str, Path], sampling: dict, ablation_file: str =
 
 
 def budget_runs(runs: list[dict], budgets: list[int], benchmark: str, files: list[str]) -> list[dict]:
-    """Each distilled file named in `files` (all when empty; never the base or the ablation) once more per think
-    budget, on one benchmark."""
+    """Each distilled GGUF named in `files` (all when empty; never the base, the ablation or the merged HF model)
+    once more per think budget, on one benchmark."""
     chosen = [f"distilled-{f}" for f in files] or [r["label"] for r in runs if r["label"].startswith("distilled-")]
     return [{**run, "label": f"{run['label']}-think{budget}", "think_budget": budget, "benchmarks": [benchmark]}
             for budget in budgets for run in runs
-            if run["label"] in chosen and not run["label"].endswith("-no-repeat-penalty")]
+            if run["label"] in chosen and not run["label"].endswith("-no-repeat-penalty")
+            and run.get("engine") != TRANSFORMERS]
 
 
 def budget_curve(results: list[dict], benchmark: str) -> list[dict]:
@@ -152,6 +155,10 @@ def run_eval(cfg: RunConfig, heldout: list[dict]) -> dict:
                                           lambda path: base_q8_0(path, out, recipe.eval_n_threads))
     runs = evaluation_runs(files, recipe.eval_sampling(), recipe.eval_ablation_file)
     first = next(iter(benchmarks))
+    merged = merged_model_dir(cfg.run_dir)
+    if recipe.eval_merged_model and (merged / "config.json").is_file():  # the ladder's top rung (none: dry-run)
+        runs.append({"label": MERGED_LABEL, "path": merged, "sampling": recipe.eval_sampling(),
+                     "engine": TRANSFORMERS, "benchmarks": [first]})  # on the first benchmark: CPU time
     budgeted = budget_runs(runs, recipe.eval_think_budgets, first, recipe.eval_think_budget_files)
     judged = cfg.mode.evaluate(cfg, runs + budgeted, benchmarks, out)
     results = [r for r in judged if r.get("think_budget") is None]
