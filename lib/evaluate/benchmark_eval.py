@@ -72,7 +72,8 @@ def generate_benchmark(gguf: Path, benchmark: str, n: int | None = None, k: int 
         samples, child = generate_samples(Path(gguf), problems, k, max_tokens, n_ctx, n_threads, sampling,
                                           plain_format, passive_wait, n_parallel, think_budget, answer_prefix,
                                           unified_kv=unified_kv, template_kwargs=template_kwargs)
-    return {"gguf": Path(gguf), "benchmark": benchmark, "problems": problems, "samples": samples, "k": k,
+    return {"gguf": Path(gguf), "engine": engine, "benchmark": benchmark, "problems": problems, "samples": samples,
+            "k": k,
             "seed": seed, "sampling": sampling, "max_tokens": max_tokens, "threads": n_threads,
             "parallel": n_parallel, "unified_kv": unified_kv, "think_budget": think_budget, **child,
             "seconds": time.perf_counter() - started}
@@ -88,7 +89,8 @@ def summarize_benchmark(run: dict, out_dir: Path | None = None, stem: str = "", 
     judged = judge_samples(run["samples"], run["problems"])
     gguf, benchmark = run["gguf"], run["benchmark"]
     size = sum(p.stat().st_size for p in gguf.glob("*.safetensors")) if gguf.is_dir() else gguf.stat().st_size
-    summary = {"file": gguf.name, "file_bytes": size, "benchmark": name or benchmark,
+    summary = {"file": gguf.name, "file_bytes": size, "engine": run.get("engine", LLAMA_CPP),
+               "benchmark": name or benchmark,
                **({"source": benchmark} if name and name != benchmark else {}),
                "subset": {"n": len(run["problems"]), "seed": run["seed"]}, "sampling": run["sampling"],
                "max_tokens": run["max_tokens"], "think_budget": run["think_budget"], "threads": run["threads"],
@@ -98,6 +100,9 @@ def summarize_benchmark(run: dict, out_dir: Path | None = None, stem: str = "", 
                                                     / run["generation_seconds"], 2),
                "peak_rss_mib": run["peak_rss_mib"], "gpu_offload": run["gpu_offload"],
                "wall_seconds": round(run["seconds"] + time.perf_counter() - started, 1)}
+    if run.get("engine") == TRANSFORMERS:  # batches of 8 (hf_generate): no one-chat speed, no llama.cpp settings
+        summary |= {"tokens_per_second_batched": summary.pop("tokens_per_second"), "tokens_per_second": None,
+                    "threads": None, "parallel_sequences": None}
     if one_chat is not None:
         summary["tokens_per_second_batched"] = summary.pop("tokens_per_second")
         summary["peak_rss_mib_batched"] = summary.pop("peak_rss_mib")

@@ -67,6 +67,9 @@ def read_prompts_file(path: Path, system_prompt: str = "") -> list[dict]:
         if "checks" in row:
             if error := check_error(row["checks"]):
                 raise BenchmarkError(f"{where}: {error}")
+            if row.get("answer") is not None:
+                raise BenchmarkError(f'{where}: give "answer" (judged by math-verify) or "checks" (judged by rules), '
+                                     "not both")
             problem["checks"] = row["checks"]
         if problem["id"] in ids:
             raise BenchmarkError(f"{where}: id {problem['id']!r} appears twice")

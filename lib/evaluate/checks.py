@@ -26,15 +26,22 @@ def check_error(checks) -> str:
     if not isinstance(checks, list) or not checks:
         return '"checks" must be a non-empty list of [kind, argument] pairs'
     for check in checks:
-        if not (isinstance(check, list) and len(check) == 2 and check[0] in KINDS
+        if not (isinstance(check, list) and len(check) == 2 and isinstance(check[0], str) and check[0] in KINDS
                 and isinstance(check[1], KINDS[check[0]]) and not isinstance(check[1], bool)):
             return (f'"checks": {check!r} is not [kind, argument] with kind one of '
                     f'{", ".join(f"{k} ({t.__name__})" for k, t in KINDS.items())}')
+        if isinstance(check[1], int) and check[1] < 1 or isinstance(check[1], str) and not all(
+                option.strip() for option in check[1].split("|")):
+            return f'"checks": {check!r}: a count must be at least 1, a text (each of its |-options) non-empty'
     return ""
 
 
 def _normalised(answer: str) -> str:
-    return answer.strip().strip("\"'`*").rstrip(".!").strip().lower()
+    """The answer without surrounding spaces, quotes, markdown emphasis or a final full stop (any order)."""
+    text, before = answer.strip(), None
+    while text != before:
+        before, text = text, text.strip().strip("\"'`*").rstrip(".!")
+    return text.lower()
 
 
 def _words(answer: str) -> list[str]:
@@ -45,8 +52,8 @@ def passes(checks: list, answer: str) -> bool:
     """Whether `answer` passes every check (pure)."""
     for kind, argument in checks:
         options = str(argument).split("|")
-        if kind == "contains":
-            ok = any(re.search(rf"(?<!\w){re.escape(option)}(?!\w)", answer, re.IGNORECASE) for option in options)
+        if kind == "contains":  # whole words: "0" is not found in "32.0", "star" not in "starfish"
+            ok = any(re.search(rf"(?<![\w.]){re.escape(option)}(?!\w)", answer, re.IGNORECASE) for option in options)
         elif kind == "contains_case":
             ok = argument in answer
         elif kind == "exact":

@@ -4,10 +4,13 @@ transformers, so 05 shows what the GGUF conversion itself costs (F16 against the
 Usage: ``samples, facts = generate_hf(merged_dir, problems, k=1, max_tokens=512, sampling={...})``
 
 Samples have generate.py's fields, so 05 judges and summarises them as any file's. The sampling settings are the
-same (temperature, top-p, top-k 40, min-p 0.05 as llama-cpp-python's chain), the draws are not: two engines' random
-streams differ, so the comparison is paired by problem, not by sample. Two differences of engine remain: HF's
-repetition_penalty covers the whole context (llama.cpp's repeat_penalty the last 64 tokens) and decoding runs in
-the merged model's dtype on this machine's device. Runs in the calling process (its peak RSS is not isolated).
+same values (temperature, top-p, top-k 40, min-p 0.05, the repeat penalty), not the same sampler: the two engines'
+random streams differ (the comparison is paired by problem, not by sample); transformers applies the temperature
+before top-k/top-p/min-p where llama.cpp's chain applies it last (a narrower nucleus here at T < 1); its
+repetition_penalty covers the whole context, the prompt included, where llama.cpp's covers the last 64 tokens.
+Greedy (temperature 0) the two are the same rule, and 04's round trip shows them agreeing. Decoding runs in the
+merged model's dtype on this machine's device, in the calling process (its peak RSS is not isolated), 8 problems
+at a time: its tokens/s is a batched figure, not one chat's.
 """
 from __future__ import annotations
 
@@ -35,7 +38,9 @@ def generate_hf(model_dir: Path, problems: list[dict], k: int = 1, max_tokens: i
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto").to(device).eval()
     ends = end_of_turn_ids(tokenizer, model_dir)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else ends[0]
+    if tokenizer.pad_token_id is None:  # Mistral v3 and others have none: pad with an end of turn (masked anyway)
+        tokenizer.pad_token_id = ends[0]
+    pad = tokenizer.pad_token_id
     texts = [plain_prompt(plain_format, p["messages"][-1]["content"]) if plain_format else
              tokenizer.apply_chat_template(p["messages"], tokenize=False, add_generation_prompt=True,
                                            **(template_kwargs or {})) for p in problems]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from lib.evaluate.metrics import by_problem, mean_interval
 
 REFERENCE = "distilled-F16"
+MERGED = "distilled-HF"  # 04's merged model through transformers (05's eval_merged_model): above F16
 # llama.cpp's file types from most to least precise: where F16 was not judged, the most precise one judged is the
 # reference (recipes list their quants in any order: mistral22b's start with Q4_K_M)
 PRECISION = ("F32", "BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S", "IQ4_NL",
@@ -36,24 +37,23 @@ def on_the_ladder(label: str) -> bool:
 def ladder(samples_by_file: dict[str, list[dict]], max_drop: dict[str, float]) -> list[dict]:
     """One row per (quantised file, metric): the reference's value, the file's, the drop with its interval,
     flagged or not. The reference is F16, or where F16 was not judged (too large for the machine's memory) the
-    most precise distilled file judged (`PRECISION`), named in each row."""
-    labels = [label for label in samples_by_file if on_the_ladder(label)]
-    if len(labels) < 2:
-        return []
+    most precise distilled file judged (`PRECISION`), named in each row. Where the merged HF model was judged
+    (`MERGED`), F16 is set against it too: the conversion's own drop, gated alike."""
+    labels = [label for label in samples_by_file if on_the_ladder(label) and label != MERGED]
     rank = lambda label: (PRECISION.index(q) if (q := label.removeprefix("distilled-")) in PRECISION  # noqa: E731
                           else len(PRECISION))
-    top = min(labels, key=rank)
+    top = min(labels, key=rank) if labels else None
+    pairs = [(MERGED, top)] if MERGED in samples_by_file and top else []
+    pairs += [(top, label) for label in labels if label != top]
     rows = []
-    for label in labels:
-        if label == top:
-            continue
-        samples = samples_by_file[label]
+    for reference_label, label in pairs:
         for metric, field in METRICS.items():
-            reference, quant = per_problem(samples_by_file[top], field), per_problem(samples, field)
+            reference = per_problem(samples_by_file[reference_label], field)
+            quant = per_problem(samples_by_file[label], field)
             shared = [pid for pid in reference if pid in quant]
             drop = mean_interval([reference[pid] - quant[pid] for pid in shared], proportion=False)
             allowed = max_drop.get(metric)
-            rows.append({"file": label, "metric": metric, "problems": len(shared), "reference_file": top,
+            rows.append({"file": label, "metric": metric, "problems": len(shared), "reference_file": reference_label,
                          "reference": round(sum(reference[p] for p in shared) / max(1, len(shared)), 4),
                          "quant": round(sum(quant[p] for p in shared) / max(1, len(shared)), 4),
                          "drop": drop, "max_drop": allowed,

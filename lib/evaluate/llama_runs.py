@@ -1,8 +1,8 @@
 """Judge every file of a run on every benchmark the recipe names, then time each file alone.
 
 Usage: ``results = evaluate_files(recipe, runs, benchmarks, out_dir)``
-(runs: ``[{"label", "path", "sampling"[, "think_budget", "benchmarks", "engine"]}]``; benchmarks: ``{name: (source, n)}``,
-source a benchmark name or a prompts file; a run with "benchmarks" is judged on those only)
+(runs: ``[{"label", "path", "sampling"[, "think_budget", "benchmarks", "engine"]}]``; benchmarks:
+``{name: (source, n)}``, source a benchmark name or a prompts file; a run with "benchmarks" is judged on those only)
 
 Each (file, benchmark) is `lib.evaluate.benchmark_eval`'s generate (llama.cpp in a child process, so its peak
 RSS is its own) then summarise: ``<label>.<benchmark>.json`` and its judged samples (``….samples.jsonl``) beside

@@ -19,7 +19,7 @@ from lib.eval_sets import HELDOUT
 from lib.evaluate.benchmark_eval import TRANSFORMERS
 from lib.evaluate.benchmarks import load_benchmark
 from lib.evaluate.judging import judge_sample
-from lib.evaluate.ladder import ladder
+from lib.evaluate.ladder import MERGED as MERGED_LABEL, ladder
 from lib.export.gguf import gpu_offload, quantize_gguf
 from lib.export.model_card import write_model_card
 from lib.jsonl import read_jsonl, write_jsonl
@@ -28,7 +28,6 @@ from lib.plan.recipe_plan import kv_cache_bytes
 from lib.run_config import RunConfig, read_manifest, stage_file, write_manifest
 
 STAGE = "05_eval_edge"
-MERGED_LABEL = "distilled-HF"  # the merged model through transformers: the quant ladder's top rung
 
 
 def read_heldout(cfg: RunConfig) -> list[dict]:
@@ -157,8 +156,15 @@ def run_eval(cfg: RunConfig, heldout: list[dict]) -> dict:
     first = next(iter(benchmarks))
     merged = merged_model_dir(cfg.run_dir)
     if recipe.eval_merged_model and (merged / "config.json").is_file():  # the ladder's top rung (none: dry-run)
-        runs.append({"label": MERGED_LABEL, "path": merged, "sampling": recipe.eval_sampling(),
-                     "engine": TRANSFORMERS, "benchmarks": [first]})  # on the first benchmark: CPU time
+        import torch  # where transformers will put it
+
+        weights = sum(p.stat().st_size for p in merged.glob("*.safetensors"))  # loaded as stored, in this process
+        if not torch.cuda.is_available() and weights > 0.9 * psutil.virtual_memory().available:
+            not_judged[MERGED_LABEL] = (f"the merged model's {weights / 2**30:.1f} GiB do not fit this machine's "
+                                        f"{psutil.virtual_memory().available / 2**30:.1f} GiB free: not judged")
+        else:
+            runs.append({"label": MERGED_LABEL, "path": merged, "sampling": recipe.eval_sampling(),
+                         "engine": TRANSFORMERS, "benchmarks": [first]})  # on the first benchmark: CPU time
     budgeted = budget_runs(runs, recipe.eval_think_budgets, first, recipe.eval_think_budget_files)
     judged = cfg.mode.evaluate(cfg, runs + budgeted, benchmarks, out)
     results = [r for r in judged if r.get("think_budget") is None]

@@ -52,7 +52,7 @@ def model_card(recipe, sizes: list[dict], train: dict, results: list[dict] | Non
                modelfile: str = "", tiny: bool = False) -> str:
     """The card's Markdown (Hugging Face front matter first). `sizes`: 04's size rows, `train`: 03's facts,
     `results`: 05's judged files (None before 05 ran), `lora`: 04's LoRA adapter GGUF {file, bytes}, `modelfile`:
-    the Ollama Modelfile of the last file ("" when none was written), `tiny`: a --tiny run's card."""
+    the Ollama Modelfile of the file `serve` defaults to ("" when none was written), `tiny`: a --tiny run's card."""
     front = ["---", "library_name: gguf", "tags: [gguf, llama.cpp, reasoning, thinkdistill]"]
     if recipe.license:
         front.append(f"license: {recipe.license}")
@@ -126,7 +126,9 @@ def write_model_card(cfg: RunConfig, sizes: list[dict], results: list[dict] | No
     train_manifest = cfg.run_dir / "03_train" / "manifest.json"
     train = json.loads(train_manifest.read_text())["facts"] if train_manifest.is_file() else {}
     folder = gguf_dir(cfg.run_dir)
-    last = next((row["file"] for row in reversed(sizes) if row.get("real_bytes")), "")
-    modelfile = Path(last).with_suffix(".Modelfile").name if (folder / last).with_suffix(".Modelfile").is_file() else ""
+    written = [row for row in sizes if row.get("real_bytes")]
+    served = next((row["file"] for row in written if row["quant"] == default_quant(cfg.recipe)), written[-1]["file"])
+    modelfile = Path(served).with_suffix(".Modelfile").name if (folder / served).with_suffix(".Modelfile").is_file() \
+        else ""
     return atomic_write_text(folder / CARD, model_card(cfg.recipe, sizes, train, results, lora, modelfile,
                                                         tiny=cfg.mode.name == "tiny"))

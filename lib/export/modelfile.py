@@ -57,7 +57,7 @@ def render_embedded(template: str, messages: list[dict], bos: str, eos: str) -> 
 def go_template(template: str, bos: str, eos: str) -> tuple[str | None, str]:
     """(the Go template, "") when a known format reproduces the embedded template on every probe, else (None, why)."""
     rendered = [render_embedded(template, probe, bos, eos) for probe in PROBES]
-    if not rendered[0].startswith(IM_START) and not rendered[0].startswith(bos + IM_START):
+    if not rendered[0].startswith(IM_START):  # (a template writing BOS text first is not written as Go either)
         return None, "not a ChatML template (the only format written as a Go template here)"
     default = None
     if rendered[0].startswith(f"{IM_START}system\n"):  # a default system prompt written when none is given
@@ -84,12 +84,12 @@ def modelfile(gguf_name: str, template: str, bos: str, eos: str, stops: list[str
     else:
         lines.append(f"# no TEMPLATE: {why}; Ollama reads the chat template stored in the GGUF")
     lines += [f'PARAMETER stop "{stop}"' for stop in stops]
+    # every setting 05 sampled with, written out: Ollama's own defaults differ (repeat_penalty 1.1, min_p 0)
     lines += [f"PARAMETER temperature {sampling.get('temperature', 0.6)}"]
     if sampling.get("temperature", 0.6) > 0:
-        lines.append(f"PARAMETER top_p {sampling.get('top_p', 0.95)}")
-    if sampling.get("repeat_penalty", 1.0) != 1.0:
-        lines.append(f"PARAMETER repeat_penalty {sampling['repeat_penalty']}")
-    lines.append(f"PARAMETER num_ctx {n_ctx}")
+        lines += [f"PARAMETER top_p {sampling.get('top_p', 0.95)}", "PARAMETER top_k 40", "PARAMETER min_p 0.05"]
+    lines += [f"PARAMETER repeat_penalty {sampling.get('repeat_penalty', 1.0)}", "PARAMETER repeat_last_n 64",
+              f"PARAMETER num_ctx {n_ctx}"]
     return "\n".join(lines) + "\n", {"template": "go" if go is not None else "from the GGUF", "why": why}
 
 

@@ -57,5 +57,7 @@ def run_export(cfg: RunConfig, probe_texts: list[str], conversations: list[dict]
     # README.md beside the files (none in a dry-run)
     card = write_model_card(cfg, facts["sizes"], lora=facts.get("lora_adapter"))
     write_manifest(cfg, STAGE, {"train_manifest": cfg.run_dir / "03_train" / "manifest.json"},
-                   files | ({"LoRA": adapter} if adapter else {}) | ({"model_card": card} if card else {}), facts)
+                   files | ({"LoRA": adapter} if adapter else {}) | ({"model_card": card} if card else {})
+                   | {f"Modelfile {name}": gguf_dir(cfg.run_dir) / name for name in facts.get("modelfiles", {}).get(
+                       "files", [])}, facts)
     return facts

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import codecs
 import json
+import math
+import re
 import select
 import socket
 import threading
@@ -55,8 +57,8 @@ class RequestError(ValueError):
 
 def _number(body: dict, key: str, low: float, high: float | None = None):
     value = body[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or (high is not None
-                                                                                          and value > high):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low or (
+            high is not None and value > high):
         bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise RequestError(f"'{key}' must be a number {bounds}, got {value!r}", key)
     return value
@@ -89,8 +91,8 @@ def chat_request(body, defaults: dict, max_tokens_default: int) -> dict:
         checked.append({"role": role, "content": message_text(message.get("content", ""), index)})
     if body.get("n") not in (None, 1):
         raise RequestError("only n = 1 is served (ask again for another sample)", "n")
-    for key in UNSUPPORTED:
-        if body.get(key) not in (None, False, [], {}):
+    for key in UNSUPPORTED:  # what clients send by default to mean "none" is no request for the feature
+        if body.get(key) not in (None, False, [], {}, "none", "auto") and body.get(key) != {"type": "text"}:
             raise RequestError(f"'{key}' is not supported by this server (a reasoning-model chat server: text "
                                "messages in, text out)", key)
     sampling = dict(defaults)
@@ -100,12 +102,10 @@ def chat_request(body, defaults: dict, max_tokens_default: int) -> dict:
             sampling[key] = _number(body, key, low)
     if sampling.get("seed") is not None:
         sampling["seed"] = None if sampling["seed"] < 0 else int(sampling["seed"])  # -1: a random seed (llama.cpp's)
-    max_tokens = next((body[key] for key in ("max_completion_tokens", "max_tokens") if body.get(key) is not None),
-                      None)
-    if max_tokens is None:
-        max_tokens = max_tokens_default
-    elif isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise RequestError(f"'max_tokens' must be a positive integer, got {max_tokens!r}", "max_tokens")
+    named = next((key for key in ("max_completion_tokens", "max_tokens") if body.get(key) is not None), None)
+    max_tokens = max_tokens_default if named is None else body[named]
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise RequestError(f"'{named}' must be a positive integer, got {max_tokens!r}", named)
     stop = body.get("stop") or []
     stop = [stop] if isinstance(stop, str) else stop
     if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
@@ -239,7 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
         model = self.server.model
         try:
             length = self.headers.get("Content-Length") or "0"
-            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            if not re.fullmatch(r"[0-9]+", length) or int(length) > MAX_BODY_BYTES:
                 raise RequestError(f"Content-Length must be a byte count up to {MAX_BODY_BYTES}, got {length!r}")
             try:
                 body = json.loads(self.rfile.read(int(length)) or b"null")

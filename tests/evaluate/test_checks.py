@@ -12,6 +12,8 @@ from lib.evaluate.judging import judge_sample
     ([["contains", "7|seven"]], "There are seven days.", "There are 17 days."),
     ([["contains_case", "HELLO"]], "HELLO", "Hello"),
     ([["exact", "yes"]], ' "Yes." ', "yes, of course"),
+    ([["exact", "3"]], "**3**.", "33"),
+    ([["contains", "0|zero"]], "Water freezes at 0 degrees.", "It freezes at 32.0 F."),
     ([["starts_with", "Sure"]], "Sure! 2 plus 2 is 4.", "Of course. Sure."),
     ([["max_words", 2], ["contains", "green"]], "Green.", "Grass is green."),
     ([["items", 3]], "red, blue, green", "red, blue and green"),
@@ -34,8 +36,15 @@ def test_the_shipped_general_set_is_well_formed_and_asked_as_a_benchmark():
     assert len({p["id"] for p in problems}) == 36 and len(load_benchmark("general", n=12, seed=3)) == 12
 
 
-def test_a_malformed_checks_line_names_its_file_and_line(tmp_path):
+@pytest.mark.parametrize("line, message", [
+    ('{"prompt": "x", "checks": [["shout", 1]]}', r"\"checks\": \['shout', 1\] is not \[kind, argument\]"),
+    ('{"prompt": "x", "checks": [[["contains"], "a"]]}', "is not \\[kind, argument\\]"),
+    ('{"prompt": "x", "checks": [["contains", "Paris|"]]}', "each of its \\|-options\\) non-empty"),
+    ('{"prompt": "x", "checks": [["items", 0]]}', "a count must be at least 1"),
+    ('{"prompt": "x", "answer": "4", "checks": [["contains", "4"]]}', 'give "answer" .* or "checks" .*not both'),
+])
+def test_a_malformed_checks_line_names_its_file_and_line(tmp_path, line, message):
     path = tmp_path / "mine.jsonl"
-    path.write_text('{"prompt": "hi", "checks": [["contains", "hello"]]}\n{"prompt": "x", "checks": [["shout", 1]]}\n')
-    with pytest.raises(BenchmarkError, match=r"mine.jsonl:2: \"checks\": \['shout', 1\] is not \[kind, argument\]"):
+    path.write_text('{"prompt": "hi", "checks": [["contains", "hello"]]}\n' + line + "\n")
+    with pytest.raises(BenchmarkError, match="mine.jsonl:2: .*" + message):
         read_prompts_file(path)

@@ -34,3 +34,15 @@ def test_a_gain_is_a_negative_drop_and_without_f16_the_most_precise_file_judged_
     assert {(r["file"], r["reference_file"]) for r in without_f16} == {("distilled-Q4_K_M", "distilled-Q8_0")}
     assert without_f16[0]["drop"]["mean"] == pytest.approx(0.5) and without_f16[0]["flagged"]
     assert ladder({"distilled-Q8_0": files["distilled-Q8_0"]}, {"closure": 0.1}) == []
+
+
+def test_the_merged_model_is_the_top_rung_and_f16_is_gated_against_it():
+    files = {"distilled-HF": samples([True] * 10, [True] * 10),
+             "distilled-F16": samples([True] * 10, [True] * 4 + [False] * 6),
+             "distilled-Q8_0": samples([True] * 10, [True] * 4 + [False] * 6)}
+    rows = {(r["reference_file"], r["file"], r["metric"]): r for r in ladder(files, {"pass@1": 0.1, "closure": 0.1})}
+    pairs = (("distilled-HF", "distilled-F16"), ("distilled-F16", "distilled-Q8_0"))
+    assert set(rows) == {(ref, f, m) for ref, f in pairs for m in ("closure", "pass@1")}
+    conversion = rows["distilled-HF", "distilled-F16", "pass@1"]
+    assert conversion["drop"]["mean"] == pytest.approx(0.6) and conversion["flagged"]  # the conversion lost it
+    assert not rows["distilled-F16", "distilled-Q8_0", "pass@1"]["flagged"]

@@ -26,8 +26,9 @@ def go_render(tmp_path_factory):
     work = tmp_path_factory.mktemp("go")
     env = {**os.environ, "GOCACHE": str(work / "cache"), "GOPATH": str(work / "path"), "GOFLAGS": "-mod=mod",
            "GO111MODULE": "off"}
-    subprocess.run(["go", "build", "-o", str(work / "render"), str(GO_SOURCE)], check=True, env=env,
-                   capture_output=True)
+    built = subprocess.run(["go", "build", "-o", str(work / "render"), str(GO_SOURCE)], env=env,
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
 
     def render(template: str, messages: list[dict]) -> str:
         done = subprocess.run([str(work / "render")], input=json.dumps({"template": template, "messages": messages}),
@@ -44,10 +45,19 @@ def conversations():
                      [{"role": "system", "content": "Answer in French."}] + chats[0] + chats[2][:-1]]
 
 
-@pytest.mark.parametrize("family", ["smollm2", "qwen2_5"])
+def without_default_system(template: str) -> str:
+    """SmolLM2's template without its default system prompt: plain ChatML (the Go template's other branch)."""
+    cut = template[template.index("{% if loop.first"):template.index("{% endif %}") + len("{% endif %}")]
+    return template.replace(cut, "")
+
+
+@pytest.mark.parametrize("family", ["smollm2", "qwen2_5", "smollm2 without a default system prompt"])
 def test_a_chatml_gguf_gets_a_go_template_that_ollama_renders_as_the_gguf_does(family, go_render):
-    tokenizer = load_fixture_tokenizer(family)
+    tokenizer = load_fixture_tokenizer(family.split()[0])
     template, bos, eos = tokenizer.chat_template, tokenizer.bos_token or "", tokenizer.eos_token
+    if family.endswith("prompt"):
+        template = without_default_system(template)
+        assert "SmolLM" not in render_embedded(template, PROBES[0], bos, eos)
     go, why = go_template(template, bos, eos)
     assert go is not None, why
     for messages in conversations():  # the probes, and real multi-turn chats with think blocks in the history
@@ -56,8 +66,10 @@ def test_a_chatml_gguf_gets_a_go_template_that_ollama_renders_as_the_gguf_does(f
                               {"temperature": 0.6, "top_p": 0.95, "repeat_penalty": 1.1}, 1024)
     assert decided == {"template": "go", "why": ""}
     assert text.splitlines()[1:3] == ["FROM ./m-Q4_K_M.gguf", f'TEMPLATE """{go.splitlines()[0]}']
+    assert ("{{- if" in go) == (family != "smollm2 without a default system prompt")
     assert text.endswith('PARAMETER stop "<|im_end|>"\nPARAMETER temperature 0.6\nPARAMETER top_p 0.95\n'
-                         'PARAMETER repeat_penalty 1.1\nPARAMETER num_ctx 1024\n')
+                         'PARAMETER top_k 40\nPARAMETER min_p 0.05\nPARAMETER repeat_penalty 1.1\n'
+                         'PARAMETER repeat_last_n 64\nPARAMETER num_ctx 1024\n')
 
 
 @pytest.mark.parametrize("family, reason", [
