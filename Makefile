@@ -43,7 +43,7 @@ GPU_COMPAT_TESTS := tests/masking tests/train tests/data tests/plan tests/test_a
   tests/test_slow_smollm2.py tests/export tests/test_tiny.py tests/evaluate/test_stage_runs.py tests/test_tokenizer_fixtures.py \
   tests/test_launch_configs.py
 
-.PHONY: install demo bench-kd bench-parallel test test-unit test-dryrun test-tiny sync check-sync clean gpu-check-wheels \
+.PHONY: install demo bench-kd bench-parallel bench-eval test test-unit test-dryrun test-tiny sync check-sync clean gpu-check-wheels \
   install-gpu-compat test-gpu-compat refresh-gpu-metadata resolve-gpu-constraints
 
 install: $(STAMP)
@@ -80,6 +80,11 @@ bench-kd: install
 
 # llama.cpp decoding 1 sequence at a time vs 4 and 8 at once on the demo's Q8_0, side by side, with a cache per
 # sequence and with one unified cache (~16 min)
+# 05 at full size on the demo's files (GSM8K 200, MATH-500 50, AIME24 30, held-out 50, k = 4, the ladder, budgets
+# 16-128): hours on 2 cores (README); a trial: $(PY) benchmarks/full_eval.py --k 1 --sizes gsm8k=10,math500=2,aime24=2
+bench-eval: install
+	$(PY) benchmarks/full_eval.py
+
 bench-parallel: install
 	test -f runs/smollm2_135m/04_merge_export/manifest.json || $(PY) -m lib run smollm2_135m --stages 01,02,03,04
 	$(PY) benchmarks/parallel_decoding.py --parallel 4

@@ -280,6 +280,10 @@ def _check_eval_keys(recipe: Recipe, source: str) -> None:
     if any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in recipe.eval_think_budgets):
         raise ParamsError(f"{source}: eval_think_budgets: {recipe.eval_think_budgets!r} must be think tokens >= 1, "
                           "e.g. [64, 128, 256] (no budget is always judged)")
+    too_long = [b for b in recipe.eval_think_budgets if b >= recipe.eval_max_tokens]
+    if too_long:  # found here, not after an hour of judging the other files
+        raise ParamsError(f"{source}: eval_think_budgets: {too_long} never end a thought within eval_max_tokens "
+                          f"{recipe.eval_max_tokens}: use budgets below it")
     unknown = [f for f in recipe.eval_think_budget_files if f not in recipe.gguf_files()]
     if unknown:
         raise ParamsError(f"{source}: eval_think_budget_files: {unknown} not exported; use some of "

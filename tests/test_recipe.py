@@ -288,6 +288,8 @@ def test_with_overrides_validates_like_a_file():
 
 
 @pytest.mark.parametrize("overrides, message", [
+    ({"eval_think_budgets": [64, 512], "eval_max_tokens": 512},
+     "eval_think_budgets: [512] never end a thought within eval_max_tokens 512"),
     ({"eval_benchmarks": {"gsm9k": 10}}, "eval_benchmarks: unknown benchmark 'gsm9k'; use heldout, gsm8k, math500, aime24"),
     ({"eval_benchmarks": {"math500": -1}}, "eval_benchmarks: math500: -1 must be a number of problems >= 0"),
     ({"eval_benchmarks": {"math500": "all"}}, "eval_benchmarks: math500: 'all' must be a number"),
