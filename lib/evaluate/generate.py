@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lib.conversation import plain_prompt
 from lib.evaluate.batched import Engine
-from lib.export.gguf import gpu_offload
+from lib.export.gguf import gpu_offload, render_chat, special_texts
 from lib.evaluate.judging import answer_part, reply_text
 from lib.jsonl import read_jsonl, write_jsonl
 from lib.paths import atomic_write_text
@@ -105,12 +105,8 @@ def rendered_prompts(llm, problems: list[dict], plain_format: str, template_kwar
     if plain_format:
         return [plain_prompt(plain_format, next(m["content"] for m in reversed(p["messages"]) if m["role"] == "user"))
                 for p in problems]
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    text = lambda token: llm._model.token_get_text(token) if token != -1 else ""  # noqa: E731
-    render = Jinja2ChatFormatter(template=llm.metadata["tokenizer.chat_template"], eos_token=text(llm.token_eos()),
-                                 bos_token=text(llm.token_bos()))
-    return [render(messages=p["messages"], **(template_kwargs or {})).prompt for p in problems]
+    template, (bos, eos) = llm.metadata["tokenizer.chat_template"], special_texts(llm)
+    return [render_chat(template, p["messages"], bos, eos, template_kwargs=template_kwargs) for p in problems]
 
 
 def peak_rss_mib() -> float:

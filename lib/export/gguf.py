@@ -31,6 +31,23 @@ def llama_cpp_version() -> str:
     return metadata.version("llama-cpp-python")
 
 
+def special_texts(llm) -> tuple[str, str]:
+    """(BOS, EOS) as text, of a llama-cpp-python `Llama` (vocab_only is enough): what a chat template writes."""
+    text = lambda token: llm._model.token_get_text(token) if token != -1 else ""  # noqa: E731
+    return text(llm.token_bos()), text(llm.token_eos())
+
+
+def render_chat(template: str, messages: list[dict], bos: str, eos: str, add_generation_prompt: bool = True,
+                template_kwargs: dict | None = None) -> str:
+    """A GGUF's chat template rendered as llama-cpp-python renders it (jinja2, the file's BOS/EOS text): the one
+    place 05, `serve`, 04's round trip and the Modelfile check render a GGUF's chat."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    render = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
+                                 add_generation_prompt=add_generation_prompt)
+    return render(messages=messages, **(template_kwargs or {})).prompt
+
+
 def gpu_offload() -> bool:
     """Whether this llama-cpp-python was built with a GPU backend (CUDA, Metal, Vulkan): then 04's round trip, 05 and
     `serve` put every layer on the GPU; a CPU build keeps them all on the CPU."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lib.export.gguf import render_chat, special_texts
 from lib.paths import atomic_write_text
 from lib.think import THINK_CLOSE, THINK_OPEN
 
@@ -49,9 +50,7 @@ def chatml_prompt(messages: list[dict], default_system: str | None) -> str:
 
 def render_embedded(template: str, messages: list[dict], bos: str, eos: str) -> str:
     """The GGUF's Jinja template rendered as llama-cpp-python renders it (generation prompt on)."""
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)(messages=messages).prompt
+    return render_chat(template, messages, bos, eos)
 
 
 def go_template(template: str, bos: str, eos: str) -> tuple[str | None, str]:
@@ -99,8 +98,7 @@ def write_modelfiles(files: dict[str, Path], stops: list[str], sampling: dict, n
     import llama_cpp
 
     vocab = llama_cpp.Llama(str(files["F16"]), vocab_only=True, verbose=False)
-    text = lambda token: vocab._model.token_get_text(token) if token != -1 else ""  # noqa: E731
-    template, bos, eos = vocab.metadata["tokenizer.chat_template"], text(vocab.token_bos()), text(vocab.token_eos())
+    template, (bos, eos) = vocab.metadata["tokenizer.chat_template"], special_texts(vocab)
     written, decided = [], {}
     for path in files.values():
         body, decided = modelfile(path.name, template, bos, eos, stops, sampling, n_ctx)

@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 
 from lib.conversation import to_chat_messages
-from lib.export.gguf import ExportError, gpu_offload
+from lib.export.gguf import ExportError, gpu_offload, render_chat, special_texts
 from lib.think import THINK_CLOSE, THINK_OPEN
 
 GREEDY_TOKENS = 32
@@ -58,13 +58,9 @@ def _hf_ids(tokenizer, conversation: dict, template_kwargs: dict) -> list[int]:
 
 
 def _gguf_ids(vocab, conversation: dict, template_kwargs: dict) -> list[int]:
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    text = lambda token: vocab._model.token_get_text(token) if token != -1 else ""  # noqa: E731
-    render = Jinja2ChatFormatter(template=vocab.metadata["tokenizer.chat_template"], eos_token=text(vocab.token_eos()),
-                                 bos_token=text(vocab.token_bos()),
-                                 add_generation_prompt=conversation["add_generation_prompt"])
-    prompt = render(messages=conversation["messages"], **template_kwargs).prompt
+    bos, eos = special_texts(vocab)
+    prompt = render_chat(vocab.metadata["tokenizer.chat_template"], conversation["messages"], bos, eos,
+                         conversation["add_generation_prompt"], template_kwargs)
     return vocab.tokenize(prompt.encode(), add_bos=False, special=True)
 
 
