@@ -127,7 +127,10 @@ def test_a_new_recipe_file_runs_tiny_with_no_code_change(tmp_path):
     assert sorted(p.name for p in (run / "04_merge_export" / "gguf").glob("*.gguf")) == [
         "my_recipe-F16.gguf", "my_recipe-LoRA-F16.gguf", "my_recipe-Q6_K.gguf"]  # and the adapter alone
     results = json.loads((run / "05_eval_edge" / "results.json").read_text())["results"]
-    assert [r["label"] for r in results] == ["base", "distilled-F16", "distilled-Q6_K"]
+    # the default benchmarks (01's held-out rows, the non-maths check), the merged HF model on the first only
+    assert [(r["label"], r["benchmark"]) for r in results] == [
+        ("base", "heldout"), ("distilled-F16", "heldout"), ("distilled-Q6_K", "heldout"), ("distilled-HF", "heldout"),
+        ("base", "general"), ("distilled-F16", "general"), ("distilled-Q6_K", "general")]
     # 04's estimates are of the tiny shapes exported (not the 1B recipe's): they land near the real files (Llama 3's
     # ~280k merges are the documented ~3 MB under-estimate of lib.plan.gguf_size, 5-10 % of these small files)
     sizes = json.loads((run / "04_merge_export" / "manifest.json").read_text())["facts"]["sizes"]
@@ -140,7 +143,7 @@ def test_a_new_recipe_file_runs_tiny_with_no_code_change(tmp_path):
     assert "FROM ./my_recipe-Q6_K.gguf" in ollama and "# no TEMPLATE: not a ChatML template" in ollama
     assert 'PARAMETER stop "<|eot_id|>"' in ollama
     assert [line.split(" | ")[0] for line in card.splitlines() if line.startswith(("| base |", "| distilled-"))] == [
-        "| base", "| distilled-F16", "| distilled-Q6_K"]
+        f"| {r['label']}" for r in results]  # 05's table, row for row
 
 
 @pytest.mark.parametrize("name", list_recipes())
