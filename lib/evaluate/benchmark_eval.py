@@ -19,6 +19,7 @@ from lib.evaluate.generate import generate_samples
 from lib.evaluate.hf_generate import generate_hf
 from lib.evaluate.judging import judge_sample
 from lib.evaluate.metrics import benchmark_summary
+from lib.export.gguf import weights_bytes
 from lib.jsonl import write_jsonl
 from lib.paths import atomic_write_text
 
@@ -88,8 +89,7 @@ def summarize_benchmark(run: dict, out_dir: Path | None = None, stem: str = "", 
     started = time.perf_counter()
     judged = judge_samples(run["samples"], run["problems"])
     gguf, benchmark = run["gguf"], run["benchmark"]
-    size = sum(p.stat().st_size for p in gguf.glob("*.safetensors")) if gguf.is_dir() else gguf.stat().st_size
-    summary = {"file": gguf.name, "file_bytes": size, "engine": run.get("engine", LLAMA_CPP),
+    summary = {"file": gguf.name, "file_bytes": weights_bytes(gguf), "engine": run.get("engine", LLAMA_CPP),
                "benchmark": name or benchmark,
                **({"source": benchmark} if name and name != benchmark else {}),
                "subset": {"n": len(run["problems"]), "seed": run["seed"]}, "sampling": run["sampling"],

@@ -24,10 +24,10 @@ from pathlib import Path
 from lib.conversation import plain_prompt
 from lib.evaluate.batched import Engine
 from lib.export.gguf import gpu_offload, render_chat, special_texts
-from lib.evaluate.judging import answer_part, reply_text
+from lib.evaluate.judging import part_lengths
 from lib.jsonl import read_jsonl, write_jsonl
 from lib.paths import atomic_write_text
-from lib.think import THINK_CLOSE, THINK_OPEN, think_and_answer
+from lib.think import THINK_CLOSE, THINK_OPEN
 
 NO_TEMPLATE = 3  # the child's exit status for a GGUF without an embedded chat template
 
@@ -166,21 +166,17 @@ def _main(argv: list[str] | None = None) -> None:
         results, wall = engine.decode_all(jobs, args.max_tokens, sampling)
     except ValueError as error:  # a prompt longer than the context
         parser.exit(2, f"{error}; pass a larger --n-ctx\n")
+    count_tokens = lambda part: len(vocab.tokenize(part.encode(), add_bos=False, special=False))  # noqa: E731
     samples = []
     for number, result in enumerate(results):
         problem, j = problems[number // args.k], number % args.k
         text = engine.text(result["tokens"])
-        reply = reply_text(text, opens[number // args.k])
-        think, _ = think_and_answer(reply)
-        answer = answer_part(reply)[2]
         samples.append({"problem_id": problem["id"], "sample": j, "prompt_opens_think": opens[number // args.k],
                         "text": text, "completion_tokens": len(result["tokens"]),
                         "finish_reason": result["finish_reason"], "seconds": result["seconds"],
                         "ttft_seconds": result["ttft_seconds"] if j == 0 else None,
                         "forced_close": result["forced_close"], "think_budget": args.think_budget,
-                        "think_tokens": len(vocab.tokenize(think.encode(), add_bos=False, special=False)) if think
-                        else 0,
-                        "answer_tokens": len(vocab.tokenize(answer.strip().encode(), add_bos=False, special=False))})
+                        **part_lengths(text, opens[number // args.k], count_tokens)})
     write_jsonl(args.out, samples)
     atomic_write_text(args.out.parent / "rss.json", json.dumps({"peak_rss_mib": peak_rss_mib(),
                                                                "generation_seconds": round(wall, 3),

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from lib.conversation import plain_prompt
-from lib.evaluate.judging import answer_part, reply_text
+from lib.evaluate.judging import part_lengths
 from lib.export.round_trip import end_of_turn_ids
-from lib.think import THINK_OPEN, think_and_answer
+from lib.think import THINK_OPEN
 
 BATCH = 8  # problems decoded together (left-padded)
 
@@ -77,11 +77,8 @@ def _sample(tokenizer, problem: dict, j: int, prompt: str, tokens: list[int], fi
             plain_format: str) -> dict:
     text = tokenizer.decode(tokens, skip_special_tokens=False)
     opens = not plain_format and prompt.rstrip().endswith(THINK_OPEN)
-    reply = reply_text(text, opens)
-    think, _ = think_and_answer(reply)
-    answer = answer_part(reply)[2]
-    count = lambda part: len(tokenizer(part, add_special_tokens=False)["input_ids"]) if part else 0  # noqa: E731
+    count_tokens = lambda part: len(tokenizer(part, add_special_tokens=False)["input_ids"])  # noqa: E731
     return {"problem_id": problem["id"], "sample": j, "prompt_opens_think": opens, "text": text,
             "completion_tokens": len(tokens), "finish_reason": finish, "seconds": round(seconds, 4),
-            "ttft_seconds": None, "forced_close": False, "think_budget": None, "think_tokens": count(think),
-            "answer_tokens": count(answer.strip())}
+            "ttft_seconds": None, "forced_close": False, "think_budget": None,
+            **part_lengths(text, opens, count_tokens)}

@@ -33,6 +33,14 @@ def answer_part(reply: str) -> tuple[bool, bool, str]:
     return opened, closed, after if closed else ("" if opened else reply)
 
 
+def part_lengths(generated: str, prompt_opens_think: bool, count_tokens) -> dict:
+    """{"think_tokens", "answer_tokens"} of a generation, counted by `count_tokens` (text -> tokens of the model
+    that wrote it); 0 for a part that is not there."""
+    reply = reply_text(generated, prompt_opens_think)
+    think, answer = think_and_answer(reply)[0], answer_part(reply)[2].strip()
+    return {"think_tokens": count_tokens(think) if think else 0, "answer_tokens": count_tokens(answer) if answer else 0}
+
+
 def answer_key(answer: str) -> str | None:
     """What the answer states, in a form two samples that agree share (for majority voting): math-verify's
     reading of it when it finds maths (a number in one canonical form: 72, 72.0 and 72.00 are "72"), else its

@@ -20,7 +20,7 @@ from lib.evaluate.benchmark_eval import TRANSFORMERS
 from lib.evaluate.benchmarks import load_benchmark
 from lib.evaluate.judging import judge_sample
 from lib.evaluate.ladder import MERGED as MERGED_LABEL, ladder
-from lib.export.gguf import gpu_offload, quantize_gguf
+from lib.export.gguf import gpu_offload, quantize_gguf, weights_bytes
 from lib.export.model_card import write_model_card
 from lib.jsonl import read_jsonl, write_jsonl
 from lib.paths import atomic_write_text, merged_model_dir
@@ -105,16 +105,15 @@ def base_q8_0(path: Path, out: Path, n_threads: int) -> Path:
 
 def fitting_files(files: dict[str, Path], kv_bytes: int, available_bytes: int, quantize=None
                   ) -> tuple[dict[str, Path], dict[str, str]]:
-    """The files this machine can judge from RAM (weights + KV cache within 90 % of what is free), and why each
-    other one is not. A base model too large as F16 is judged from a Q8_0 of it instead (`quantize(path) ->
-    path`; the results name the file judged). With a GPU build of llama.cpp the weights go to the GPU: not
-    filtered here."""
+    """The models this machine can judge from RAM (weights + KV cache within 90 % of what is free; a GGUF file or
+    the merged HF folder), and why each other one is not. A base model too large as F16 is judged from a Q8_0 of it
+    instead (`quantize(path) -> path`; the results name the file judged)."""
     kept, skipped = {}, {}
     for label, path in files.items():
-        need = path.stat().st_size + kv_bytes
+        need = weights_bytes(path) + kv_bytes
         if need > 0.9 * available_bytes and label == "base" and quantize is not None:
             path = quantize(path)
-            need = path.stat().st_size + kv_bytes
+            need = weights_bytes(path) + kv_bytes
         if need > 0.9 * available_bytes:
             skipped[label] = (f"{path.name} needs {need / 2**30:.1f} GiB (weights + KV cache), this machine has "
                               f"{available_bytes / 2**30:.1f} GiB free: not judged")
@@ -146,11 +145,10 @@ def run_eval(cfg: RunConfig, heldout: list[dict]) -> dict:
     sizes = export_facts["sizes"]
     edge_memory = [edge_memory_row(size, kv) for size in sizes]
     files = cfg.mode.judged_files(cfg, out)  # the base model and 04's files (none in a dry-run)
-    not_judged = {}
+    not_judged, available = {}, psutil.virtual_memory().available
     if files and not gpu_offload():  # a 22B's F16 files do not fit a 32 GB machine: judged from its quants
         # each file's engine holds eval_sequences caches, eval_parallel files load at once
-        files, not_judged = fitting_files(files, kv * recipe.eval_sequences * recipe.eval_parallel,
-                                          psutil.virtual_memory().available,
+        files, not_judged = fitting_files(files, kv * recipe.eval_sequences * recipe.eval_parallel, available,
                                           lambda path: base_q8_0(path, out, recipe.eval_n_threads))
     runs = evaluation_runs(files, recipe.eval_sampling(), recipe.eval_ablation_file)
     first = next(iter(benchmarks))
@@ -158,13 +156,13 @@ def run_eval(cfg: RunConfig, heldout: list[dict]) -> dict:
     if recipe.eval_merged_model and (merged / "config.json").is_file():  # the ladder's top rung (none: dry-run)
         import torch  # where transformers will put it
 
-        weights = sum(p.stat().st_size for p in merged.glob("*.safetensors"))  # loaded as stored, in this process
-        if not torch.cuda.is_available() and weights > 0.9 * psutil.virtual_memory().available:
-            not_judged[MERGED_LABEL] = (f"the merged model's {weights / 2**30:.1f} GiB do not fit this machine's "
-                                        f"{psutil.virtual_memory().available / 2**30:.1f} GiB free: not judged")
-        else:
+        # loaded as stored, in this process, on the CPU unless CUDA is there
+        fits, skipped = ({MERGED_LABEL: merged}, {}) if torch.cuda.is_available() else fitting_files(
+            {MERGED_LABEL: merged}, 0, available)
+        not_judged |= skipped
+        if fits:  # on the first benchmark only: CPU time
             runs.append({"label": MERGED_LABEL, "path": merged, "sampling": recipe.eval_sampling(),
-                         "engine": TRANSFORMERS, "benchmarks": [first]})  # on the first benchmark: CPU time
+                         "engine": TRANSFORMERS, "benchmarks": [first]})
     budgeted = budget_runs(runs, recipe.eval_think_budgets, first, recipe.eval_think_budget_files)
     judged = cfg.mode.evaluate(cfg, runs + budgeted, benchmarks, out)
     results = [r for r in judged if r.get("think_budget") is None]

@@ -159,6 +159,12 @@ def size_table(files: dict[str, Path], estimates: dict[str, int], names: dict[st
     return rows
 
 
+def weights_bytes(path: Path) -> int:
+    """What loading a model reads: a GGUF file's size, or the safetensors of a Hugging Face model folder."""
+    path = Path(path)
+    return sum(p.stat().st_size for p in path.glob("*.safetensors")) if path.is_dir() else path.stat().st_size
+
+
 def gguf_name(recipe_name: str, quant: str) -> str:
     return f"{recipe_name}-{quant}.gguf"
 

@@ -48,6 +48,18 @@ def llama_cpp_flags(sampling: dict) -> str:
     return " ".join(flags)
 
 
+def written(sizes: list[dict]) -> list[dict]:
+    """04's size rows of the files it wrote (a dry-run writes none)."""
+    return [row for row in sizes if row.get("real_bytes")]
+
+
+def served_file(recipe, sizes: list[dict]) -> str:
+    """The file `python -m lib serve` runs by default (`default_quant`), else the last written; "" when none."""
+    files = written(sizes)
+    return next((row["file"] for row in files if row["quant"] == default_quant(recipe)), files[-1]["file"]
+                if files else "")
+
+
 def model_card(recipe, sizes: list[dict], train: dict, results: list[dict] | None, lora: dict | None = None,
                modelfile: str = "", tiny: bool = False) -> str:
     """The card's Markdown (Hugging Face front matter first). `sizes`: 04's size rows, `train`: 03's facts,
@@ -61,9 +73,8 @@ def model_card(recipe, sizes: list[dict], train: dict, results: list[dict] | Non
     front.append("---")
     method = ("logit distillation from " + recipe.teacher_model_name_or_path if recipe.teacher_model_name_or_path
               else "response-only LoRA fine-tuning")
-    files = [row for row in sizes if row.get("real_bytes")]
-    served = next((row["file"] for row in files if row["quant"] == default_quant(recipe)), files[-1]["file"]
-                  if files else "FILE.gguf")
+    files = written(sizes)
+    served = served_file(recipe, sizes) or "FILE.gguf"
     description = recipe.description.replace("<think>", "`<think>`").replace("</think>", "`</think>`")
     lines = [*front, "", f"# {recipe.name}", "", description.replace("``", ""), "",
              *(["> A `--tiny` run: a tiny random model of the recipe's family, made to test the chain. Not a model "
@@ -121,14 +132,13 @@ def write_model_card(cfg: RunConfig, sizes: list[dict], results: list[dict] | No
                      lora: dict | None = None) -> Path | None:
     """(Re)write the card from 04's size rows, 03's manifest and 05's `results` (04 passes none: the files it just
     wrote are not judged yet, whatever an earlier 05 left); None when 04 wrote no file (a dry-run)."""
-    if not any(row.get("real_bytes") for row in sizes):
+    served = served_file(cfg.recipe, sizes)
+    if not served:
         return None
     train_manifest = cfg.run_dir / "03_train" / "manifest.json"
     train = json.loads(train_manifest.read_text())["facts"] if train_manifest.is_file() else {}
     folder = gguf_dir(cfg.run_dir)
-    written = [row for row in sizes if row.get("real_bytes")]
-    served = next((row["file"] for row in written if row["quant"] == default_quant(cfg.recipe)), written[-1]["file"])
-    modelfile = Path(served).with_suffix(".Modelfile").name if (folder / served).with_suffix(".Modelfile").is_file() \
-        else ""
-    return atomic_write_text(folder / CARD, model_card(cfg.recipe, sizes, train, results, lora, modelfile,
+    modelfile = (folder / served).with_suffix(".Modelfile")
+    return atomic_write_text(folder / CARD, model_card(cfg.recipe, sizes, train, results, lora,
+                                                        modelfile.name if modelfile.is_file() else "",
                                                         tiny=cfg.mode.name == "tiny"))

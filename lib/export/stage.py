@@ -38,14 +38,14 @@ def export_conversations(cfg: RunConfig, train_rows: list[dict]) -> list[dict]:
 def run_export(cfg: RunConfig, probe_texts: list[str], conversations: list[dict]) -> dict:
     """Merge (checked), convert, quantize through the run's mode; the F16 file's template round trip (ExportError
     when it would chat otherwise than training did); sizes against the architecture's estimates."""
-    recipe = cfg.recipe
+    recipe, folder = cfg.recipe, gguf_dir(cfg.run_dir)
     merged = merged_model_dir(cfg.run_dir)
     facts = cfg.mode.merge(cfg, merged, probe_texts)  # the mode finds 03's adapter (a dry-run has none)
-    files = cfg.mode.convert(cfg, merged, gguf_dir(cfg.run_dir))
+    files = cfg.mode.convert(cfg, merged, folder)
     names = {quant: gguf_name(recipe.name, quant) for quant in recipe.gguf_files()}
     facts |= {"sizes": size_table(files, gguf_estimates(recipe, cfg.mode.architecture()), names),
               "tensor_types": {q: gguf_tensor_type_counts(p) for q, p in files.items()}}
-    adapter = cfg.mode.convert_adapter(cfg, gguf_dir(cfg.run_dir))  # one base GGUF, adapters swapped (none: dry-run)
+    adapter = cfg.mode.convert_adapter(cfg, folder)  # one base GGUF, adapters swapped (none: dry-run)
     if adapter:
         facts["lora_adapter"] = {"file": adapter.name, "bytes": adapter.stat().st_size}
     if "F16" in files and conversations:  # a real or tiny file, a chat template in training
@@ -58,6 +58,6 @@ def run_export(cfg: RunConfig, probe_texts: list[str], conversations: list[dict]
     card = write_model_card(cfg, facts["sizes"], lora=facts.get("lora_adapter"))
     write_manifest(cfg, STAGE, {"train_manifest": cfg.run_dir / "03_train" / "manifest.json"},
                    files | ({"LoRA": adapter} if adapter else {}) | ({"model_card": card} if card else {})
-                   | {f"Modelfile {name}": gguf_dir(cfg.run_dir) / name for name in facts.get("modelfiles", {}).get(
-                       "files", [])}, facts)
+                   | {f"Modelfile {name}": folder / name for name in facts.get("modelfiles", {}).get("files", [])},
+                   facts)
     return facts
