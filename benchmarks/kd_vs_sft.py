@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `lib` when run as a plain script
 
 from lib.evaluate.metrics import percent_interval  # noqa: E402
-from lib.paths import RUNS_DIR, atomic_write_text, run_dir  # noqa: E402
+from lib.paths import atomic_write_text, run_dir, runs_root  # noqa: E402
 
 SFT, KD = "smollm2_135m", "smollm2_135m_kd"
 FILES = ("F16", "Q8_0", "Q4_K_M")
@@ -77,7 +77,7 @@ def main() -> int:
               f"{100 * r['loop_rate']:.0f} % |"
               for name, r in rows]
     table = "\n".join(lines)
-    out = RUNS_DIR / "benchmarks"
+    out = runs_root() / "benchmarks"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "kd_vs_sft.md", table + "\n")
     atomic_write_text(out / "kd_vs_sft.json", json.dumps({"training": train, "judged": dict(rows)}, indent=1))

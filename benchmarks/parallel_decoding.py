@@ -20,10 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `lib` when run as a plain script
 
 from lib.evaluate.benchmark_eval import generate_benchmark, summarize_benchmark  # noqa: E402
-from lib.paths import RUNS_DIR, atomic_write_text  # noqa: E402
+from lib.paths import atomic_write_text, runs_root  # noqa: E402
 from lib.recipe import load_recipe  # noqa: E402
 
-DEMO_Q8 = RUNS_DIR / "smollm2_135m" / "04_merge_export" / "gguf" / "smollm2_135m-Q8_0.gguf"
+DEMO_Q8 = runs_root() / "smollm2_135m" / "04_merge_export" / "gguf" / "smollm2_135m-Q8_0.gguf"
 
 
 def main() -> int:
@@ -59,7 +59,7 @@ def main() -> int:
     print(f"ratio {args.parallel} at once / 1 at a time: {ratio:.2f}x  ({args.gguf.name}, {args.benchmark} "
           f"n={args.n}, max {args.max_tokens} tokens, {args.threads} threads, "
           f"{'one unified KV cache' if args.unified_kv else 'a KV cache per sequence'})")
-    out = RUNS_DIR / "benchmarks" / f"parallel_decoding_{args.parallel}{'_unified' if args.unified_kv else ''}.json"
+    out = runs_root() / "benchmarks" / f"parallel_decoding_{args.parallel}{'_unified' if args.unified_kv else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps({"file": args.gguf.name, "benchmark": args.benchmark, "n": args.n,
                                        "max_tokens": args.max_tokens, "threads": args.threads,

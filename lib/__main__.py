@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             try:
                 timings = run_recipe(args.recipe, args.dry_run, args.stages, args.run_dir, tiny=args.tiny,
-                                     restart=args.restart)
+                                     restart=args.restart, live=True)
             except StageFailed as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 1

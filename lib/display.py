@@ -163,16 +163,24 @@ def length_plot(lengths: list[int], trained_fractions: list[float], recipe_max_l
 
 
 def loss_plot(log_history: list[dict], path: Path, title: str) -> Image | Markdown:
-    """Training loss per optimizer step, from the trainer's log history (a note when nothing was trained)."""
+    """Training loss per optimizer step, from the trainer's log history, with the learning rate of the same steps on
+    a second axis (a note when nothing was trained)."""
     points = [(row["step"], row["loss"]) for row in log_history if "loss" in row]
     if not points:
         return note("No loss curve: nothing was trained (a dry-run validates on the meta device).")
     plt = _pyplot()
     steps, losses = zip(*points)
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.plot(steps, losses, marker="o", markersize=3)
+    ax.plot(steps, losses, marker="o", markersize=3, label="training loss")
     ax.set(xlabel="optimizer step", ylabel="training loss (response tokens)", title=title)
     ax.grid(alpha=0.3)
+    rates = [(row["step"], row["learning_rate"]) for row in log_history if "loss" in row and "learning_rate" in row]
+    if rates:
+        lr_axis = ax.twinx()
+        lr_axis.plot(*zip(*rates), color="#c44e52", linestyle="--", linewidth=1, label="learning rate")
+        lr_axis.set_ylabel("learning rate", color="#c44e52")
+        lr_axis.tick_params(axis="y", labelcolor="#c44e52", labelsize=8)
+        lr_axis.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     return _saved(fig, path)
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from lib.paths import RUNS_DIR, atomic_write_text, run_dir
+from lib.paths import atomic_write_text, run_dir, runs_root
 from lib.recipe import list_recipes
 from lib.report import tiny_report
 from lib.runner import StageFailed, run_recipe
@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     details = {"timings": {r: t for r, t, _ in outcomes}}
     if args.tiny:
         details["reports"] = {r: tiny_report(run_dir(r, mode)) for r, t, _ in outcomes if t}
-    RUNS_DIR.mkdir(exist_ok=True)
+    runs_root().mkdir(parents=True, exist_ok=True)
     name = "tiny_matrix.json" if args.tiny else "dryrun_matrix.json"
-    atomic_write_text(RUNS_DIR / name, json.dumps(summary | details, indent=2))
+    atomic_write_text(runs_root() / name, json.dumps(summary | details, indent=2))
     for recipe, error in failures:
         print(f"FAILED {recipe}: {error}", file=sys.stderr)
     print(json.dumps(summary))

@@ -17,7 +17,12 @@ PARAMS_DIR = Path(os.environ.get("THINKDISTILL_PARAMS") or PROJECT_ROOT / "param
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 FIXTURES_DIR = PROJECT_ROOT / "fixtures"
 DATA_DIR = PROJECT_ROOT / "data"
-RUNS_DIR = PROJECT_ROOT / "runs"
+
+
+def runs_root() -> Path:
+    """Where run folders live: `runs/` of the project, or THINKDISTILL_RUNS (read at each call: on Colab the setup
+    cell points it at Google Drive after lib is imported, so a disconnected session resumes from Drive)."""
+    return Path(os.environ.get("THINKDISTILL_RUNS") or PROJECT_ROOT / "runs")
 
 
 def cache_dir() -> Path:
@@ -33,7 +38,7 @@ def cache_dir() -> Path:
 def run_dir(recipe: str, mode: str = "real") -> Path:
     """`runs/<recipe>/` (or `runs/<recipe>-dry-run/`, `runs/<recipe>-tiny/`): everything one recipe's stages read
     and write in that mode."""
-    return RUNS_DIR / (recipe if mode == "real" else f"{recipe}-{mode}")
+    return runs_root() / (recipe if mode == "real" else f"{recipe}-{mode}")
 
 
 def merged_model_dir(run: Path) -> Path:

@@ -350,3 +350,8 @@ def _checked(key: str, value, expected: type, source: str):
 def with_overrides(recipe: Recipe, **overrides) -> Recipe:
     """A copy of `recipe` with some keys replaced, validated like a file (tests; a run reads its params file)."""
     return recipe_from_dict({**dataclasses.asdict(recipe), **overrides}, source=f"{recipe.name} (overrides)")
+
+
+def targets_gpu(recipe: Recipe) -> bool:
+    """Whether the recipe's `hardware` line names a GPU (every recipe but the CPU one, smollm2_135m)."""
+    return "gpu" in recipe.hardware.lower()

@@ -30,6 +30,35 @@ dry_run = False
 tiny = False
 run_dir = ""
 restart = False  # True: start training at step 0 (deletes this run's checkpoints); default: continue a killed run
+runs_on_drive = False  # Colab: run folders on Google Drive (see the next cell)
+
+# %% [markdown]
+# **Colab.** The next cell does nothing where thinkdistill is installed (this repository after `make install`). On
+# Colab it clones the project, installs it into the runtime (once per runtime: several minutes, most of them
+# compiling llama.cpp) and picks what the runtime can run (`lib.colab`): the recipe planned for a T4 on a GPU, the CPU
+# recipe or a GPU recipe's dry-run without one. `runs_on_drive = True` keeps run folders on Google Drive, so a
+# disconnected session resumes training instead of restarting it.
+
+# %%
+try:
+    import lib.colab  # installed: nothing to set up
+    installed_here = False
+except ImportError:  # Colab, or a Python without the project: clone it and install it into this kernel's Python
+    import os, shutil, subprocess, sys  # noqa: E401
+    REPOSITORY = "https://github.com/thinkdistill/thinkdistill"  # pyproject.toml's [project.urls] Repository
+    _home = os.environ.get("THINKDISTILL_HOME", "/content/thinkdistill")
+    if not os.path.isdir(_home):
+        subprocess.run(["git", "clone", "-q", "--depth", "1",
+                        os.environ.get("THINKDISTILL_REPOSITORY", REPOSITORY), _home], check=True)
+    _gpu = shutil.which("nvidia-smi") is not None  # the gpu extra: Unsloth, bitsandbytes, llama.cpp built for CUDA
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{_home}[{'gpu' if _gpu else 'colab'}]"],
+                   check=True, env=dict(os.environ, **({"CMAKE_ARGS": "-DGGML_CUDA=on"} if _gpu else {})))
+    sys.path.insert(0, _home)  # the editable install's path entry is read only when Python starts
+    sys.modules.pop("lib", None)  # llama-cpp-python also installs a `lib/` folder: ours must win
+    os.chdir(os.path.join(_home, "notebooks"))
+    import lib.colab
+    installed_here = True
+model, dry_run, tiny = lib.colab.setup(model, dry_run, tiny, installed_here, runs_on_drive)
 
 # %%
 import lib.train.unsloth_first  # noqa: F401  first: unsloth (GPU backend only) must patch transformers/TRL/PEFT

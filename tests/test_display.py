@@ -60,3 +60,23 @@ def test_ladder_rows_show_the_drop_with_its_interval_and_the_flag():
     row = ladder_rows({"heldout": [entry]})[0]
     assert row["drop (points) [95 % CI]"] == "+30 [+10, +50]" and row["flag"] == "⚠ past the limit"
     assert row["reference"] == "F16 100%"
+
+
+def test_the_loss_plot_draws_the_learning_rate_on_its_own_axis(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    axes = []
+    saved = matplotlib.figure.Figure.savefig
+
+    def keep_axes(fig, *args, **kwargs):
+        axes.extend(fig.axes)
+        return saved(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep_axes)
+    log = [{"step": s, "loss": 2.0 / s, "learning_rate": 2e-4 * (1 - s / 4)} for s in (1, 2, 3)]
+    loss_plot(log, tmp_path / "l.png", "t")
+    assert [ax.get_ylabel() for ax in axes] == ["training loss (response tokens)", "learning rate"]
+    assert list(axes[1].lines[0].get_ydata()) == [row["learning_rate"] for row in log]
+    axes.clear()
+    loss_plot([{"step": 1, "loss": 2.0}], tmp_path / "m.png", "t")  # a log without rates: one axis
+    assert len(axes) == 1

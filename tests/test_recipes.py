@@ -9,12 +9,22 @@ from lib.recipe import list_recipes, load_recipe
 from lib.plan.recipe_plan import recipe_plan
 from lib.modes import make_run_config
 
-RECIPES = ["llama32_1b_kd", "llama32_3b", "llama32_3b_thinking8k", "mistral22b", "nanbeige4_3b_coldstart",
+RECIPES = ["llama32_1b_kd", "llama32_1b_t4", "llama32_3b", "llama32_3b_thinking8k", "mistral22b", "nanbeige4_3b_coldstart",
            "qwen3_1_7b", "r1_distill_qwen_1_5b", "smollm2_135m", "smollm2_135m_kd"]
 
 
 def test_all_recipes_present():
     assert list_recipes() == RECIPES
+
+
+def test_the_colab_recipe_is_planned_for_a_t4():
+    """A free Colab T4: 15 GB, no bf16 (so float16 compute), QLoRA, a few hundred traces; the plan on Unsloth fits
+    with room (its T4 memory is this estimate until measured on a T4)."""
+    recipe = load_recipe("llama32_1b_t4")
+    assert (recipe.vram_budget_gib, recipe.torch_dtype, recipe.load_in_4bit) == (15, "float16", True)
+    assert 100 <= recipe.train_rows <= 1000
+    plan = recipe_plan(recipe)["memory_plan"]
+    assert plan["fits"] and plan["total_gib"] < 0.5 * 15
 
 
 @pytest.mark.parametrize("name", RECIPES)

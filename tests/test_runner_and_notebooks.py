@@ -91,3 +91,34 @@ def test_a_partial_rerun_updates_its_stage_timing_and_keeps_the_others(tmp_path)
     record_timing(path, "01_data", 2.0)
     assert record_timing(path, "03_train", 650.5) == {"01_data": 2.0, "03_train": 650.5}
     assert list(json.loads(path.read_text())) == ["01_data", "03_train"]
+
+
+def test_a_live_run_names_each_code_cell_and_passes_on_what_it_prints(tmp_path):
+    """`python -m lib run` (live): a line per code cell started, with the cell's first line of code, then the cell's
+    own printed lines, in order; no "<IPython.core.display… object>" placeholders of displays."""
+    lines = []
+    run_recipe("smollm2_135m", dry_run=True, stages="01", run_dir=str(tmp_path), log=lines.append, live=True)
+    cells = [line for line in lines if " · cell " in line]
+    assert cells[0].startswith("[smollm2_135m dry-run] 01_data · cell 2/") and 'model = "smollm2_135m"' in cells[0]
+    assert any(line.endswith("# injected parameters") for line in cells)
+    assert any("cfg = make_run_config(" in line or "from IPython.display import display" in line for line in cells)
+    assert not any("IPython.core.display" in line for line in lines)
+
+
+def test_cell_log_maps_papermill_cell_numbers_past_the_injected_parameters():
+    import logging
+
+    import nbformat
+
+    from lib.runner import CellLog
+
+    cells = [nbformat.v4.new_markdown_cell("# title"), nbformat.v4.new_code_cell("model = 'x'"),
+             nbformat.v4.new_code_cell("# why\n\nrun(model)\nmore()")]
+    cells[1].metadata["tags"] = ["parameters"]
+    lines = []
+    handler = CellLog("[x] 01", cells, lines.append)
+    for number in (1, 2, 3, 4):
+        handler.emit(logging.LogRecord("papermill", logging.INFO, "", 0, f"Executing Cell {number}----", None, None))
+    handler.emit(logging.LogRecord("papermill", logging.INFO, "", 0, "<IPython.core.display.HTML object>", None, None))
+    assert lines == ["[x] 01 · cell 2/4: model = 'x'", "[x] 01 · cell 3/4: # injected parameters",
+                     "[x] 01 · cell 4/4: run(model)"]

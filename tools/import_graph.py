@@ -12,7 +12,7 @@ LIB = Path(__file__).resolve().parent.parent / "lib"
 STAGES = ["data", "masking", "train", "export", "evaluate"]  # pipeline order: an arrow may only point backwards
 # above the stages: what notebooks and the shell call (they wire stages together); everything else at lib/'s top
 # level is the shared foundation below every stage
-ENTRY = {"lib.__main__", "lib.train_launch", "lib.modes", "lib.display", "lib.runner", "lib.dryrun_matrix",
+ENTRY = {"lib.__main__", "lib.colab", "lib.train_launch", "lib.modes", "lib.display", "lib.runner", "lib.dryrun_matrix",
          "lib.report", "lib.notebook_sync", "lib.gpu_check", "lib.gpu_check_child"}
 SHARED, TOP = "lib (shared)", "lib (entry points)"
 BELOW_STAGES = ["plan", "teacher"]  # folders every stage may use; they import only the shared foundation

@@ -15,6 +15,7 @@ import functools
 import importlib.util
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,12 +23,16 @@ from lib.architectures import build_hf_config, load_architecture, parameter_coun
 from lib.masking.dataset import example_lengths
 from lib.paths import atomic_write_text
 from lib.plan.memory import TRANSFORMERS, UNSLOTH  # the backends' names: one place, the plan's
-from lib.recipe import Recipe, holdout_eval_steps
+from lib.recipe import Recipe, holdout_eval_steps, targets_gpu
 from lib.train import distill_trainer, resume
 from lib.train.lora_dropout import use_fast_lora_dropout
 from lib.train.packed_attention import register_packed_attention
 from lib.train.progress import progress_callback
 from lib.train.trained_positions_loss import largest_batch, trained_positions_loss
+
+# PEFT 0.21's get_peft_model reads transformers 5's deprecated `is_gradient_checkpointing` (a FutureWarning in red
+# under every 03 run): a matter between the two libraries, nothing a user of this project can change
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 class BackendError(RuntimeError):
@@ -58,9 +63,13 @@ class Backend:
     # lib.train.trained_positions_loss instead of TRL's chunked loss, and the distillation trainer's positions_only:
     # CPU only (on a GPU the logits' memory counts)
     trained_positions_loss: bool = False
+    # the dtype the weights load and compute in: the recipe's, but float16 for a bfloat16 recipe on a GPU without
+    # bf16 (a T4, a V100: `fp16_fallback`); "" = the recipe's (callers use `compute_dtype`)
+    torch_dtype: str = ""
 
     def as_dict(self) -> dict:
         return {"backend": self.name, "device": "cuda" if self.on_gpu else "cpu", "load_in_4bit": self.load_in_4bit,
+                **({"torch_dtype": self.torch_dtype} if self.torch_dtype else {}),
                 "optim": self.optim, "gradient_checkpointing": self.gradient_checkpointing,
                 "packed_attention": self.packed_attention, "fast_lora_dropout": self.fast_lora_dropout,
                 "trained_positions_loss": self.trained_positions_loss,
@@ -77,14 +86,20 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def select_backend(recipe: Recipe, has_cuda: bool, has_unsloth: bool, stand_ins_allowed: bool = False) -> Backend:
+def select_backend(recipe: Recipe, has_cuda: bool, has_unsloth: bool, stand_ins_allowed: bool = False,
+                   bf16_supported: bool = True) -> Backend:
     """The backend that runs `recipe` here (pure, so every combination is testable).
 
     Without CUDA, what needs it (NF4 weights, 8-bit optimizers, Unsloth) is refused for a recipe that asks for
     4-bit, unless `stand_ins_allowed` (a --tiny run): then each is replaced and the replacement named in
-    `stand_ins`. 8-bit optimizers become AdamW on any CPU run (named too).
+    `stand_ins`. 8-bit optimizers become AdamW on any CPU run (named too). On a GPU without bf16
+    (`bf16_supported` false), a bfloat16 recipe loads and trains in float16 instead (`fp16_fallback`, named too).
     """
     stand_ins: list[str] = []
+    torch_dtype = fp16_fallback(recipe.torch_dtype, has_cuda, bf16_supported)
+    if torch_dtype:
+        stand_ins.append("bfloat16 -> float16 (this GPU has no bf16, as a T4 or V100: fp16 mixed precision with "
+                         "loss scaling; the LoRA weights stay float32)")
     load_in_4bit, teacher_4bit = recipe.load_in_4bit, bool(recipe.teacher_model_name_or_path
                                                             and recipe.teacher_load_in_4bit)
     if not has_cuda and (load_in_4bit or teacher_4bit):
@@ -113,12 +128,24 @@ def select_backend(recipe: Recipe, has_cuda: bool, has_unsloth: bool, stand_ins_
     return Backend(name, has_cuda, load_in_4bit, teacher_4bit, optim, checkpointing, tuple(stand_ins),
                    packed_attention=recipe.padding_free and not has_cuda,
                    fast_lora_dropout=not has_cuda and recipe.lora_dropout > 0,
-                   trained_positions_loss=not has_cuda)
+                   trained_positions_loss=not has_cuda, torch_dtype=torch_dtype)
 
 
-def targets_gpu(recipe: Recipe) -> bool:
-    """Whether the recipe's `hardware` line names a GPU (every recipe but the CPU one, smollm2_135m)."""
-    return "gpu" in recipe.hardware.lower()
+def fp16_fallback(recipe_dtype: str, has_cuda: bool, bf16_supported: bool) -> str:
+    """"float16" when a bfloat16 recipe runs on a CUDA GPU without bf16 (Turing and older: a Colab T4), else ""."""
+    return "float16" if has_cuda and not bf16_supported and recipe_dtype == "bfloat16" else ""
+
+
+def compute_dtype(recipe: Recipe, backend: Backend) -> str:
+    """The dtype name the weights load and compute in on `backend` (the recipe's unless it fell back)."""
+    return backend.torch_dtype or recipe.torch_dtype
+
+
+def bf16_available() -> bool:
+    """Whether this machine's GPU computes in bf16 (False without CUDA: nothing asks then)."""
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def unsloth_installed() -> bool:
@@ -129,7 +156,9 @@ def detect_backend(recipe: Recipe, stand_ins_allowed: bool = False) -> Backend:
     """The backend that will train `recipe` on this machine. Launched data-parallel (`torchrun`/`accelerate
     launch`: WORLD_SIZE > 1), transformers + PEFT even where Unsloth is installed: its open-source release trains
     on one GPU."""
-    return select_backend(recipe, cuda_available(), unsloth_installed() and world_size() == 1, stand_ins_allowed)
+    has_cuda = cuda_available()
+    return select_backend(recipe, has_cuda, unsloth_installed() and world_size() == 1, stand_ins_allowed,
+                          bf16_supported=not has_cuda or bf16_available())
 
 
 def world_size() -> int:
@@ -214,7 +243,8 @@ def sft_kwargs(recipe: Recipe, output_dir: Path, backend: Backend, max_length: i
         # (marked) one must survive the rotation
         logging_steps=recipe.logging_steps, save_steps=recipe.save_steps, save_total_limit=2, seed=recipe.seed,
         # bf16 autocast also on a CPU (AVX512-BF16 here): a bf16 recipe computes in bf16 wherever it runs
-        bf16=recipe.torch_dtype == "bfloat16", fp16=backend.on_gpu and recipe.torch_dtype == "float16",
+        bf16=compute_dtype(recipe, backend) == "bfloat16",
+        fp16=backend.on_gpu and compute_dtype(recipe, backend) == "float16",
         use_cpu=not backend.on_gpu, report_to=[], dataloader_num_workers=0, remove_unused_columns=False,
         disable_tqdm=True, padding_free=recipe.padding_free,
         # data-parallel: every LoRA weight gets a gradient each step, so DDP need not search for unused ones
@@ -289,7 +319,7 @@ def load_for_training(recipe: Recipe, model_path: str, backend: Backend, max_len
     """(model with LoRA adapters, tokenizer) for `backend`."""
     import torch
 
-    dtype = getattr(torch, recipe.torch_dtype)
+    dtype = getattr(torch, compute_dtype(recipe, backend))
     if backend.name == UNSLOTH:  # GPU only: never reached on a CPU machine
         from unsloth import FastLanguageModel  # imported first by lib.train.unsloth_first (03's first import)
 
@@ -483,7 +513,7 @@ def _load_teacher(recipe: Recipe, teacher_path: str, backend: Backend):
     import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": getattr(torch, recipe.torch_dtype), "trust_remote_code": recipe.trust_remote_code}
+    kwargs = {"dtype": getattr(torch, compute_dtype(recipe, backend)), "trust_remote_code": recipe.trust_remote_code}
     if backend.packed_attention:  # it sees the student's padding-free rows
         kwargs["attn_implementation"] = register_packed_attention()
     if backend.teacher_load_in_4bit:

@@ -1,5 +1,6 @@
 """What a reader of 03 sees while training runs: a line every ~5 % of the steps, instead of the Trainer's raw log
-dictionaries (or a tqdm bar, whose carriage returns a rendered notebook keeps as hundreds of lines).
+dictionaries, and in Jupyter a live progress bar above them (a widget: one output updated in place, where a text
+bar's carriage returns would leave hundreds of lines in a rendered notebook and in papermill's log).
 
 Usage: ``trainer.remove_callback(PrinterCallback); trainer.add_callback(progress_callback(tokens_per_step))``
 
@@ -9,6 +10,16 @@ examples' tokens (no padding) from the steps trained in this process (a resumed 
 from __future__ import annotations
 
 import time
+
+
+def in_jupyter_kernel() -> bool:
+    """Whether this code runs in a Jupyter kernel (JupyterLab, Colab, papermill) rather than a terminal."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
 
 
 def progress_line(step: int, max_steps: int, loss: float | None, tokens_per_s: float | None, elapsed: float,
@@ -25,8 +36,19 @@ def progress_line(step: int, max_steps: int, loss: float | None, tokens_per_s: f
     return " · ".join([*parts, timing])
 
 
-def progress_callback(tokens_per_example: float, every_share: float = 0.05, print_fn=print):
-    """A `TrainerCallback` printing `progress_line` every `every_share` of the steps (and at the last one).
+def live_bar(total: int, initial: int):
+    """A notebook progress bar (tqdm's ipywidgets bar) when running in a Jupyter kernel, else None (a terminal or a
+    log has the progress lines)."""
+    if not in_jupyter_kernel():
+        return None
+    from tqdm.notebook import tqdm
+
+    return tqdm(total=total, initial=initial, desc="training", unit="step")
+
+
+def progress_callback(tokens_per_example: float, every_share: float = 0.05, print_fn=print, bar=live_bar):
+    """A `TrainerCallback` printing `progress_line` every `every_share` of the steps (and at the last one), and
+    moving `bar(total, initial)` (loss and tokens/s beside it) at every step.
     `tokens_per_example`: the mean example length, for tokens/s (examples per step come from the Trainer)."""
     from transformers import TrainerCallback
 
@@ -36,6 +58,7 @@ def progress_callback(tokens_per_example: float, every_share: float = 0.05, prin
             self.every = max(1, round(state.max_steps * every_share))
             self.examples_per_step = (args.per_device_train_batch_size * args.gradient_accumulation_steps
                                       * args.world_size)
+            self.bar = bar(state.max_steps, state.global_step) if state.is_world_process_zero else None
             if state.global_step and state.is_world_process_zero:
                 print_fn(f"resumed at step {state.global_step}/{state.max_steps}")
 
@@ -45,13 +68,24 @@ def progress_callback(tokens_per_example: float, every_share: float = 0.05, prin
 
         def on_step_end(self, args, state, control, **kwargs):
             step = state.global_step
-            if not state.is_world_process_zero or (step % self.every and step != state.max_steps):
+            if not state.is_world_process_zero:
                 return control
             elapsed, done = time.time() - self.start, step - self.first_step
             rate = done / elapsed if elapsed > 0 else 0.0
             tokens_per_s = rate * self.examples_per_step * tokens_per_example if done else None
+            if self.bar is not None:
+                self.bar.update(step - self.bar.n)
+                self.bar.set_postfix_str(" · ".join(
+                    ([f"loss {self.loss:.3f}"] if self.loss is not None else [])
+                    + ([f"{tokens_per_s:.0f} tok/s"] if tokens_per_s else [])), refresh=False)
+            if step % self.every and step != state.max_steps:
+                return control
             remaining = (state.max_steps - step) / rate if rate else None
             print_fn(progress_line(step, state.max_steps, self.loss, tokens_per_s, elapsed, remaining), flush=True)
             return control
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if getattr(self, "bar", None) is not None:
+                self.bar.close()
 
     return Progress()

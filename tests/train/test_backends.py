@@ -117,3 +117,20 @@ def test_the_cpu_teacher_attends_packed_rows_like_the_student_and_is_frozen(tmp_
     teacher = _load_teacher(recipe, str(tmp_path), select_backend(recipe, has_cuda=False, has_unsloth=False))
     assert teacher.config._attn_implementation == PACKED_ATTENTION  # fast on padding-free rows, as the student
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_a_bf16_recipe_trains_in_fp16_on_a_gpu_without_bf16_and_says_so():
+    recipe = load_recipe("llama32_3b")
+    assert recipe.torch_dtype == "bfloat16"
+    t4 = select_backend(recipe, has_cuda=True, has_unsloth=True, bf16_supported=False)
+    assert t4.torch_dtype == "float16" and t4.stand_ins[0].startswith("bfloat16 -> float16")
+    kwargs = sft_kwargs(recipe, "out", t4)
+    assert (kwargs["bf16"], kwargs["fp16"]) == (False, True)
+    a100 = select_backend(recipe, has_cuda=True, has_unsloth=True, bf16_supported=True)
+    assert a100.torch_dtype == "" and a100.stand_ins == ()
+    assert (sft_kwargs(recipe, "out", a100)["bf16"], sft_kwargs(recipe, "out", a100)["fp16"]) == (True, False)
+    # the fallback is part of the run's identity: a run resumed on another card type is not the same run
+    assert t4.as_dict()["torch_dtype"] == "float16" and "torch_dtype" not in a100.as_dict()
+    # a CPU has no bf16 question to ask: a float32 recipe stays float32, nothing stands in
+    cpu = select_backend(load_recipe("smollm2_135m"), has_cuda=False, has_unsloth=False, bf16_supported=False)
+    assert cpu.torch_dtype == "" and cpu.stand_ins == ()

@@ -99,3 +99,35 @@ def test_budget_advice_for_lora_dropout():
     recipe = load_recipe("smollm2_135m")
     plan = memory_plan(recipe, backend=select_backend(recipe, has_cuda=False, has_unsloth=False))
     assert term_advice("lora_dropout", recipe, plan).startswith("lora_dropout: 0")
+
+
+def test_progress_moves_a_bar_every_step_and_prints_a_line_every_share():
+    """The callback on a stand-in of the Trainer's state: the bar (a real tqdm writing to a buffer) reaches every
+    step with the loss and tokens/s beside it, the lines come every 25 % and at the end; a resumed run starts the bar
+    at its step."""
+    import io
+    from types import SimpleNamespace
+
+    from tqdm import tqdm
+
+    from lib.train.progress import progress_callback
+
+    lines, bars, out = [], [], io.StringIO()
+
+    def bar(total, initial):
+        bars.append(tqdm(total=total, initial=initial, file=out, mininterval=0))
+        return bars[-1]
+
+    callback = progress_callback(100.0, every_share=0.25, print_fn=lambda line, flush=False: lines.append(line),
+                                 bar=bar)
+    args = SimpleNamespace(per_device_train_batch_size=2, gradient_accumulation_steps=1, world_size=1)
+    state = SimpleNamespace(global_step=2, max_steps=8, is_world_process_zero=True)
+    callback.on_train_begin(args, state, None)
+    assert bars[0].n == 2 and lines == ["resumed at step 2/8"]
+    for step in range(3, 9):
+        state.global_step = step
+        callback.on_log(args, state, None, logs={"loss": 1.0 / step})
+        callback.on_step_end(args, state, None)
+    callback.on_train_end(args, state, None)
+    assert bars[0].n == 8 and "loss 0.125" in out.getvalue() and "tok/s" in out.getvalue()
+    assert [line.split(" ·")[0] for line in lines[1:]] == ["step 4/8 (50 %)", "step 6/8 (75 %)", "step 8/8 (100 %)"]
