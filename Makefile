@@ -43,14 +43,14 @@ GPU_COMPAT_TESTS := tests/masking tests/train tests/data tests/plan tests/test_a
   tests/test_slow_smollm2.py tests/export tests/test_tiny.py tests/evaluate/test_stage_runs.py tests/test_tokenizer_fixtures.py \
   tests/test_launch_configs.py
 
-.PHONY: install demo bench-kd bench-parallel bench-eval test test-unit test-dryrun test-tiny sync check-sync clean gpu-check-wheels \
+.PHONY: install demo lab docs docs-notebooks bench-kd bench-parallel bench-eval test test-unit test-dryrun test-tiny sync check-sync clean gpu-check-wheels \
   install-gpu-compat test-gpu-compat refresh-gpu-metadata resolve-gpu-constraints
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt constraints.txt pyproject.toml Makefile
+$(STAMP): requirements.txt requirements-docs.txt constraints.txt pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) -r requirements.txt
+	$(PIP) -r requirements.txt -r requirements-docs.txt
 	mkdir -p $(CACHE)
 	test -f $(CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz || \
 	  $(PY) -m pip download -q --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(CACHE)
@@ -70,6 +70,21 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml Makefile
 demo: install
 	$(PY) -m lib run smollm2_135m
 	$(PY) -m lib.report smollm2_135m
+
+# JupyterLab on notebooks/ with the project's kernel ("Python 3 (thinkdistill)"); LAB_ARGS=--no-browser on a server
+lab: install
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+
+# the tutorial site in site/ (open site/index.html): the executed notebooks in docs/notebooks/, a page per recipe
+docs: install
+	$(PY) tools/docs_site.py build --site-dir site
+
+# docs/notebooks/ from a fresh demo run and the dry-runs of the two GPU recipes the site shows
+docs-notebooks: install
+	test -f runs/smollm2_135m/05_eval_edge.ipynb || $(PY) -m lib run smollm2_135m
+	$(PY) -m lib run llama32_3b --dry-run
+	$(PY) -m lib run mistral22b --dry-run
+	$(PY) tools/docs_site.py notebooks
 
 # logit distillation on a CPU (~35 min: the demo, if not run yet, then its distilled model as the teacher of the base
 # model for about the demo's training time): the KD student against the demo's SFT student, runs/benchmarks/kd_vs_sft.md

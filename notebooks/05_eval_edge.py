@@ -147,7 +147,7 @@ display(facts_table(facts["example"], empty="No generation in a dry-run."))
 
 # %%
 card = gguf_dir(cfg.run_dir) / "README.md"
-display(Markdown(card.read_text().split("---\n", 2)[-1]) if card.is_file() else "No files, no card (dry-run).")
+display(Markdown(card.read_text().split("---\n", 2)[-1] if card.is_file() else "*No files, no card (dry-run).*"))
 
 # %% [markdown]
 # ## In this notebook we

@@ -78,8 +78,9 @@ def test_the_setup_cell_installs_the_project_into_a_fresh_python_and_notebook_01
     environment's, through a path file, as torch and transformers are there on Colab) but not thinkdistill — and
     llama-cpp-python's own top-level `lib/` folder, which must not shadow ours. Notebook 01, copied out of the
     repository, runs top to bottom with nbclient in a kernel of that Python: its setup cell clones the repository
-    (the committed HEAD of this checkout), installs it as the cell does (pip, `-e` with the `colab` extra; offline:
-    every dependency is already present) and runs 01 for real on the CPU recipe."""
+    (the committed HEAD of this checkout), installs it as the cell does (pip, `-e` with the `colab` extra: every
+    dependency is present already, as on Colab; pip fetches only setuptools for its isolated build, from the package
+    index or its cache) and runs 01 for real on the CPU recipe."""
     venv, home = tmp_path / "venv", tmp_path / "content" / "thinkdistill"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -98,7 +99,7 @@ def test_the_setup_cell_installs_the_project_into_a_fresh_python_and_notebook_01
     path = tmp_path / "01_data.ipynb"
     nbformat.write(notebook, path)
     env = dict(os.environ, THINKDISTILL_HOME=str(home), THINKDISTILL_REPOSITORY=str(PROJECT_ROOT),
-               PIP_NO_INDEX="1", PIP_NO_BUILD_ISOLATION="0", HF_HUB_OFFLINE="1")
+               HF_HUB_OFFLINE="1")
     env.pop("THINKDISTILL_RUNS", None)
     script = ("import nbformat, nbclient, sys\n"
               "nb = nbformat.read(sys.argv[1], as_version=4)\n"

@@ -14,13 +14,14 @@ what a device running only this model would see (2 threads gave 124 tok/s spinni
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from lib.evaluate.benchmark_eval import LLAMA_CPP, TRANSFORMERS, generate_benchmark, summarize_benchmark
 from lib.evaluate.benchmarks import load_benchmark
 from lib.evaluate.generate import generate_samples
 from lib.paths import atomic_write_text
+from lib.progress import Progress
 from lib.recipe import Recipe
 
 SPEED_PROBLEMS, SPEED_MAX_TOKENS = 3, 128
@@ -56,17 +57,24 @@ def evaluate_files(recipe: Recipe, runs: list[dict], benchmarks: dict[str, tuple
                                   unified_kv=recipe.eval_unified_kv, template_kwargs=recipe.chat_template_kwargs,
                                   engine=run.get("engine", LLAMA_CPP))
 
+    timed = [run for run in runs  # each GGUF timed once alone (not its think-budget runs, not the HF model)
+             if run.get("think_budget") is None and run.get("engine") != TRANSFORMERS]
+    progress = Progress(len(jobs) + len(timed), "05 evaluation", unit="run")
     with ThreadPoolExecutor(max_workers=recipe.eval_parallel) as pool:  # judging stays in this (the main) thread
-        generated = list(pool.map(generate, jobs))
+        futures = {pool.submit(generate, job): job for job in jobs}
+        for future in as_completed(futures):
+            run, name, _, _ = futures[future]
+            progress.advance(f"{run['label']} on {name} decoded")
+        generated = [future.result() for future in futures]  # in `jobs` order; a failed job raises here
     speed_threads = recipe.eval_speed_threads or recipe.eval_n_threads
     first_source, first_n = next(iter(benchmarks.values()))
     speed_problems = load_benchmark(first_source, first_n, recipe.seed, recipe.system_prompt)[:SPEED_PROBLEMS]
     speeds = {}
-    for run in runs:
-        if run.get("think_budget") is not None or run.get("engine") == TRANSFORMERS:  # timed once / not a GGUF
-            continue
-        speeds[run["label"]] = speed_benchmark(run["path"], speed_problems, speed_threads, run["sampling"],
-                                               recipe.eval_n_ctx, plain, template_kwargs=recipe.chat_template_kwargs)
+    for run in timed:
+        with progress.step(f"{run['label']} timed alone"):
+            speeds[run["label"]] = speed_benchmark(run["path"], speed_problems, speed_threads, run["sampling"],
+                                                   recipe.eval_n_ctx, plain,
+                                                   template_kwargs=recipe.chat_template_kwargs)
         atomic_write_text(out / f"{run['label']}.speed.json", json.dumps(speeds[run["label"]], indent=2))
     results = [{"label": run["label"], **summarize_benchmark(made, out, f"{run['label']}.{name}", name,
                                                              speeds.get(run["label"]))}

@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from lib.export.gguf_layout import read_gguf_layout
+from lib.native_output import log_tail, native_stderr_to
 from lib.paths import atomic_path, cache_dir, publish_dir
 
 _CONVERTER_MEMBERS = ("vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/convert_lora_to_gguf.py",
@@ -123,7 +124,8 @@ def lora_gguf_name(recipe_name: str) -> str:
 
 
 def quantize_gguf(source: Path, target: Path, quant_type: str, n_threads: int = 2) -> Path:
-    """Quantize `source` (a 16-bit GGUF) to `quant_type` (e.g. Q8_0, Q4_K_M) with llama.cpp's quantizer."""
+    """Quantize `source` (a 16-bit GGUF) to `quant_type` (e.g. Q8_0, Q4_K_M) with llama.cpp's quantizer. Its log
+    (a line per tensor, with the fallback types) goes to `logs/<target>.log` beside the file, not the notebook."""
     import llama_cpp
 
     ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant_type}", None)
@@ -133,10 +135,14 @@ def quantize_gguf(source: Path, target: Path, quant_type: str, n_threads: int = 
         raise ExportError(f"unknown quant type {quant_type!r}; llama.cpp knows: {', '.join(known)}")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype, params.nthread = ftype, n_threads
+    log = target.parent / "logs" / f"{target.name}.log"
+    log.unlink(missing_ok=True)
     with atomic_path(target) as partial:
-        status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), params)
+        with native_stderr_to(log):
+            status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), params)
         if status != 0 or not partial.is_file():
-            raise ExportError(f"llama_model_quantize({source.name} -> {quant_type}) returned {status}")
+            raise ExportError(f"llama_model_quantize({source.name} -> {quant_type}) returned {status}; its log "
+                              f"({log}) ends:\n{log_tail(log)}")
     return target
 
 

@@ -13,6 +13,7 @@ from lib.export.model_card import write_model_card
 from lib.export.modelfile import write_modelfiles
 from lib.export.round_trip import check_round_trip, round_trip, round_trip_conversations
 from lib.paths import gguf_dir, merged_model_dir
+from lib.progress import Progress
 from lib.plan.export_plan import PROBES
 from lib.plan.recipe_plan import gguf_estimates
 from lib.run_config import RunConfig, write_manifest
@@ -40,20 +41,25 @@ def run_export(cfg: RunConfig, probe_texts: list[str], conversations: list[dict]
     when it would chat otherwise than training did); sizes against the architecture's estimates."""
     recipe, folder = cfg.recipe, gguf_dir(cfg.run_dir)
     merged = merged_model_dir(cfg.run_dir)
-    facts = cfg.mode.merge(cfg, merged, probe_texts)  # the mode finds 03's adapter (a dry-run has none)
-    files = cfg.mode.convert(cfg, merged, folder)
+    progress = Progress(4, "04 export")
+    with progress.step("merge, checked against the adapter"):
+        facts = cfg.mode.merge(cfg, merged, probe_texts)  # the mode finds 03's adapter (a dry-run has none)
+    with progress.step(f"GGUF conversion and quantization ({', '.join(recipe.gguf_files())})"):
+        files = cfg.mode.convert(cfg, merged, folder)
     names = {quant: gguf_name(recipe.name, quant) for quant in recipe.gguf_files()}
     facts |= {"sizes": size_table(files, gguf_estimates(recipe, cfg.mode.architecture()), names),
               "tensor_types": {q: gguf_tensor_type_counts(p) for q, p in files.items()}}
-    adapter = cfg.mode.convert_adapter(cfg, folder)  # one base GGUF, adapters swapped (none: dry-run)
+    with progress.step("LoRA adapter GGUF"):
+        adapter = cfg.mode.convert_adapter(cfg, folder)  # one base GGUF, adapters swapped (none: dry-run)
     if adapter:
         facts["lora_adapter"] = {"file": adapter.name, "bytes": adapter.stat().st_size}
-    if "F16" in files and conversations:  # a real or tiny file, a chat template in training
-        greedy = len(conversations) if recipe.round_trip_greedy else 0
-        facts["round_trip"] = check_round_trip(round_trip(merged, files["F16"], conversations, greedy,
-                                                          recipe.chat_template_kwargs, recipe.eval_n_threads))
-        stops = [row["text"] for row in facts["round_trip"]["end_of_turn"]]
-        facts["modelfiles"] = write_modelfiles(files, stops, recipe.eval_sampling(), recipe.eval_n_ctx)  # Ollama
+    with progress.step("chat template round trip"):
+        if "F16" in files and conversations:  # a real or tiny file, a chat template in training
+            greedy = len(conversations) if recipe.round_trip_greedy else 0
+            facts["round_trip"] = check_round_trip(round_trip(merged, files["F16"], conversations, greedy,
+                                                              recipe.chat_template_kwargs, recipe.eval_n_threads))
+            stops = [row["text"] for row in facts["round_trip"]["end_of_turn"]]
+            facts["modelfiles"] = write_modelfiles(files, stops, recipe.eval_sampling(), recipe.eval_n_ctx)  # Ollama
     # README.md beside the files (none in a dry-run)
     card = write_model_card(cfg, facts["sizes"], lora=facts.get("lora_adapter"))
     write_manifest(cfg, STAGE, {"train_manifest": cfg.run_dir / "03_train" / "manifest.json"},

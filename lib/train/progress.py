@@ -11,15 +11,7 @@ from __future__ import annotations
 
 import time
 
-
-def in_jupyter_kernel() -> bool:
-    """Whether this code runs in a Jupyter kernel (JupyterLab, Colab, papermill) rather than a terminal."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and hasattr(shell, "kernel")
+from lib.progress import live_bar
 
 
 def progress_line(step: int, max_steps: int, loss: float | None, tokens_per_s: float | None, elapsed: float,
@@ -36,16 +28,6 @@ def progress_line(step: int, max_steps: int, loss: float | None, tokens_per_s: f
     return " · ".join([*parts, timing])
 
 
-def live_bar(total: int, initial: int):
-    """A notebook progress bar (tqdm's ipywidgets bar) when running in a Jupyter kernel, else None (a terminal or a
-    log has the progress lines)."""
-    if not in_jupyter_kernel():
-        return None
-    from tqdm.notebook import tqdm
-
-    return tqdm(total=total, initial=initial, desc="training", unit="step")
-
-
 def progress_callback(tokens_per_example: float, every_share: float = 0.05, print_fn=print, bar=live_bar):
     """A `TrainerCallback` printing `progress_line` every `every_share` of the steps (and at the last one), and
     moving `bar(total, initial)` (loss and tokens/s beside it) at every step.
@@ -58,7 +40,8 @@ def progress_callback(tokens_per_example: float, every_share: float = 0.05, prin
             self.every = max(1, round(state.max_steps * every_share))
             self.examples_per_step = (args.per_device_train_batch_size * args.gradient_accumulation_steps
                                       * args.world_size)
-            self.bar = bar(state.max_steps, state.global_step) if state.is_world_process_zero else None
+            self.bar = (bar(state.max_steps, state.global_step, "training", "step")
+                        if state.is_world_process_zero else None)
             if state.global_step and state.is_world_process_zero:
                 print_fn(f"resumed at step {state.global_step}/{state.max_steps}")
 

@@ -114,7 +114,7 @@ def test_progress_moves_a_bar_every_step_and_prints_a_line_every_share():
 
     lines, bars, out = [], [], io.StringIO()
 
-    def bar(total, initial):
+    def bar(total, initial, desc, unit):
         bars.append(tqdm(total=total, initial=initial, file=out, mininterval=0))
         return bars[-1]
 

@@ -1,0 +1,38 @@
+"""llama.cpp's C code writes its logs straight to file descriptor 2, and llama-cpp-python's log callback to Python's
+`sys.stderr`: in a notebook they land as hundreds of red lines (the quantizer logs every tensor).
+`native_stderr_to(path)` sends both to a file for the duration instead.
+
+Usage: ``with native_stderr_to(out / "logs" / "quantize-Q8_0.log"): llama_cpp.llama_model_quantize(...)``
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def native_stderr_to(path: Path) -> Iterator[Path]:
+    """Point fd 2 and `sys.stderr` at `path` (appended; parents created) while the block runs, then back. Python's
+    own stderr is flushed first, so nothing written before is lost or reordered."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as log, open(path, "a", buffering=1) as text:
+            os.dup2(log.fileno(), 2)
+            try:
+                with contextlib.redirect_stderr(text):
+                    yield path
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last lines of a native log, for an error message."""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else ""
