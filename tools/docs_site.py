@@ -24,12 +24,13 @@ from pathlib import Path
 import nbformat
 import yaml
 
+from lib.paths import runs_root
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DOCS = PROJECT_ROOT / "docs"
 # the runs whose executed notebooks the site shows: the CPU demo for real, two GPU recipes' dry-runs (the 3B and 22B
 # memory plans, the Llama 3 and Mistral masks, the export sizes)
-SITE_RUNS = {"smollm2_135m": "the CPU demo, run for real", "llama32_3b-dry-run": "Llama-3.2-3B on an 8 GB GPU (dry-run)",
-             "mistral22b-dry-run": "Mistral-Small 22B on a 24 GB GPU (dry-run)"}
+SITE_RUNS = ["smollm2_135m", "llama32_3b-dry-run", "mistral22b-dry-run"]  # their titles: mkdocs.yml's nav
 STAGES = ["01_data", "02_masking", "03_train", "04_merge_export", "05_eval_edge"]
 MAX_PICTURE_BYTES = 200_000
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -55,11 +56,13 @@ def colab_badge(notebook: str, badge_path: str) -> str:
     return f"[![Open in Colab]({badge_path})]({colab_url(notebook)})"
 
 
-def clean_notebook(notebook, name: str, badge_path: str = "../../../assets/colab-badge.svg"):
+def clean_notebook(notebook, name: str, badge_path: str = "../../assets/colab-badge.svg", root: Path = PROJECT_ROOT):
     """An executed notebook made fit for a static page (see the module's docstring); returns (notebook, counts).
-    `badge_path`: from the page's URL, notebooks/<run>/<stage>/ (MkDocs does not rewrite a notebook's links)."""
+    `badge_path`: from docs/notebooks/<run>/, which is also the page's folder on the site. The machine's own path to
+    the project (`root`: run folders, the adapter) is written as a relative one in code and text outputs."""
     dropped = 0
     for cell in notebook.cells:
+        cell.source = cell.source.replace(f"{root}/", "")
         outputs = []
         for output in cell.get("outputs", []):
             if WIDGET_VIEW in output.get("data", {}):
@@ -69,7 +72,7 @@ def clean_notebook(notebook, name: str, badge_path: str = "../../../assets/colab
             if picture and len(base64.b64decode(picture)) > MAX_PICTURE_BYTES:
                 raise DocsError(f"{name}: a picture of {len(base64.b64decode(picture)):,} bytes (at most "
                                 f"{MAX_PICTURE_BYTES:,}): make the figure smaller in lib/display.py")
-            outputs.append(output)
+            outputs.append(_relative(output, f"{root}/"))
         if "outputs" in cell:
             cell.outputs = outputs
         cell.metadata.pop("papermill", None)
@@ -78,6 +81,18 @@ def clean_notebook(notebook, name: str, badge_path: str = "../../../assets/colab
     notebook.metadata.pop("papermill", None)
     notebook.cells.insert(0, nbformat.v4.new_markdown_cell(colab_badge(name, badge_path)))
     return notebook, {"widget outputs dropped": dropped}
+
+
+def _relative(output, prefix: str):
+    """An output with `prefix` removed from its text (streams, plain text, HTML, Markdown; pictures untouched)."""
+    if "text" in output:
+        output.text = output.text.replace(prefix, "")
+    for mime in ("text/plain", "text/html", "text/markdown"):
+        if mime in output.get("data", {}):
+            value = output.data[mime]
+            output.data[mime] = value.replace(prefix, "") if isinstance(value, str) else [
+                line.replace(prefix, "") for line in value]
+    return output
 
 
 def refresh_notebooks(runs: Path, docs: Path = DOCS) -> list[Path]:
@@ -171,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "notebooks":
-            refresh_notebooks(PROJECT_ROOT / "runs")
+            refresh_notebooks(runs_root())
         else:
             print(f"site: {build(Path(args.site_dir)) / 'index.html'}")
     except DocsError as err:

@@ -64,7 +64,7 @@ def evaluate_files(recipe: Recipe, runs: list[dict], benchmarks: dict[str, tuple
         futures = {pool.submit(generate, job): job for job in jobs}
         for future in as_completed(futures):
             run, name, _, _ = futures[future]
-            progress.advance(f"{run['label']} on {name} decoded")
+            progress.advance(f"{run['label']} on {name} {'failed' if future.exception() else 'decoded'}")
         generated = [future.result() for future in futures]  # in `jobs` order; a failed job raises here
     speed_threads = recipe.eval_speed_threads or recipe.eval_n_threads
     first_source, first_n = next(iter(benchmarks.values()))

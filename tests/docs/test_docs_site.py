@@ -2,6 +2,7 @@
 import base64
 import importlib.util
 import re
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -27,13 +28,22 @@ def executed(*outputs):
 def test_cleaning_drops_widgets_keeps_the_rest_and_puts_a_colab_badge_on_top():
     bar = nbformat.v4.new_output("display_data", data={docs_site.WIDGET_VIEW: {"model_id": "1"},
                                                        "text/plain": "training:   0%|"})
-    line = nbformat.v4.new_output("stream", name="stdout", text="step 8/160 (5 %) · loss 1.2\n")
+    line = nbformat.v4.new_output("stream", name="stdout", text="adapter in /home/me/thinkdistill/runs/x/03_train\n")
     picture = nbformat.v4.new_output("display_data", data={"image/png": PNG_1PX.decode()})
-    notebook, counts = docs_site.clean_notebook(executed(bar, line, picture), "03_train.ipynb")
+    table = nbformat.v4.new_output("display_data", data={"text/markdown": "| run | /home/me/thinkdistill/runs/x |"})
+    notebook = executed(bar, line, picture, table)
+    notebook.cells[0].source = 'run_dir = "/home/me/thinkdistill/runs/x"'
+    notebook, counts = docs_site.clean_notebook(notebook, "03_train.ipynb", root=Path("/home/me/thinkdistill"))
     assert counts == {"widget outputs dropped": 1} and "widgets" not in notebook.metadata
-    assert [o.output_type for o in notebook.cells[1].outputs] == ["stream", "display_data"]
-    assert notebook.cells[0].source == ("[![Open in Colab](../../../assets/colab-badge.svg)](https://colab.research.google"
-                                        ".com/github/thinkdistill/thinkdistill/blob/main/notebooks/03_train.ipynb)")
+    code = notebook.cells[1]
+    assert [o.output_type for o in code.outputs] == ["stream", "display_data", "display_data"]
+    # the build machine's path to the project is not on the page: relative paths instead
+    assert code.source == 'run_dir = "runs/x"' and code.outputs[0].text == "adapter in runs/x/03_train\n"
+    assert code.outputs[2].data["text/markdown"] == "| run | runs/x |"
+    assert code.outputs[1].data["image/png"] == PNG_1PX.decode()
+    assert notebook.cells[0].source == f"[![Open in Colab](../../assets/colab-badge.svg)]({docs_site.colab_url('03_train.ipynb')})"
+    assert docs_site.colab_url("03_train.ipynb") == ("https://colab.research.google.com/github/thinkdistill/thinkdistill"
+                                                     "/blob/main/notebooks/03_train.ipynb")
 
 
 def test_a_picture_over_the_limit_is_refused_with_its_size():
@@ -71,6 +81,7 @@ def test_the_committed_site_notebooks_are_clean_executed_runs(run):
         assert outputs, f"{path} has no outputs: not an executed notebook"
         assert not [o for o in outputs if o.output_type == "error"], path
         assert not [o for o in outputs if docs_site.WIDGET_VIEW in o.get("data", {})], path
+        assert "widgets" not in notebook.metadata, path
         pictures = [len(base64.b64decode(o.data["image/png"])) for o in outputs if "image/png" in o.get("data", {})]
         assert all(size <= docs_site.MAX_PICTURE_BYTES for size in pictures), (path, pictures)
         assert re.search(r"colab\.research\.google\.com/github/.*/notebooks/" + stage, notebook.cells[0].source)

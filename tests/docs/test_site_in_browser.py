@@ -1,21 +1,21 @@
 """The tutorial site, built as `make docs` builds it and opened page by page in headless Chromium.
 
-For every page: no error output or Python traceback, every picture loaded (natural width > 0), every internal link
-answered, no request of the page failed; on the demo's 02 page, the masks' colours. A screenshot of each page is
+Pages are opened from disk (file://), as a reader opening site/index.html would. For every page: no error output or
+Python traceback, every picture loaded (natural width > 0), every internal link leading to a page, no request of the
+page failed or left the site, no JavaScript error; on the demo's 02 page, the masks' colours, on its 03 page the
+training's progress lines. A screenshot of each page is
 saved under runs/docs-screens/ for a person to look at. Skips, saying why, only where Chromium is not installed
 (`apt-get install chromium`; .ci/run installs it).
 """
-import http.server
 import importlib.util
 import shutil
-import threading
-import urllib.error
 import urllib.request
-from functools import partial
+from pathlib import Path
 from urllib.parse import urldefrag, urlparse
 
 import pytest
 
+from lib.display import TRAINED_BACKGROUND
 from lib.paths import PROJECT_ROOT, runs_root
 
 pytestmark = pytest.mark.slow
@@ -25,40 +25,26 @@ docs_site = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(docs_site)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-TRAINED_COLOUR = "c8f7c5"  # lib.display.colored_html's background of a trained token
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-class QuietServer(http.server.ThreadingHTTPServer):
-    def handle_error(self, request, client_address):
-        pass  # a browser closing a connection early (BrokenPipe): the page checks say what matters
 
 
 @pytest.fixture(scope="module")
-def served_site(tmp_path_factory):
-    site = docs_site.build(tmp_path_factory.mktemp("site") / "site")
-    server = QuietServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(site)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield site, f"http://127.0.0.1:{server.server_port}/"
-    server.shutdown()
+def site(tmp_path_factory):
+    return docs_site.build(tmp_path_factory.mktemp("site") / "site")
 
 
-def page_urls(site, root: str) -> list[str]:
-    pages = sorted(p.relative_to(site) for p in site.rglob("index.html") if "assets" not in p.parts)
-    return [root + ("" if str(p.parent) == "." else f"{p.parent}/") for p in pages]
+def page_urls(site) -> list[str]:
+    """Every page, as a reader opening site/index.html from disk reaches it (file:// URLs)."""
+    pages = sorted(p for p in site.rglob("*.html") if p.name != "404.html" and not {"assets", "search"} & set(p.parts))
+    return [p.as_uri() for p in pages]
 
 
-def test_every_page_renders_with_its_pictures_and_links(served_site):
+def test_every_page_renders_with_its_pictures_and_links(site):
     if CHROMIUM is None:
         pytest.skip("Chromium is not installed here (Debian: apt-get install chromium; .ci/run installs it)")
     from playwright.sync_api import sync_playwright
 
-    site, root = served_site
-    urls = page_urls(site, root)
+    root = site.as_uri() + "/"
+    urls = page_urls(site)
     # the landing page, the 15 notebooks of the three runs, the recipes' index and one page per params file
     assert len(urls) == 1 + 15 + 1 + len(list((PROJECT_ROOT / "params").glob("*.yaml"))), urls
     screens = runs_root() / "docs-screens"
@@ -70,12 +56,14 @@ def test_every_page_renders_with_its_pictures_and_links(served_site):
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         failed = []
         page.on("requestfailed", lambda request: failed.append(request.url))
-        page.on("response", lambda response: failed.append(f"{response.status} {response.url}")
-                if response.status >= 400 else None)
+        # offline: nothing but the site's own files (no web font, no CDN script, no widget manager)
+        page.on("request", lambda request: None if request.url.startswith((root, "data:"))
+                else failed.append(f"off-site {request.url}"))
+        page.on("pageerror", lambda error: failed.append(f"JavaScript error: {error}"))
         for url in urls:
             failed.clear()
             page.goto(url, wait_until="load")
-            name = urlparse(url).path.strip("/").replace("/", "__") or "index"
+            name = url.removeprefix(root).removesuffix(".html").replace("/", "__")
             text = page.inner_text("body")
             if "Traceback (most recent call last)" in text:
                 problems.append(f"{url}: a Python traceback")
@@ -89,18 +77,21 @@ def test_every_page_renders_with_its_pictures_and_links(served_site):
             problems += [f"{url}: request failed: {f}" for f in failed]
             links |= {urldefrag(href)[0] for href in page.evaluate("Array.from(document.links).map(a => a.href)")
                       if href.startswith(root)}
-            if url.endswith("smollm2_135m/02_masking/"):
-                coloured = page.locator(f"span[style*='{TRAINED_COLOUR}']").count()
+            if url.endswith("smollm2_135m/02_masking.html"):
+                coloured = page.locator(f"span[style*='{TRAINED_BACKGROUND}']").count()
                 if coloured < 20:
                     problems.append(f"{url}: {coloured} trained-token spans, the mask view is missing")
-            if url.endswith("smollm2_135m/03_train/") and "step 160/160" not in text:
+            if url.endswith("smollm2_135m/03_train.html") and "step 160/160" not in text:
                 problems.append(f"{url}: no training progress line")
-            page.screenshot(path=str(screens / f"{name}.png"), full_page=True)
+            # the whole page: Material's layout scrolls inside the viewport, so the viewport is made as tall as it
+            height = page.evaluate("document.documentElement.scrollHeight")
+            page.set_viewport_size({"width": 1280, "height": min(max(height, 900), 12000)})
+            page.screenshot(path=str(screens / f"{name}.png"))
+            page.set_viewport_size({"width": 1280, "height": 900})
         browser.close()
     for link in sorted(links):
-        try:
-            urllib.request.urlopen(link, timeout=10).close()
-        except urllib.error.HTTPError as err:
-            problems.append(f"link {link}: HTTP {err.code}")
+        target = Path(urllib.request.url2pathname(urlparse(link).path))
+        if not (target.is_file() or (target / "index.html").is_file()):
+            problems.append(f"link {link}: no such page")
     assert problems == []
     assert len(list(screens.glob("*.png"))) == len(urls)
