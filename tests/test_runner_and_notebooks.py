@@ -122,23 +122,3 @@ def test_cell_log_maps_papermill_cell_numbers_past_the_injected_parameters():
     handler.emit(logging.LogRecord("papermill", logging.INFO, "", 0, "<IPython.core.display.HTML object>", None, None))
     assert lines == ["[x] 01 · cell 2/4: model = 'x'", "[x] 01 · cell 3/4: # injected parameters",
                      "[x] 01 · cell 4/4: run(model)"]
-
-
-@pytest.mark.slow
-def test_each_notebook_runs_top_to_bottom_in_a_fresh_kernel_with_nbclient(tmp_path):
-    """As in JupyterLab, not through papermill: one fresh kernel per notebook, started in notebooks/, the parameters
-    edited in their own cell (no injected cell); nothing carried between notebooks but the run folder."""
-    import nbclient
-    import nbformat
-
-    for stage in STAGES:
-        notebook = nbformat.read(NOTEBOOKS_DIR / f"{stage}.ipynb", as_version=4)
-        parameters = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
-        parameters.source = (parameters.source.replace("dry_run = False", "dry_run = True")
-                             .replace('run_dir = ""', f'run_dir = "{tmp_path}"'))
-        assert "dry_run = True" in parameters.source and str(tmp_path) in parameters.source
-        nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
-                                resources={"metadata": {"path": str(NOTEBOOKS_DIR)}}).execute()
-        errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.output_type == "error"]
-        assert errors == [], stage
-    assert (tmp_path / "05_eval_edge" / "manifest.json").is_file()
