@@ -15,11 +15,15 @@ PATCHED = ("transformers", "trl", "peft")
 
 
 def _imports_of_first_code_cell(notebook: Path) -> str:
-    """The import lines of 03's first code cell after the parameters (what the notebook runs first)."""
+    """The import lines of 03's first code cells after the parameters, in order (what the notebook runs first):
+    the Colab setup cell's (`import lib.colab`, which must not bring transformers either), then the first cell's."""
     cells = notebook.read_text().split("# %%")
     code = [c for c in cells if not c.lstrip().startswith(("[markdown]", 'tags=["parameters"]')) and c.strip()]
-    first = code[1]  # code[0] is the jupytext header
-    return "\n".join(line for line in first.splitlines() if line.startswith(("import ", "from ")))
+    setup, first = code[1], code[2]  # code[0] is the jupytext header
+    assert "lib.colab.setup(" in setup, "03's first code cell after the parameters is the Colab setup cell"
+    lines = [line.strip() for cell in (setup, first) for line in cell.splitlines()
+             if line.strip().startswith(("import ", "from "))]
+    return "\n".join(dict.fromkeys(lines))
 
 
 def _run_with_stub(tmp_path: Path, imports: str, cuda: bool) -> dict:
@@ -39,7 +43,7 @@ def _run_with_stub(tmp_path: Path, imports: str, cuda: bool) -> dict:
 
 def test_03_imports_unsloth_before_transformers_trl_and_peft(tmp_path):
     imports = _imports_of_first_code_cell(NOTEBOOKS_DIR / "03_train.py")
-    assert "lib.train.stage" in imports  # the cell does import the training code (which brings transformers)
+    assert "lib.train.stage" in imports and "import lib.colab" in imports  # the training code brings transformers
     seen = _run_with_stub(tmp_path, imports, cuda=True)
     assert seen == {"already_imported": []}, "unsloth was imported after (or not before) " + str(seen)
 
