@@ -73,10 +73,11 @@ def choose(model: str, dry_run: bool, tiny: bool, gpu: Gpu | None) -> Choice:
                 f"its licence there and add HF_TOKEN in Colab's Secrets. For {asked}, use a CPU-only runtime.")
     else:
         note = f"GPU runtime, {card}: running {model} ({recipe.hardware})."
-    if planned_gib(model) > gpu.memory_gib:
+    needed = planned_gib(model)
+    if needed > gpu.memory_gib:
         fitting = sorted(name for name in list_recipes()
                          if targets_gpu(load_recipe(name)) and planned_gib(name) <= gpu.memory_gib)
-        raise RecipeDoesNotFit(f"{model} is planned for {recipe.hardware} and needs {planned_gib(model):.1f} GiB "
+        raise RecipeDoesNotFit(f"{model} is planned for {recipe.hardware} and needs {needed:.1f} GiB "
                                f"(python -m lib plan {model}) but this runtime's {card} has {gpu.memory_gib:.1f}: pick "
                                f"a larger runtime, or set model to one that fits ({', '.join(fitting) or 'none'}), or "
                                f"dry_run = True")

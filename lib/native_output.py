@@ -44,6 +44,13 @@ def llama_log_on_error(path: Path) -> Iterator[None]:
         raise type(error)(f"{error}; llama.cpp's log ({path}) ends:\n{log_tail(path)}") from error
 
 
+@contextlib.contextmanager
+def llama_cpp_logged_to(path: Path) -> Iterator[Path]:
+    """Both at once, for a llama.cpp load: its output to `path`, and a failure quoting that log's end."""
+    with native_stderr_to(path), llama_log_on_error(path):
+        yield path
+
+
 def log_tail(path: Path, lines: int = 20) -> str:
     """The last lines of a native log, for an error message."""
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else ""

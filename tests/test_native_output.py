@@ -24,10 +24,10 @@ def test_fd2_writes_go_to_the_log_and_stderr_comes_back(tmp_path, capfd):
 def test_a_failed_load_names_the_log_and_quotes_its_end(tmp_path):
     import pytest
 
-    from lib.native_output import llama_log_on_error
+    from lib.native_output import llama_cpp_logged_to
 
     log = tmp_path / "round_trip.log"
     with pytest.raises(ValueError, match=r"Failed to load model .*round_trip.log\) ends:\nllama_model_load: bad magic"):
-        with native_stderr_to(log), llama_log_on_error(log):
+        with llama_cpp_logged_to(log):
             os.write(2, b"llama_model_load: bad magic\n")
             raise ValueError("Failed to load model from file")

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from lib.export.gguf import render_chat, special_texts
-from lib.native_output import llama_log_on_error, native_stderr_to
+from lib.native_output import llama_cpp_logged_to
 from lib.paths import atomic_write_text
 from lib.think import THINK_CLOSE, THINK_OPEN
 
@@ -99,7 +99,7 @@ def write_modelfiles(files: dict[str, Path], stops: list[str], sampling: dict, n
     import llama_cpp
 
     log = files["F16"].parent / "logs" / "modelfile.log"  # a vocab-only context's warnings
-    with native_stderr_to(log), llama_log_on_error(log):
+    with llama_cpp_logged_to(log):
         vocab = llama_cpp.Llama(str(files["F16"]), vocab_only=True, verbose=False)
     template, (bos, eos) = vocab.metadata["tokenizer.chat_template"], special_texts(vocab)
     written, decided = [], {}

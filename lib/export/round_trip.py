@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 
 from lib.conversation import to_chat_messages
-from lib.native_output import llama_log_on_error, native_stderr_to
+from lib.native_output import llama_cpp_logged_to
 from lib.export.gguf import ExportError, gpu_offload, render_chat, special_texts
 from lib.think import THINK_CLOSE, THINK_OPEN
 
@@ -159,7 +159,7 @@ def round_trip(merged_dir: Path, gguf: Path, conversations: list[dict], greedy_p
     template_kwargs = template_kwargs or {}
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
     log = gguf.parent / "logs" / "round_trip.log"  # llama.cpp's warnings about a vocab-only context, not the notebook
-    with native_stderr_to(log), llama_log_on_error(log):
+    with llama_cpp_logged_to(log):
         vocab = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
     report = {"gguf": Path(gguf).name, "has_template": bool(vocab.metadata.get("tokenizer.chat_template"))}
     if not report["has_template"]:
@@ -175,7 +175,7 @@ def round_trip(merged_dir: Path, gguf: Path, conversations: list[dict], greedy_p
     if asked:
         prompts = [_gguf_ids(vocab, c, template_kwargs) for c in asked]
         n_ctx = max(len(p) for p in prompts) + GREEDY_TOKENS + 16  # a long history (8k recipes) fits
-        with native_stderr_to(log), llama_log_on_error(log):
+        with llama_cpp_logged_to(log):
             llm = llama_cpp.Llama(str(gguf), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
                                   verbose=False, n_gpu_layers=-1 if gpu_offload() else 0)
         report["greedy"] = greedy_rows(merged_dir, llm, prompts, GREEDY_TOKENS, eos)
