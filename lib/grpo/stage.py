@@ -1,0 +1,154 @@
+"""Stage 06: GRPO on 03's adapter, then 04's merge and export and 05's judgement of the result, side by side.
+
+Usage: ``facts = run_grpo(cfg, grpo_prompts(cfg), restart=False)``; ``rows = side_by_side(cfg, facts)``
+
+Reads only saved artifacts: 01's training rows (the prompts; the held-out split is never read for training), 03's
+adapter, 05's prompts file and results (base and SFT, judged already on the very prompts 06 judges). Writes under
+`runs/<recipe>/06_grpo/`: the adapter and its log, the merged model and GGUF files (named `<recipe>-grpo-*.gguf`),
+the judged samples and a manifest.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from lib.conversation import prompt_key
+from lib.data.pipeline import DataPolicy, run_pipeline
+from lib.data.rows import source_id_prefix
+from lib.data.schemas import convert_rows
+from lib.data.sources import iter_records
+
+from lib.evaluate.stage import benchmark_sources, evaluation_runs
+from lib.grpo.rewards import correctness, format_reward
+from lib.grpo.settings import GrpoSettings, grpo_settings
+from lib.grpo.train import prompt_rows
+from lib.jsonl import read_jsonl
+from lib.paths import atomic_write_text
+from lib.export.stage import merge_probe_texts
+from lib.recipe import recipe_source
+from lib.run_config import RunConfig, read_manifest, stage_file, write_manifest
+from lib.think import assistant_text
+
+STAGE = "06_grpo"
+GRPO_LABEL = "grpo"  # 06's files are judged as grpo-<quant>, beside 05's base and distilled-<quant>
+
+
+class NoGrpoSection(ValueError):
+    """The recipe has no `grpo:` section: there is nothing for 06 to do."""
+
+
+def recipe_settings(cfg: RunConfig) -> GrpoSettings:
+    if not cfg.recipe.grpo:
+        raise NoGrpoSection(f"recipe {cfg.recipe.name} has no grpo: section; add one (see params/"
+                            "smollm2_135m_arithmetic.yaml) or run stages 01-05 only")
+    return grpo_settings(cfg.recipe.grpo)
+
+
+def source_rows(cfg: RunConfig) -> tuple[list[dict], str]:
+    """(the rows GRPO's prompts come from, where from): 01's training rows (decontaminated there), or
+    `grpo.dataset_path`'s through 01's pipeline (`verifiable_rows`)."""
+    settings = recipe_settings(cfg)
+    if settings.dataset_path:
+        return verifiable_rows(cfg, settings), settings.dataset_path
+    return read_jsonl(stage_file(cfg, "01_data", "train")), "01's training rows"
+
+
+def grpo_prompts(cfg: RunConfig, rows: list[dict], source: str) -> list[dict]:
+    """06's prompts from `source_rows`: `grpo.prompts` of them drawn with the recipe's seed. Rows without a
+    reference answer cannot be rewarded: none at all is an error naming the key to set."""
+    settings, recipe = recipe_settings(cfg), cfg.recipe
+    prompts = prompt_rows(rows, settings.prompts, recipe.seed, recipe.system_prompt,
+                          recipe.plain_format if recipe.chat_format == "plain" else "")
+    if not prompts:
+        raise ValueError(f"{recipe_source(recipe)}: grpo: {source} hold no row with a reference answer ({len(rows)} "
+                         "rows), so no completion can be rewarded for being right: set grpo.dataset_path (and "
+                         "grpo.dataset_format) to a set with answers, e.g. data/gsm8k/train.jsonl.gz (gsm8k)")
+    return prompts
+
+
+def verifiable_rows(cfg: RunConfig, settings: GrpoSettings) -> list[dict]:
+    """`grpo.dataset_path` through 01's pipeline (schema, answer verification, duplicates, decontamination against
+    the recipe's evaluation sets), then without any row whose prompt is one of 01's held-out prompts."""
+    policy = dataclasses.replace(DataPolicy.from_recipe(cfg.recipe), schema=settings.dataset_format,
+                                 field_mapping={})
+    records = iter_records(settings.dataset_path, "train", "")
+    converted = convert_rows(records, policy.schema, {}, source_id_prefix(settings.dataset_path))
+    # twice the prompts asked for: the held-out filter below may remove some
+    audit = run_pipeline(converted, policy, limit=2 * settings.prompts if settings.prompts else 0,
+                         source=settings.dataset_path)
+    held = {prompt_key(row) for row in read_jsonl(stage_file(cfg, "01_data", "heldout"))}
+    return [row for row in audit.kept if prompt_key(row) not in held]
+
+
+def reward_check(train_rows: list[dict], limit: int = 50) -> dict:
+    """The rewards on 01's own traces with a reference answer, rendered as a completion would be: every verified
+    trace must be correct and well formed (a reward that fails the training data would punish exactly what SFT taught)."""
+    scores = {"traces": 0, "correctness": 0.0, "format": 0.0}
+    for row in [r for r in train_rows if r.get("answer") not in (None, "")][:limit]:
+        reply = row["messages"][-1]
+        text = assistant_text(reply["think"], reply["answer"])
+        scores["traces"] += 1
+        scores["correctness"] += correctness(text, str(row["answer"]))
+        scores["format"] += format_reward(text)
+    return scores
+
+
+def run_grpo(cfg: RunConfig, prompts: list[dict], restart: bool = False) -> dict:
+    """Train (through the run's mode), then merge, export and judge the result on 05's held-out prompts."""
+    recipe, out = cfg.recipe, cfg.stage_dir(STAGE)
+    settings = recipe_settings(cfg)
+    # 03's adapter (a dry-run's 03 writes none: its mode plans without one)
+    trained = "adapter" in read_manifest(cfg, "03_train")["produced"]
+    sft_adapter = stage_file(cfg, "03_train", "adapter") if settings.start_from == "sft" and trained else None
+    train_rows = read_jsonl(stage_file(cfg, "01_data", "train"))
+    facts = {"mode": cfg.mode.name, "settings": settings.__dict__ | {"weights": settings.weights},
+             "prompts": len(prompts), "prompts_from": settings.dataset_path or "01_data/train.jsonl",
+             "start_from": settings.start_from}
+    trained, produced = cfg.mode.grpo(cfg, settings, prompts, out, sft_adapter, restart)
+    facts |= trained
+    adapter = produced.get("adapter")
+    if adapter:  # 04's merge (checked) and GGUF export, 05's judgement, of 06's adapter
+        merged, folder = out / "merged", out / "gguf"
+        facts["merge"] = cfg.mode.merge(cfg, merged, merge_probe_texts(train_rows), adapter=adapter)
+        files = cfg.mode.convert(cfg, merged, folder, name=f"{recipe.name}-{GRPO_LABEL}")
+        produced |= files
+        prompts_file = heldout_prompts(cfg)
+        runs = evaluation_runs({f"{GRPO_LABEL}-{q}": path for q, path in files.items()}, recipe.eval_sampling())
+        facts["results"] = cfg.mode.evaluate(cfg, runs, benchmark_sources(recipe, prompts_file), out)
+        atomic_write_text(out / "results.json", json.dumps({"recipe": recipe.name, "results": facts["results"]},
+                                                           indent=2))
+        produced["results"] = out / "results.json"
+    consumed = {"train": stage_file(cfg, "01_data", "train")}
+    if sft_adapter and (sft_adapter / "adapter_model.safetensors").is_file():
+        consumed["sft_adapter"] = sft_adapter / "adapter_model.safetensors"
+    if adapter:
+        consumed["prompts"] = heldout_prompts(cfg)
+    write_manifest(cfg, STAGE, consumed, produced, facts)
+    return facts
+
+
+def heldout_prompts(cfg: RunConfig) -> Path:
+    """05's prompts file: 06 judges on the very prompts 05 judged the base and the SFT files on."""
+    return cfg.run_dir / read_manifest(cfg, "05_eval_edge")["consumed"]["prompts"]
+
+
+def side_by_side(cfg: RunConfig, facts: dict) -> list[dict]:
+    """base → SFT → SFT+GRPO: 05's results for the base and the SFT files, then 06's, on the same benchmarks."""
+    before = read_manifest(cfg, "05_eval_edge")["facts"].get("results", [])
+    return [r for r in before if r["label"] == "base" or r["label"].startswith("distilled-")
+            and not r["label"].endswith("no-repeat-penalty")] + facts.get("results", [])
+
+
+def reward_curves(log_history: list[dict]) -> list[dict]:
+    """Per logged step: each reward's mean, the total, KL, completion length and the share cut at the limit."""
+    keys = {"reward": "reward", "correctness": "rewards/correctness/mean", "format": "rewards/format/mean",
+            "overlong": "rewards/overlong/mean", "kl": "kl", "length": "completions/mean_length",
+            "clipped": "completions/clipped_ratio"}
+    return [{"step": entry["step"], **{name: entry.get(key) for name, key in keys.items()}}
+            for entry in log_history if "reward" in entry]
+
+
+def grpo_log(cfg: RunConfig) -> list[dict]:
+    path = cfg.run_dir / STAGE / "grpo_log.json"
+    return json.loads(Path(path).read_text()) if path.is_file() else []

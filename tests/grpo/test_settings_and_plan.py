@@ -1,0 +1,98 @@
+"""The recipe's grpo: section, TRL's arguments built from it, the memory plan of one step, the prompts."""
+import pytest
+
+from lib.architectures import load_architecture
+from lib.grpo.plan import generation_cache_bytes, grpo_memory_plan
+from lib.grpo.settings import GrpoSettings, GrpoSettingsError, grpo_settings
+from lib.grpo.train import grpo_args, grpo_backend, prompt_rows
+from lib.modes import check_recipe
+from lib.recipe import ParamsError, load_recipe, with_overrides
+from lib.runner import select_stages
+from lib.train.backends import select_backend
+
+RECIPES_WITH_GRPO = ["smollm2_135m_arithmetic", "llama32_3b_thinking8k", "nanbeige4_3b_coldstart"]
+
+
+@pytest.mark.parametrize("name", RECIPES_WITH_GRPO)
+def test_shipped_grpo_sections_are_valid(name):
+    recipe = load_recipe(name)
+    settings = grpo_settings(recipe.grpo)
+    assert settings.completions_per_step == settings.prompts_per_step * settings.num_generations
+
+
+@pytest.mark.parametrize("section, names", [
+    ({"num_generation": 8}, "did you mean 'num_generations'"),
+    ({"loss_type": "ppo"}, "loss_type"),
+    ({"num_generations": 1}, "num_generations"),
+    ({"reward_weights": {"speed": 1}}, "unknown reward"),
+    ({"reward_weights": {"correctness": 0}}, "nothing to learn"),
+    ({"max_completion_length": 64, "overlong_buffer": 64}, "overlong_buffer"),
+    ({"beta": -0.1}, "beta"),
+])
+def test_a_wrong_key_is_named(section, names):
+    with pytest.raises(GrpoSettingsError, match=names):
+        grpo_settings(section)
+
+
+def test_a_wrong_grpo_section_stops_the_recipe_check_naming_file_and_key():
+    recipe = with_overrides(load_recipe("smollm2_135m_arithmetic"), grpo={"group": 8})
+    with pytest.raises(ParamsError, match=r"grpo: unknown key 'group'"):
+        check_recipe(recipe)
+
+
+def test_reward_weights_follow_the_reward_order_and_default_to_zero():
+    assert GrpoSettings(reward_weights={"format": 2.0}).weights == [0.0, 2.0, 0.0]
+
+
+def test_trl_arguments_count_completions_per_step():
+    from trl import GRPOConfig
+
+    recipe = load_recipe("smollm2_135m_arithmetic")
+    settings = grpo_settings(recipe.grpo)
+    backend = select_backend(recipe, has_cuda=False, has_unsloth=False)
+    args = GRPOConfig(**grpo_args(recipe, settings, "/tmp/unused", backend))
+    assert args.per_device_train_batch_size == settings.prompts_per_step * settings.num_generations
+    assert args.num_generations == settings.num_generations and args.beta == settings.beta
+    assert args.reward_weights == settings.weights and args.loss_type == settings.loss_type
+
+
+def test_grpo_trains_with_peft_where_03_uses_unsloth():
+    recipe = load_recipe("llama32_3b_thinking8k")
+    backend = grpo_backend(select_backend(recipe, has_cuda=True, has_unsloth=True), recipe)
+    assert backend.name == "transformers+peft" and backend.load_in_4bit
+    assert backend.gradient_checkpointing is recipe.gradient_checkpointing
+
+
+def test_the_plan_adds_the_generation_cache_and_the_reference_adapter_only_with_beta():
+    recipe = load_recipe("llama32_3b_thinking8k")
+    arch = load_architecture(recipe.architecture)
+    backend = grpo_backend(select_backend(recipe, has_cuda=True, has_unsloth=True), recipe)
+    with_kl = grpo_memory_plan(recipe, grpo_settings(recipe.grpo), 200, backend, arch)
+    without = grpo_memory_plan(recipe, grpo_settings({**recipe.grpo, "beta": 0.0}), 200, backend, arch)
+    assert with_kl["components_gib"]["reference adapter"] == with_kl["components_gib"]["lora_weights"] > 0
+    assert "reference adapter" not in without["components_gib"]
+    rows = 8 * (200 + recipe.grpo["max_completion_length"])
+    # K and V, 28 layers, 8 kv heads x 128, bf16
+    assert generation_cache_bytes(arch, 8, 200 + 2048, 2) == 2 * 28 * rows * 8 * 128 * 2
+    assert with_kl["fits"], with_kl
+
+
+def test_prompts_are_the_user_turns_with_their_answers_seeded():
+    rows = [{"id": f"r{i}", "answer": str(i), "messages": [{"role": "user", "content": f"q{i}"},
+                                                           {"role": "assistant", "think": "t", "answer": "a"}]}
+            for i in range(10)] + [{"id": "none", "answer": None, "messages": [{"role": "user", "content": "x"}]}]
+    everything = prompt_rows(rows, 0, 1)
+    assert [p["id"] for p in everything] == [f"r{i}" for i in range(10)]  # the unanswerable row is left out
+    assert everything[3]["prompt"] == [{"role": "user", "content": "q3"}] and everything[3]["answer"] == "3"
+    assert prompt_rows(rows, 4, 1) == prompt_rows(rows, 4, 1) != prompt_rows(rows, 4, 2)
+    plain = prompt_rows(rows, 1, 1, plain_format="User: {problem}\nAssistant: <think>\n{thinking}\n</think>\n"
+                                                 "{solution}")
+    assert plain[0]["prompt"].startswith("User: q") and plain[0]["prompt"].endswith("Assistant:")
+    system = prompt_rows(rows, 1, 1, system_prompt="Think.")
+    assert system[0]["prompt"][0] == {"role": "system", "content": "Think."}
+
+
+def test_06_runs_by_default_only_for_a_recipe_with_a_grpo_section():
+    assert select_stages(None, grpo=True)[-1] == "06_grpo"
+    assert "06_grpo" not in select_stages(None, grpo=False)
+    assert select_stages("06", grpo=False) == ["06_grpo"]  # asked for by name: runs (and says what is missing)
