@@ -79,9 +79,11 @@ lab: install
 docs: install
 	$(PY) tools/docs_site.py build --site-dir site
 
-# docs/notebooks/ from a fresh demo run and the dry-runs of the two GPU recipes the site shows
+# docs/notebooks/ from fresh runs of the demo and the arithmetic recipe (SFT then GRPO), and the dry-runs of the two
+# GPU recipes the site shows
 docs-notebooks: install
 	test -f runs/smollm2_135m/05_eval_edge.ipynb || $(PY) -m lib run smollm2_135m
+	test -f runs/smollm2_135m_arithmetic/06_grpo.ipynb || $(PY) -m lib run smollm2_135m_arithmetic
 	$(PY) -m lib run llama32_3b --dry-run
 	$(PY) -m lib run mistral22b --dry-run
 	$(PY) tools/docs_site.py notebooks

@@ -66,6 +66,9 @@ def choose(model: str, dry_run: bool, tiny: bool, gpu: Gpu | None) -> Choice:
                           f"on this CPU: model = 'smollm2_135m'.")
         return Choice(model, False, False, f"CPU runtime: {model} runs for real ({recipe.hardware}).")
     card = f"{gpu.name} ({gpu.memory_gib:.1f} GiB{'' if gpu.bf16 else ', no bf16'})"
+    if not targets_gpu(recipe) and recipe.grpo:  # its 06 needs its own 01-05: the T4 recipe has no grpo: section
+        return Choice(model, False, False, f"GPU runtime, {card}: {model} is a CPU recipe with a GRPO stage; it runs "
+                                           "as written (on this GPU).")
     if not targets_gpu(recipe):
         asked, model, recipe = model, COLAB_GPU_RECIPE, load_recipe(COLAB_GPU_RECIPE)
         note = (f"GPU runtime, {card}: running {model} instead of the CPU recipe {asked}: the recipe planned for this "

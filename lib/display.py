@@ -196,7 +196,12 @@ def reward_plot(curves: list[dict], path: Path, title: str) -> Image | Markdown:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
     steps = [row["step"] for row in curves]
     for key, style in (("reward", "-"), ("correctness", "-"), ("format", "--"), ("overlong", ":")):
-        left.plot(steps, [row[key] for row in curves], style, marker="o", markersize=2, label=key)
+        left.plot(steps, [row[key] for row in curves], style, marker="o", markersize=2, linewidth=0.8, label=key)
+    window = 5  # one step judges a group or two: the mean of the last five shows the trend
+    correct = [row["correctness"] for row in curves]
+    if len(correct) >= window:
+        trend = [sum(correct[i - window + 1:i + 1]) / window for i in range(window - 1, len(correct))]
+        left.plot(steps[window - 1:], trend, color="black", linewidth=2, label=f"correctness, mean of {window}")
     left.set(xlabel="GRPO step", ylabel="mean reward of the step's completions", title=title)
     left.grid(alpha=0.3)
     left.legend(fontsize=8)

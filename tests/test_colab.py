@@ -35,6 +35,8 @@ def test_a_gpu_runtime_picks_the_recipe_planned_for_its_card():
     with pytest.raises(RecipeDoesNotFit, match=r"mistral22b is planned for 1x 24 GB GPU and needs .* has 14\.7.*llama32_1b_t4"):
         choose("mistral22b", False, False, T4)
     assert choose("mistral22b", False, False, A100).model == "mistral22b"
+    # a CPU recipe with a GRPO stage is not swapped for the T4 recipe (which has no grpo: section for 06)
+    assert choose("smollm2_135m_arithmetic", False, False, T4)[:3] == ("smollm2_135m_arithmetic", False, False)
     # asked for explicitly, a dry-run or tiny run runs anywhere, whatever the card
     assert choose("mistral22b", True, False, None)[:3] == ("mistral22b", True, False)
     assert choose("mistral22b", False, True, T4)[:3] == ("mistral22b", False, True)

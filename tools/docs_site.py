@@ -30,8 +30,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DOCS = PROJECT_ROOT / "docs"
 # the runs whose executed notebooks the site shows: the CPU demo for real, two GPU recipes' dry-runs (the 3B and 22B
 # memory plans, the Llama 3 and Mistral masks, the export sizes)
-SITE_RUNS = ["smollm2_135m", "llama32_3b-dry-run", "mistral22b-dry-run"]  # their titles: mkdocs.yml's nav
 STAGES = ["01_data", "02_masking", "03_train", "04_merge_export", "05_eval_edge"]
+# run -> its notebooks on the site (titles: mkdocs.yml's nav); the arithmetic recipe's run adds 06_grpo
+SITE_RUNS = {"smollm2_135m": STAGES, "smollm2_135m_arithmetic": STAGES + ["06_grpo"],
+             "llama32_3b-dry-run": STAGES, "mistral22b-dry-run": STAGES}
 MAX_PICTURE_BYTES = 200_000
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
@@ -97,14 +99,15 @@ def _relative(output, prefix: str):
 
 def refresh_notebooks(runs: Path, docs: Path = DOCS) -> list[Path]:
     """Copy the executed notebooks of `SITE_RUNS` from `runs` into docs/notebooks/, cleaned; every one must exist."""
-    missing = [str(runs / run / f"{stage}.ipynb") for run in SITE_RUNS for stage in STAGES
+    missing = [str(runs / run / f"{stage}.ipynb") for run, stages in SITE_RUNS.items() for stage in stages
                if not (runs / run / f"{stage}.ipynb").is_file()]
     if missing:
         raise DocsError(f"no executed notebook at {missing[0]} (and {len(missing) - 1} more): run `make demo` and "
-                        f"`python -m lib run llama32_3b --dry-run`, `python -m lib run mistral22b --dry-run` first")
+                        f"`python -m lib run smollm2_135m_arithmetic`, `python -m lib run llama32_3b --dry-run`, "
+                        "`python -m lib run mistral22b --dry-run` first")
     written = []
-    for run in SITE_RUNS:
-        for stage in STAGES:
+    for run, stages in SITE_RUNS.items():
+        for stage in stages:
             notebook, counts = clean_notebook(nbformat.read(runs / run / f"{stage}.ipynb", as_version=4),
                                               f"{stage}.ipynb")
             errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]

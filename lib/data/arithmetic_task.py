@@ -28,13 +28,11 @@ OPERANDS = (3, 4)  # numbers per problem: two or three steps
 
 
 def step_text(a: int, sign: str, b: int) -> tuple[str, int]:
-    """One step written as a person does it in their head: tens with tens, units with units, then both together,
-    e.g. "63 - 34 = 30 - 1 = 29." (the first attempt wrote "63 - 34 = 29." alone: the SFT model got 78 % of its
-    additions right but 23 % of its subtractions, which need a borrow the split makes explicit)."""
-    tens = (a - a % 10) + (b - b % 10) if sign == "+" else (a - a % 10) - (b - b % 10)
-    units = a % 10 + b % 10 if sign == "+" else a % 10 - b % 10
+    """One step, "63 - 34 = 29.", and its result. (Tried and measured worse: "63 - 34 = 30 - 1 = 29.", tens and units
+    apart with the units left implicit: the SFT model got the tens right 98 % of the time but the units 13 %, and 4 %
+    of the problems, against 28 % with these plain steps: a 135M model needs every number it uses written out.)"""
     result = a + b if sign == "+" else a - b
-    return f"{a} {sign} {b} = {tens} {'-' if units < 0 else '+'} {abs(units)} = {result}.", result
+    return f"{a} {sign} {b} = {result}.", result
 
 
 def make_problem(rng: random.Random, operands: int, low: int, high: int) -> dict:

@@ -74,9 +74,12 @@ def verifiable_rows(cfg: RunConfig, settings: GrpoSettings) -> list[dict]:
                                  field_mapping={})
     records = iter_records(settings.dataset_path, "train", "")
     converted = convert_rows(records, policy.schema, {}, source_id_prefix(settings.dataset_path))
-    # twice the prompts asked for: the held-out filter below may remove some
-    audit = run_pipeline(converted, policy, limit=2 * settings.prompts if settings.prompts else 0,
-                         source=settings.dataset_path)
+    # twice the prompts asked for (the held-out filter below may remove some), at most the rows the run's mode reads
+    # from a training source (a dry-run's or --tiny run's few; a real run's train_rows)
+    limit = 2 * settings.prompts
+    if cfg.mode.train_rows:
+        limit = min(limit, cfg.mode.train_rows) if limit else cfg.mode.train_rows
+    audit = run_pipeline(converted, policy, limit=limit, source=settings.dataset_path)
     held = {prompt_key(row) for row in read_jsonl(stage_file(cfg, "01_data", "heldout"))}
     return [row for row in audit.kept if prompt_key(row) not in held]
 
@@ -99,14 +102,14 @@ def run_grpo(cfg: RunConfig, prompts: list[dict], restart: bool = False) -> dict
     recipe, out = cfg.recipe, cfg.stage_dir(STAGE)
     settings = recipe_settings(cfg)
     # 03's adapter (a dry-run's 03 writes none: its mode plans without one)
-    trained = "adapter" in read_manifest(cfg, "03_train")["produced"]
-    sft_adapter = stage_file(cfg, "03_train", "adapter") if settings.start_from == "sft" and trained else None
+    has_adapter = "adapter" in read_manifest(cfg, "03_train")["produced"]
+    sft_adapter = stage_file(cfg, "03_train", "adapter") if settings.start_from == "sft" and has_adapter else None
     train_rows = read_jsonl(stage_file(cfg, "01_data", "train"))
     facts = {"mode": cfg.mode.name, "settings": settings.__dict__ | {"weights": settings.weights},
              "prompts": len(prompts), "prompts_from": settings.dataset_path or "01_data/train.jsonl",
              "start_from": settings.start_from}
     trained, produced = cfg.mode.grpo(cfg, settings, prompts, out, sft_adapter, restart)
-    facts |= trained
+    facts |= trained  # steps, seconds, backend (real, tiny) or the memory plan (dry-run)
     adapter = produced.get("adapter")
     if adapter:  # 04's merge (checked) and GGUF export, 05's judgement, of 06's adapter
         merged, folder = out / "merged", out / "gguf"

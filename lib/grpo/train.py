@@ -151,23 +151,28 @@ def training_fingerprint(recipe: Recipe, settings: GrpoSettings, prompts: list[d
 
 
 def progress_printer(max_steps: int, print_fn=print, bar=live_bar):
-    """A TrainerCallback printing one line per logged step: the rewards' means, completion length, clipped share."""
+    """A TrainerCallback printing one line per logged step (the weighted reward, each reward's mean, completion
+    length, the share cut at the limit), with a bar moving beside them in Jupyter."""
     from transformers import TrainerCallback
 
     class GrpoProgress(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            self.start = time.time()
+            self.start, self.bar = time.time(), bar(max_steps, state.global_step, "GRPO", "step")
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "reward" not in logs:
                 return
             rewards = " · ".join(f"{name} {logs.get(f'rewards/{name}/mean', 0):.2f}" for name in REWARD_NAMES)
-            elapsed = (time.time() - self.start) / 60
             line = (f"step {state.global_step}/{max_steps} · reward {logs['reward']:.2f} · {rewards} · "
                     f"length {logs.get('completions/mean_length', 0):.0f} · clipped "
-                    f"{logs.get('completions/clipped_ratio', 0):.0%} · {elapsed:.1f} min")
-            if not bar(line):
-                print_fn(line)
+                    f"{logs.get('completions/clipped_ratio', 0):.0%} · {(time.time() - self.start) / 60:.1f} min")
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+            print_fn(line, flush=True)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
 
     return GrpoProgress()
 

@@ -96,3 +96,31 @@ def test_06_runs_by_default_only_for_a_recipe_with_a_grpo_section():
     assert select_stages(None, grpo=True)[-1] == "06_grpo"
     assert "06_grpo" not in select_stages(None, grpo=False)
     assert select_stages("06", grpo=False) == ["06_grpo"]  # asked for by name: runs (and says what is missing)
+
+
+def test_progress_prints_a_line_per_logged_step_and_moves_the_bar():
+    from lib.grpo.train import progress_printer
+
+    class Bar:
+        n, closed = 0, False
+
+        def update(self, k):
+            self.n += k
+
+        def close(self):
+            self.closed = True
+
+    class State:
+        global_step = 0
+
+    lines, bar = [], Bar()
+    callback = progress_printer(4, print_fn=lambda line, flush=True: lines.append(line), bar=lambda *_: bar)
+    callback.on_train_begin(None, State, None)
+    State.global_step = 2
+    callback.on_log(None, State, None, logs={"loss": 0.1})  # not a GRPO step's log: nothing
+    callback.on_log(None, State, None, logs={"reward": 0.5, "rewards/correctness/mean": 0.25,
+                                             "completions/mean_length": 50, "completions/clipped_ratio": 0.125})
+    callback.on_train_end(None, State, None)
+    assert lines == ["step 2/4 · reward 0.50 · correctness 0.25 · format 0.00 · overlong 0.00 · length 50 · "
+                     "clipped 12% · 0.0 min"]
+    assert bar.n == 2 and bar.closed
