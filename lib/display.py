@@ -197,6 +197,9 @@ def reward_plot(curves: list[dict], path: Path, title: str) -> Image | Markdown:
     steps = [row["step"] for row in curves]
     for key, style in (("reward", "-"), ("correctness", "-"), ("format", "--"), ("overlong", ":")):
         left.plot(steps, [row[key] for row in curves], style, marker="o", markersize=2, linewidth=0.8, label=key)
+    kl = [(row["step"], row["kl"]) for row in curves if row.get("kl") is not None]
+    if kl:  # logged when beta > 0
+        left.plot(*zip(*kl), color="grey", linestyle="-.", linewidth=0.8, label="KL to the start")
     window = 5  # one step judges a group or two: the mean of the last five shows the trend
     correct = [row["correctness"] for row in curves]
     if len(correct) >= window:
@@ -211,6 +214,7 @@ def reward_plot(curves: list[dict], path: Path, title: str) -> Image | Markdown:
     cut.plot(steps, [row["clipped"] for row in curves], color="#c44e52", linestyle="--", label="cut share")
     cut.set_ylim(0, 1)
     cut.set_ylabel("share cut at max_completion_length", color="#c44e52")
+    right.legend(handles=right.get_lines() + cut.get_lines(), fontsize=8, loc="upper left")
     return _saved(fig, path)
 
 

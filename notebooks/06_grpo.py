@@ -79,8 +79,9 @@ from lib.modes import make_run_config
 cfg = make_run_config(model, dry_run, run_dir, tiny=tiny)
 settings = recipe_settings(cfg)  # the recipe's grpo: section, checked
 # 01's training rows (never the held-out split), or grpo.dataset_path's through 01's checks, with reference answers
-rows, source = source_rows(cfg)
+rows, source, dropped = source_rows(cfg)
 prompts = grpo_prompts(cfg, rows, source)
+display(facts_table(dropped, title=f"Rows of {source}, and every one left out with its reason"))
 display(facts_table({"prompts": len(prompts), "from": source, "group (completions per prompt)": settings.num_generations,
                      "prompts per step": settings.prompts_per_step, "steps": settings.max_steps,
                      "max completion tokens": settings.max_completion_length, "beta (KL)": settings.beta,
@@ -91,14 +92,14 @@ display(facts_table({"prompts": len(prompts), "from": source, "group (completion
 # ## The rewards, on the prompts' own traces first
 # Each reward is a small pure function (`lib.grpo.rewards`). Before any sampling they are run on the verified traces
 # of the rows the prompts come from, rendered as the model writes them: every one must earn full correctness and
-# format rewards. A reward that failed the training data would punish exactly what SFT taught. Then one example
-# prompt as the trainer sees it.
+# format rewards, or 06 stops here: a reward that failed the training data would punish exactly what SFT taught.
+# Then one example prompt as the trainer sees it.
 
 # %%
 from lib.grpo.stage import reward_check
 
-display(facts_table(reward_check(rows), title="Rewards summed over the first traces (each should equal the number "
-                                               "of traces)"))
+checked = reward_check(rows)
+display(facts_table(checked, title="Rewards summed over the first verified traces (each equals the number of traces)"))
 print(prompts[0])
 
 # %% [markdown]
@@ -111,8 +112,8 @@ print(prompts[0])
 # %%
 from lib.grpo.stage import run_grpo
 
-facts = run_grpo(cfg, prompts, restart=restart)
-display(facts_table({k: v for k, v in facts.items() if k not in ("results", "settings", "merge", "reward_check")}))
+facts = run_grpo(cfg, prompts, restart=restart, extra_facts={"prompt_source": dropped, "reward_check": checked})
+display(facts_table({k: v for k, v in facts.items() if k not in ("results", "settings", "merge", "prompt_source")}))
 
 # %% [markdown]
 # ## Reward curves

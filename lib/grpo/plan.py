@@ -17,7 +17,27 @@ from lib.architectures import Architecture
 from lib.grpo.settings import GrpoSettings
 from lib.plan.memory import DTYPE_BYTES, GIB
 from lib.plan.recipe_plan import memory_plan
-from lib.recipe import Recipe
+from lib.recipe import Recipe, recipe_source
+
+
+VLLM_GPU_MEMORY_UTILIZATION = 0.3  # TRL's GRPOConfig default (vllm_gpu_memory_utilization), which 06 keeps
+
+
+class GrpoOverBudget(ValueError):
+    """One GRPO step is planned over the recipe's memory budget (03 refuses its own the same way)."""
+
+
+def check_budget(recipe: Recipe, plan: dict) -> None:
+    """Refuse a step planned over `vram_budget_gib`, naming its largest parts and what shrinks them, unless the
+    recipe says `allow_over_budget: true`."""
+    if plan["fits"] or recipe.allow_over_budget:
+        return
+    largest = sorted(plan["components_gib"].items(), key=lambda item: -item[1])[:3]
+    raise GrpoOverBudget(
+        f"{recipe_source(recipe)}: grpo: one step is planned at {plan['total_gib']:.1f} GiB, over vram_budget_gib "
+        f"{plan['budget_gib']} (largest: {', '.join(f'{k} {v:.2f}' for k, v in largest)}): lower "
+        "grpo.num_generations x grpo.prompts_per_step (the rows trained at once) or grpo.max_completion_length, or "
+        "set allow_over_budget: true to try anyway")
 
 
 def prompt_tokens(tokenizer, prompts: list[dict], template_kwargs: dict | None = None) -> list[int]:
@@ -47,7 +67,10 @@ def grpo_memory_plan(recipe: Recipe, settings: GrpoSettings, longest_prompt: int
                        backend=backend, architecture=architecture).as_dict()
     dtype = "bfloat16" if backend.on_gpu and recipe.torch_dtype == "float32" else recipe.torch_dtype
     components = dict(step["components"])
-    components["generation KV cache"] = generation_cache_bytes(architecture, batch, length, DTYPE_BYTES[dtype])
+    if settings.use_vllm:  # colocated vLLM reserves a share of the card for its weights copy and KV cache
+        components["vLLM pool (colocated)"] = int(VLLM_GPU_MEMORY_UTILIZATION * recipe.vram_budget_gib * GIB)
+    else:
+        components["generation KV cache"] = generation_cache_bytes(architecture, batch, length, DTYPE_BYTES[dtype])
     if settings.beta > 0 and settings.start_from == "sft":
         components["reference adapter"] = components.get("lora_weights", 0)
     total = sum(components.values())
@@ -57,5 +80,5 @@ def grpo_memory_plan(recipe: Recipe, settings: GrpoSettings, longest_prompt: int
             "assumptions": {"completions_per_step": batch, "row_tokens": length, "backend": backend.name,
                             "reference": ("03's adapter as PEFT adapter 'ref'" if settings.beta > 0
                                           else "none (beta 0)"),
-                            "generation": "vLLM (its own memory pool, not counted)" if settings.use_vllm
+                            "generation": f"vLLM, {VLLM_GPU_MEMORY_UTILIZATION:.0%} of the card" if settings.use_vllm
                             else "transformers generate"}}

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
+import typing
 from dataclasses import dataclass, field
 
 from lib.grpo.rewards import REWARD_NAMES
+from lib.recipe import ParamsError, _checked
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")  # TRL's names; the three the users ask for
+SCALE_REWARDS = ("group", "batch", "none")  # TRL's: advantages divided by the group's std, the batch's, or not
 START_FROM = ("sft", "base")
 
 
@@ -39,6 +43,8 @@ class GrpoSettings:
     learning_rate: float = 1.0e-5
     loss_type: str = "dapo"  # grpo | dr_grpo | dapo (TRL's GRPOConfig.loss_type)
     epsilon: float = 0.2  # clip range of the policy ratio
+    epsilon_high: float | None = None  # DAPO's clip-higher upper bound (e.g. 0.28); None = epsilon
+    scale_rewards: str = "group"  # Dr. GRPO: "none" (the std division biases towards easy and hard questions)
     num_iterations: int = 1  # policy updates per generated batch (μ in the GRPO paper)
     mask_truncated_completions: bool = False  # DAPO: leave cut completions out of the loss (the overlong reward
     # already punishes them; masking them too removes their only signal)
@@ -52,6 +58,8 @@ class GrpoSettings:
         checks = [
             (self.start_from in START_FROM, "start_from", f"{self.start_from!r}: use one of {', '.join(START_FROM)}"),
             (self.loss_type in LOSS_TYPES, "loss_type", f"{self.loss_type!r}: use one of {', '.join(LOSS_TYPES)}"),
+            (self.scale_rewards in SCALE_REWARDS, "scale_rewards",
+             f"{self.scale_rewards!r}: use one of {', '.join(SCALE_REWARDS)}"),
             (self.num_generations >= 2, "num_generations", f"{self.num_generations}: a group needs >= 2 completions"
              " (advantages are rewards compared within the group)"),
             (self.prompts_per_step >= 1, "prompts_per_step", f"{self.prompts_per_step}: must be >= 1"),
@@ -93,7 +101,17 @@ def grpo_settings(section: dict) -> GrpoSettings:
             close = difflib.get_close_matches(str(key), known, n=1)
             raise GrpoSettingsError(f"unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else
                                                                f"; keys are {', '.join(known)}"))
-    try:
-        return GrpoSettings(**section)
-    except TypeError as err:
-        raise GrpoSettingsError(str(err)) from err
+    hints = typing.get_type_hints(GrpoSettings)
+    checked = {}
+    for key, value in section.items():
+        expected = hints[key]
+        if isinstance(expected, types.UnionType):  # `float | None`: None, or the other type
+            if value is None:
+                checked[key] = None
+                continue
+            expected = next(t for t in typing.get_args(expected) if t is not type(None))
+        try:
+            checked[key] = _checked(key, value, expected, "grpo")
+        except ParamsError as err:  # "grpo: learning_rate: expected float, got str ('5e-6x')"
+            raise GrpoSettingsError(str(err).removeprefix("grpo: ")) from None
+    return GrpoSettings(**checked)

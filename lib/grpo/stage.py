@@ -22,7 +22,7 @@ from lib.data.sources import iter_records
 from lib.evaluate.stage import benchmark_sources, evaluation_runs
 from lib.grpo.rewards import correctness, format_reward
 from lib.grpo.settings import GrpoSettings, grpo_settings
-from lib.grpo.train import prompt_rows
+from lib.grpo.train import answerable, prompt_rows
 from lib.jsonl import read_jsonl
 from lib.paths import atomic_write_text
 from lib.export.stage import merge_probe_texts
@@ -40,18 +40,20 @@ class NoGrpoSection(ValueError):
 
 def recipe_settings(cfg: RunConfig) -> GrpoSettings:
     if not cfg.recipe.grpo:
-        raise NoGrpoSection(f"recipe {cfg.recipe.name} has no grpo: section; add one (see params/"
-                            "smollm2_135m_arithmetic.yaml) or run stages 01-05 only")
+        raise NoGrpoSection(f"{recipe_source(cfg.recipe)}: no grpo: section, so 06 has nothing to do: add one (see "
+                            "params/smollm2_135m_arithmetic.yaml) or run stages 01-05 only")
     return grpo_settings(cfg.recipe.grpo)
 
 
-def source_rows(cfg: RunConfig) -> tuple[list[dict], str]:
-    """(the rows GRPO's prompts come from, where from): 01's training rows (decontaminated there), or
-    `grpo.dataset_path`'s through 01's pipeline (`verifiable_rows`)."""
+def source_rows(cfg: RunConfig) -> tuple[list[dict], str, dict]:
+    """(the rows GRPO's prompts come from, where from, what was dropped and why): 01's training rows (decontaminated
+    there), or `grpo.dataset_path`'s through 01's pipeline (`verifiable_rows`)."""
     settings = recipe_settings(cfg)
     if settings.dataset_path:
-        return verifiable_rows(cfg, settings), settings.dataset_path
-    return read_jsonl(stage_file(cfg, "01_data", "train")), "01's training rows"
+        return verifiable_rows(cfg, settings)
+    rows = read_jsonl(stage_file(cfg, "01_data", "train"))
+    return rows, "01's training rows", {"rows": len(rows), "without a reference answer": len(rows) -
+                                        len(answerable(rows))}
 
 
 def grpo_prompts(cfg: RunConfig, rows: list[dict], source: str) -> list[dict]:
@@ -67,9 +69,10 @@ def grpo_prompts(cfg: RunConfig, rows: list[dict], source: str) -> list[dict]:
     return prompts
 
 
-def verifiable_rows(cfg: RunConfig, settings: GrpoSettings) -> list[dict]:
+def verifiable_rows(cfg: RunConfig, settings: GrpoSettings) -> tuple[list[dict], str, dict]:
     """`grpo.dataset_path` through 01's pipeline (schema, answer verification, duplicates, decontamination against
-    the recipe's evaluation sets), then without any row whose prompt is one of 01's held-out prompts."""
+    the recipe's evaluation sets), then without any row whose prompt is one of 01's held-out prompts; with the
+    counts of every row left out and why."""
     policy = dataclasses.replace(DataPolicy.from_recipe(cfg.recipe), schema=settings.dataset_format,
                                  field_mapping={})
     records = iter_records(settings.dataset_path, "train", "")
@@ -81,7 +84,17 @@ def verifiable_rows(cfg: RunConfig, settings: GrpoSettings) -> list[dict]:
         limit = min(limit, cfg.mode.train_rows) if limit else cfg.mode.train_rows
     audit = run_pipeline(converted, policy, limit=limit, source=settings.dataset_path)
     held = {prompt_key(row) for row in read_jsonl(stage_file(cfg, "01_data", "heldout"))}
-    return [row for row in audit.kept if prompt_key(row) not in held]
+    rows = [row for row in audit.kept if prompt_key(row) not in held]
+    report = audit.report
+    return rows, settings.dataset_path, {
+        "rows read": report.rows_read, "kept by 01's pipeline": len(audit.kept),
+        "rejected or removed by 01's pipeline": dict(report.rejected.most_common()),
+        "removed: a held-out prompt": len(audit.kept) - len(rows),
+        "without a reference answer": len(rows) - len(answerable(rows))}
+
+
+class RewardCheckFailed(ValueError):
+    """A verified trace of the prompts' own source does not earn full rewards: the rewards would punish it."""
 
 
 def reward_check(train_rows: list[dict], limit: int = 50) -> dict:
@@ -94,11 +107,16 @@ def reward_check(train_rows: list[dict], limit: int = 50) -> dict:
         scores["traces"] += 1
         scores["correctness"] += correctness(text, str(row["answer"]))
         scores["format"] += format_reward(text)
+    if not scores["traces"] or scores["correctness"] != scores["traces"] or scores["format"] != scores["traces"]:
+        raise RewardCheckFailed(f"the rewards on the first verified traces the prompts come from: {scores} (each sum "
+                                "must equal the number of traces): a reward that fails the training data would "
+                                "punish what SFT taught; check grpo.dataset_format and the recipe's chat format")
     return scores
 
 
-def run_grpo(cfg: RunConfig, prompts: list[dict], restart: bool = False) -> dict:
-    """Train (through the run's mode), then merge, export and judge the result on 05's held-out prompts."""
+def run_grpo(cfg: RunConfig, prompts: list[dict], restart: bool = False, extra_facts: dict | None = None) -> dict:
+    """Train (through the run's mode), then merge, export and judge the result on 05's held-out prompts.
+    `extra_facts` (the prompts' source counts, the reward check) go into the manifest as they are."""
     recipe, out = cfg.recipe, cfg.stage_dir(STAGE)
     settings = recipe_settings(cfg)
     # 03's adapter (a dry-run's 03 writes none: its mode plans without one)
@@ -107,7 +125,7 @@ def run_grpo(cfg: RunConfig, prompts: list[dict], restart: bool = False) -> dict
     train_rows = read_jsonl(stage_file(cfg, "01_data", "train"))
     facts = {"mode": cfg.mode.name, "settings": settings.__dict__ | {"weights": settings.weights},
              "prompts": len(prompts), "prompts_from": settings.dataset_path or "01_data/train.jsonl",
-             "start_from": settings.start_from}
+             "start_from": settings.start_from} | (extra_facts or {})
     trained, produced = cfg.mode.grpo(cfg, settings, prompts, out, sft_adapter, restart)
     facts |= trained  # steps, seconds, backend (real, tiny) or the memory plan (dry-run)
     adapter = produced.get("adapter")
@@ -116,17 +134,20 @@ def run_grpo(cfg: RunConfig, prompts: list[dict], restart: bool = False) -> dict
         facts["merge"] = cfg.mode.merge(cfg, merged, merge_probe_texts(train_rows), adapter=adapter)
         files = cfg.mode.convert(cfg, merged, folder, name=f"{recipe.name}-{GRPO_LABEL}")
         produced |= files
-        prompts_file = heldout_prompts(cfg)
+        prompts_file = heldout_prompts(cfg)  # 05 must be current: stage_file raises StaleStage otherwise
+        stage_file(cfg, "05_eval_edge", "results")
         runs = evaluation_runs({f"{GRPO_LABEL}-{q}": path for q, path in files.items()}, recipe.eval_sampling())
         facts["results"] = cfg.mode.evaluate(cfg, runs, benchmark_sources(recipe, prompts_file), out)
         atomic_write_text(out / "results.json", json.dumps({"recipe": recipe.name, "results": facts["results"]},
                                                            indent=2))
         produced["results"] = out / "results.json"
-    consumed = {"train": stage_file(cfg, "01_data", "train")}
+    consumed = {"train": stage_file(cfg, "01_data", "train"), "heldout": stage_file(cfg, "01_data", "heldout")}
+    if settings.dataset_path:
+        consumed["grpo_dataset"] = settings.dataset_path
     if sft_adapter and (sft_adapter / "adapter_model.safetensors").is_file():
         consumed["sft_adapter"] = sft_adapter / "adapter_model.safetensors"
     if adapter:
-        consumed["prompts"] = heldout_prompts(cfg)
+        consumed |= {"prompts": prompts_file, "results_05": stage_file(cfg, "05_eval_edge", "results")}
     write_manifest(cfg, STAGE, consumed, produced, facts)
     return facts
 
@@ -138,9 +159,11 @@ def heldout_prompts(cfg: RunConfig) -> Path:
 
 def side_by_side(cfg: RunConfig, facts: dict) -> list[dict]:
     """base → SFT → SFT+GRPO: 05's results for the base and the SFT files, then 06's, on the same benchmarks."""
+    stage_file(cfg, "05_eval_edge", "results")  # a 05 computed from files written anew since is an error
     before = read_manifest(cfg, "05_eval_edge")["facts"].get("results", [])
-    return [r for r in before if r["label"] == "base" or r["label"].startswith("distilled-")
-            and not r["label"].endswith("no-repeat-penalty")] + facts.get("results", [])
+    return [r for r in before if r.get("think_budget") is None and (
+        r["label"] == "base" or (r["label"].startswith("distilled-") and not r["label"].endswith("no-repeat-penalty")))
+            ] + facts.get("results", [])
 
 
 def reward_curves(log_history: list[dict]) -> list[dict]:

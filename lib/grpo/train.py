@@ -4,8 +4,9 @@ Usage: ``result = train_grpo(recipe, settings, model_path, prompts, out_dir, bac
 
 The policy continues 03's LoRA adapter (`start_from: sft`) on the same base weights, so 06's adapter is a drop-in
 for 03's: 04's merge, its check and its GGUF conversion take it unchanged. With beta > 0 the KL term needs the
-starting model: the SFT adapter is loaded a second time, frozen, as PEFT adapter "ref", which TRL's trainer switches
-to for the reference log-probabilities — one copy of the base weights in memory, not two.
+starting model: TRL's GRPOTrainer copies the loaded adapter into a frozen PEFT adapter "ref" when it starts (before
+a checkpoint is loaded: after a resume the reference is still 03's adapter) and switches to it for the reference
+log-probabilities — one copy of the base weights in memory, not two. 06 removes "ref" before saving.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lib.conversation import generation_prompt_opens_think, plain_prompt
+from lib.conversation import generation_prompt_opens_think, plain_prompt, prompt_messages
 from lib.grpo.rewards import REWARD_NAMES, reward_functions
 from lib.grpo.settings import GrpoSettings, GrpoSettingsError
 from lib.paths import atomic_write_text
@@ -29,7 +30,9 @@ from lib.train import resume
 from lib.train.backends import (TRANSFORMERS, UNSLOTH, Backend, checkpointing_argument, compute_dtype, is_main_process, lora_config,
                                 nf4_config, publish_adapter)
 
-REFERENCE_ADAPTER = "ref"  # the adapter name TRL's GRPOTrainer uses for the reference model when present
+REFERENCE_ADAPTER = "ref"  # the adapter TRL's GRPOTrainer adds for the reference model (beta > 0, a PEFT model)
+# GRPO keys that cannot change the adapter: a resume after changing them is allowed (as 03's _NOT_TRAINING)
+NOT_TRAINING = frozenset({"logging_steps", "save_steps"})
 
 
 @dataclass(frozen=True)
@@ -46,16 +49,20 @@ def prompt_rows(train_rows: list[dict], count: int, seed: int, system_prompt: st
     """GRPO's prompts: the user turn of 01's training rows (decontaminated there; the held-out split is never
     read), each with its reference answer; `count` drawn with `seed` (0 = all, in file order). As chat messages for
     a template, or as the text before `<think>` of `plain_format` for a base model (what 02 trained and 05 asks)."""
-    rows = [row for row in train_rows if row.get("answer") not in (None, "")]
+    rows = answerable(train_rows)
     if count and count < len(rows):
         rows = random.Random(seed).sample(rows, count)
-    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
 
-    def prompt(question: str):
-        return plain_prompt(plain_format, question) if plain_format else system + [{"role": "user",
-                                                                                   "content": question}]
-    return [{"id": row["id"], "answer": str(row["answer"]), "prompt": prompt(row["messages"][0]["content"])}
-            for row in rows]
+    def prompt(row: dict):  # as 05 asks: everything before the last assistant turn (the last user turn, plain)
+        if plain_format:
+            return plain_prompt(plain_format, [m for m in row["messages"] if m["role"] == "user"][-1]["content"])
+        return prompt_messages(row, system_prompt)
+    return [{"id": row["id"], "answer": str(row["answer"]), "prompt": prompt(row)} for row in rows]
+
+
+def answerable(rows: list[dict]) -> list[dict]:
+    """The rows with a reference answer: the others cannot be rewarded for being right."""
+    return [row for row in rows if row.get("answer") not in (None, "")]
 
 
 def prompt_opens_think(tokenizer, prompt, template_kwargs: dict | None = None) -> bool:
@@ -79,7 +86,8 @@ def grpo_args(recipe: Recipe, settings: GrpoSettings, output_dir: Path, backend:
         gradient_accumulation_steps=1, num_generations=settings.num_generations,
         max_completion_length=settings.max_completion_length, temperature=settings.temperature,
         top_p=settings.top_p, beta=settings.beta, learning_rate=settings.learning_rate, loss_type=settings.loss_type,
-        epsilon=settings.epsilon, num_iterations=settings.num_iterations,
+        epsilon=settings.epsilon, epsilon_high=settings.epsilon_high, scale_rewards=settings.scale_rewards,
+        num_iterations=settings.num_iterations,
         mask_truncated_completions=settings.mask_truncated_completions, reward_weights=settings.weights,
         use_vllm=settings.use_vllm, **({"vllm_mode": "colocate"} if settings.use_vllm else {}),
         chat_template_kwargs=dict(recipe.chat_template_kwargs) or None,
@@ -102,7 +110,7 @@ def grpo_backend(backend: Backend, recipe: Recipe) -> Backend:
 
 def load_policy(recipe: Recipe, model_path: str, backend: Backend, sft_adapter: Path | None, beta: float):
     """(PEFT model whose "default" adapter trains, tokenizer): 03's adapter continued, or a fresh LoRA when
-    `sft_adapter` is None; with beta > 0 and an SFT adapter, that adapter again as the frozen reference."""
+    `sft_adapter` is None (TRL adds the frozen reference copy itself when beta > 0)."""
     import torch
     from peft import PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -124,16 +132,14 @@ def load_policy(recipe: Recipe, model_path: str, backend: Backend, sft_adapter: 
         model = get_peft_model(model, lora_config(recipe))
     else:
         model = PeftModel.from_pretrained(model, str(sft_adapter), is_trainable=True)
-        if beta > 0:
-            model.load_adapter(str(sft_adapter), adapter_name=REFERENCE_ADAPTER, is_trainable=False)
-            model.set_adapter("default")  # load_adapter leaves the active one as it was; say it
     return model, tokenizer
 
 
 def end_token_ids(tokenizer, model) -> set[int]:
-    """The tokens that end a completion (the tokenizer's end of sequence and the generation config's): a
-    completion not ending on one was cut at max_completion_length."""
-    ids = {tokenizer.eos_token_id}
+    """The tokens that end a completion (the tokenizer's end of sequence and padding, the generation config's end
+    of sequence — TRL's own test for a clipped completion): a completion not ending on one was cut at
+    max_completion_length."""
+    ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
     configured = getattr(model.generation_config, "eos_token_id", None)
     ids |= set(configured if isinstance(configured, list) else [configured])
     return {i for i in ids if i is not None}
@@ -143,7 +149,8 @@ def training_fingerprint(recipe: Recipe, settings: GrpoSettings, prompts: list[d
                          backend: Backend) -> dict:
     """What a GRPO checkpoint must come from to be continued (lib.train.resume's shape): the recipe's training keys
     and its grpo section, the prompts and the SFT adapter's weights, the backend."""
-    keys = resume.training_keys(recipe) | {f"grpo.{k}": v for k, v in asdict(settings).items()}
+    keys = resume.training_keys(recipe) | {f"grpo.{k}": v for k, v in asdict(settings).items()
+                                           if k not in NOT_TRAINING}
     start = fingerprint(sft_adapter / "adapter_model.safetensors") if sft_adapter else "base"
     backend_facts = {k: v for k, v in backend.as_dict().items() if k != "stand_ins"}
     return {"recipe": recipe.name, "recipe_keys": json.loads(json.dumps(keys, default=str)),
@@ -198,9 +205,10 @@ def train_grpo(recipe: Recipe, settings: GrpoSettings, model_path: str, prompts:
         print(f"[06] {line}")
     args = GRPOConfig(**grpo_args(recipe, settings, checkpoints, backend))
     model, tokenizer = load_policy(recipe, model_path, backend, sft_adapter, settings.beta)
-    rewards = reward_functions(settings.max_completion_length, settings.overlong_buffer,
-                               end_token_ids(tokenizer, model),
-                               prompt_opens_think(tokenizer, prompts[0]["prompt"], recipe.chat_template_kwargs))
+    ends = end_token_ids(tokenizer, model)
+    rewards = reward_functions(settings.max_completion_length, settings.overlong_buffer, ends,
+                               prompt_opens_think(tokenizer, prompts[0]["prompt"], recipe.chat_template_kwargs),
+                               decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=False))
     dataset = Dataset.from_list([{"prompt": p["prompt"], "answer": p["answer"]} for p in prompts])
     trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
                           processing_class=tokenizer)

@@ -97,3 +97,14 @@ def test_rewards_on_real_outputs_agree_with_the_oracle_and_with_05():
         if right is not None:
             assert reward == right, sample
         assert format_reward(sample["text"]) == shaped, sample
+
+
+def test_rewards_decode_the_ids_with_special_tokens_kept_and_the_end_of_turn_left_out():
+    # TRL's `completions` are decoded with skip_special_tokens=True: a tokenizer whose <think> is special loses it
+    vocabulary = {1: "<think>", 2: "</think>", 3: "1 + 1 = 2.", 4: "The answer is 2.", 9: "<|im_end|>"}
+    decode = lambda ids: "".join(vocabulary[i] for i in ids)  # noqa: E731
+    functions = reward_functions(limit=16, buffer=4, end_token_ids={9}, decode=decode)
+    stripped = [[{"role": "assistant", "content": "1 + 1 = 2.The answer is 2."}]]  # what TRL would hand over
+    scores = [f(prompts=[None], completions=stripped, completion_ids=[[1, 3, 2, 4, 9]], answer=["2"])
+              for f in functions]
+    assert scores == [[1.0], [1.0], [0.0]]

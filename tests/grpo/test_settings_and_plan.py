@@ -124,3 +124,40 @@ def test_progress_prints_a_line_per_logged_step_and_moves_the_bar():
     assert lines == ["step 2/4 · reward 0.50 · correctness 0.25 · format 0.00 · overlong 0.00 · length 50 · "
                      "clipped 12% · 0.0 min"]
     assert bar.n == 2 and bar.closed
+
+
+@pytest.mark.parametrize("section, names", [
+    ({"learning_rate": "fast"}, r"learning_rate: expected float, got str \('fast'\)"),
+    ({"use_vllm": "yes"}, "use_vllm: expected bool"),
+    ({"scale_rewards": "std"}, "scale_rewards"),
+])
+def test_a_wrongly_typed_value_is_named_with_its_key(section, names):
+    with pytest.raises(GrpoSettingsError, match=names):
+        grpo_settings(section)
+
+
+def test_yaml_exponents_and_nones_are_read_as_meant():
+    settings = grpo_settings({"learning_rate": "5e-6", "epsilon_high": None, "num_generations": 4})
+    assert settings.learning_rate == 5e-6 and settings.epsilon_high is None
+    assert grpo_settings({"epsilon_high": 0.28}).epsilon_high == 0.28
+
+
+def test_a_step_over_the_budget_is_refused_naming_what_shrinks_it():
+    from lib.grpo.plan import GrpoOverBudget, check_budget
+
+    recipe = with_overrides(load_recipe("llama32_3b_thinking8k"), vram_budget_gib=8)
+    arch = load_architecture(recipe.architecture)
+    backend = grpo_backend(select_backend(recipe, has_cuda=True, has_unsloth=True), recipe)
+    plan = grpo_memory_plan(recipe, grpo_settings(recipe.grpo), 200, backend, arch)
+    with pytest.raises(GrpoOverBudget, match="num_generations x grpo.prompts_per_step"):
+        check_budget(recipe, plan)
+    check_budget(with_overrides(recipe, allow_over_budget=True), plan)  # allowed: no error
+
+
+def test_vllm_reserves_its_share_of_the_card_instead_of_the_generation_cache():
+    recipe = load_recipe("llama32_3b_thinking8k")
+    backend = grpo_backend(select_backend(recipe, has_cuda=True, has_unsloth=True), recipe)
+    plan = grpo_memory_plan(recipe, grpo_settings({**recipe.grpo, "use_vllm": True}), 200, backend,
+                            load_architecture(recipe.architecture))
+    assert plan["components_gib"]["vLLM pool (colocated)"] == pytest.approx(0.3 * 16, abs=0.01)
+    assert "generation KV cache" not in plan["components_gib"]
