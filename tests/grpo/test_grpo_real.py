@@ -34,9 +34,10 @@ def test_two_real_grpo_steps_killed_after_the_first_resume_from_it(tmp_path):
     result = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert result["resumed_from"] == "checkpoint-1" and result["steps"] == 2
     assert "[06] resuming from checkpoint-1 (step 1)" in resumed.stdout
-    # the resumed process trained step 2 only, and logged every reward, the length and the clipped share
-    assert [entry["step"] for entry in result["log"]] == [2]
-    entry = result["log"][0]
+    # the log holds step 1 (restored from the checkpoint's trainer state) and step 2 (trained after the resume),
+    # each with every reward, the KL, the length and the clipped share
+    assert [entry["step"] for entry in result["log"]] == [1, 2]
+    entry = result["log"][1]
     for name in REWARD_NAMES:
         assert f"rewards/{name}/mean" in entry
     assert entry["kl"] >= 0
@@ -44,4 +45,5 @@ def test_two_real_grpo_steps_killed_after_the_first_resume_from_it(tmp_path):
     weights = load_file(tmp_path / "grpo" / "adapter" / "adapter_model.safetensors")
     assert any("lora_A" in key for key in weights) and any("lora_B" in key for key in weights)
     log = json.loads((tmp_path / "grpo" / "grpo_log.json").read_text())
-    assert [e["step"] for e in log if "reward" in e] == [1, 2]  # step 1's entry survived in the checkpoint's state
+    assert [e["step"] for e in log if "reward" in e] == [1, 2]
+    assert entry["rewards/overlong/mean"] <= -entry["completions/clipped_ratio"]  # a cut completion gets -1
