@@ -15,7 +15,7 @@ from lib.models import ModelNotFoundError, packaged_gguf, resolve_base_model
 from lib.modes import TinyRun, base_model_gguf, config_for
 from lib.paths import PROJECT_ROOT
 from lib.recipe import list_recipes, load_recipe
-from lib.tiny import (MARKER, QUANT_BLOCK, TINY_MAX_ACCUMULATION, TINY_OVERRIDES, ensure_tiny_snapshot,
+from lib.tiny import (TINY_GRPO, MARKER, QUANT_BLOCK, TINY_MAX_ACCUMULATION, TINY_OVERRIDES, ensure_tiny_snapshot,
                       shrunk_config, tiny_recipe, tiny_spec, tiny_summary, tiny_vocab_size)
 
 
@@ -155,7 +155,8 @@ def test_a_tiny_recipe_changes_only_sizes(name):
     tiny = tiny_recipe(recipe)
     changed = {k for k, v in dataclasses.asdict(tiny).items() if v != getattr(recipe, k)}
     assert changed <= set(TINY_OVERRIDES) | {"gradient_accumulation_steps", "eval_benchmarks", "eval_k",
-                                             "eval_think_budgets"}
+                                             "eval_think_budgets", "grpo"}
+    assert tiny.grpo == ({**recipe.grpo, **TINY_GRPO} if recipe.grpo else {})  # GRPO's sizes only
     assert tiny.gradient_accumulation_steps == min(recipe.gradient_accumulation_steps, TINY_MAX_ACCUMULATION)
     assert set(tiny.eval_benchmarks) == set(recipe.eval_benchmarks) and tiny.eval_k <= 2
     assert all(0 < n <= 2 for name, n in tiny.eval_benchmarks.items() if name != "heldout")

@@ -184,6 +184,20 @@ def progress_printer(max_steps: int, print_fn=print, bar=live_bar):
     return GrpoProgress()
 
 
+def check_trl_log_probs() -> None:
+    """TRL 1.15 (what the gpu extra resolves to) computes GRPO's log-probabilities with its Triton kernels only: with
+    a CPU build of torch (no Triton) its trainer fails at the first step (`'NoneType' object has no attribute
+    'apply'`). Said before loading anything; a CUDA install of torch brings Triton, TRL 1.16 (the CPU install) a
+    fallback."""
+    import trl
+    import trl.trainer.utils as trl_utils
+
+    if getattr(trl_utils, "_ChunkedLogProbFunction", True) is None:
+        raise RuntimeError(f"TRL {trl.__version__} computes GRPO's log-probabilities with Triton kernels, and Triton is "
+                           "not installed (a CPU build of torch): run 06 on a CUDA GPU (torch's CUDA wheels bring "
+                           "Triton), or with the CPU install's TRL (pip install -c constraints.txt trl)")
+
+
 def train_grpo(recipe: Recipe, settings: GrpoSettings, model_path: str, prompts: list[dict], out_dir: Path,
                backend: Backend, sft_adapter: Path | None, restart: bool = False, progress: bool = True,
                callbacks: tuple = ()) -> GrpoResult:
@@ -198,6 +212,7 @@ def train_grpo(recipe: Recipe, settings: GrpoSettings, model_path: str, prompts:
         raise GrpoSettingsError("grpo.use_vllm is true, but " + ("vllm is not installed: pip install vllm" if
                                 backend.on_gpu else "there is no CUDA GPU here") + ", or set use_vllm: false "
                                 "(transformers generates the groups)")
+    check_trl_log_probs()
     checkpoints = out_dir / "checkpoints"
     marker = training_fingerprint(recipe, settings, prompts, sft_adapter, backend)
     start_from, notes = resume.resume_point(checkpoints, marker, restart, may_delete=is_main_process(), stage="06")
