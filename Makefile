@@ -41,7 +41,7 @@ GPU_CACHE := $(CACHE)/gpu-compat
 GPU_COMPAT_TESTS := tests/masking tests/train tests/data tests/plan tests/test_architectures.py tests/test_models.py \
   tests/test_recipes.py tests/test_run_config.py tests/test_runner_and_notebooks.py tests/test_golden_restructure.py \
   tests/test_slow_smollm2.py tests/export tests/test_tiny.py tests/evaluate/test_stage_runs.py tests/test_tokenizer_fixtures.py \
-  tests/test_launch_configs.py tests/grpo
+  tests/test_launch_configs.py tests/grpo tests/test_recipe.py
 
 .PHONY: install demo lab docs docs-notebooks bench-kd bench-parallel bench-eval test test-unit test-dryrun test-tiny sync check-sync clean gpu-check-wheels \
   install-gpu-compat test-gpu-compat refresh-gpu-metadata resolve-gpu-constraints
