@@ -20,7 +20,7 @@ from lib.data.pipeline import DataPolicy
 from lib.evaluate.llama_runs import evaluate_files
 from lib.export.gguf import convert_lora_to_gguf, convert_to_gguf, export_ggufs, lora_gguf_name
 from lib.export.merge import merge_checked
-from lib.grpo.plan import check_budget, grpo_memory_plan, prompt_tokens
+from lib.grpo.plan import planned_step
 from lib.grpo.settings import GrpoSettingsError, grpo_settings
 from lib.grpo.train import grpo_args, grpo_backend, train_grpo
 from lib.models import (PACKAGED_GGUF_MODELS, load_fixture_tokenizer, load_model_tokenizer, packaged_gguf,
@@ -197,9 +197,7 @@ class RealRun:
             raise FileNotFoundError(f"{cfg.run_dir / '03_train'}: no adapter to start GRPO from (grpo.start_from: "
                                     f"sft): run 03 (python -m lib run {cfg.recipe.name}{self.cli_flag} --stages 03)")
         backend = grpo_backend(self.backend(), cfg.recipe)
-        longest = max(prompt_tokens(self.tokenizer(), prompts, cfg.recipe.chat_template_kwargs))
-        plan = grpo_memory_plan(cfg.recipe, settings, longest, backend, self.architecture())
-        check_budget(cfg.recipe, plan)
+        plan = planned_step(cfg.recipe, settings, prompts, self.tokenizer(), backend, self.architecture())
         with RssPeak() as rss:
             result = train_grpo(cfg.recipe, settings, self.model_path, prompts, out, backend, sft_adapter, restart)
         facts = {"steps": result.steps, "seconds": round(result.seconds, 1),
@@ -315,10 +313,8 @@ class DryRun:
         backend = grpo_backend(planned_backend(cfg.recipe)[0], cfg.recipe)
         GRPOConfig(**grpo_args(cfg.recipe, settings, out / "checkpoints", backend) | {"use_cpu": True, "bf16": False,
                                                                                        "fp16": False})
-        longest = max(prompt_tokens(self.tokenizer(), prompts, cfg.recipe.chat_template_kwargs))
-        plan = grpo_memory_plan(cfg.recipe, settings, longest, backend, self.architecture())
-        check_budget(cfg.recipe, plan)  # as a real run would refuse it
-        return {"memory_plan": plan, "longest_prompt_tokens": longest, "status": "dry-run: planned, not trained"}, {}
+        plan = planned_step(cfg.recipe, settings, prompts, self.tokenizer(), backend, self.architecture())
+        return {"memory_plan": plan, "status": "dry-run: planned, not trained"}, {}
 
     def convert_adapter(self, cfg: RunConfig, gguf_dir: Path) -> None:
         return None

@@ -69,24 +69,23 @@ def render_markdown(recipe: str, report: dict) -> str:
     if evaluation.get("results"):
         sampling = evaluation["results"][0].get("sampling", {})
         lines += [f"Evaluation (llama.cpp, sampling {sampling}, k = {evaluation.get('k', 1)} per problem, "
-                  "math-verify):", "",
-                  "| model | benchmark | pass@1 [95 % CI] | closed </think> | hit max tokens | loops "
-                  "| think tokens p50 | tok/s | peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['label']} | {r['benchmark']} ({r['problems']}) | {percent_interval(r['pass@1'])} | "
-                  f"{r['closure_rate']:.0%} | {r['truncation_rate']:.0%} | {r['loop_rate']:.0%} | "
-                  f"{r['think_tokens']['p50'] if r['think_tokens']['p50'] is not None else '–'} | "
-                  f"{r['tokens_per_second']} | {r['peak_rss_mib']} |" for r in evaluation["results"]]
+                  "math-verify):", ""] + evaluation_table(evaluation["results"])
     grpo = stages.get("06_grpo", {})
     if grpo.get("steps"):
         lines += ["", f"GRPO: {grpo['steps']} steps in {grpo['seconds']:.0f} s ({grpo['seconds_per_step']} s a step), "
-                  f"{grpo['prompts']} prompts, from {grpo['start_from']}; its files on the same prompts:", "",
-                  "| model | benchmark | pass@1 [95 % CI] | closed </think> | hit max tokens | loops "
-                  "| think tokens p50 | tok/s | peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['label']} | {r['benchmark']} ({r['problems']}) | {percent_interval(r['pass@1'])} | "
-                  f"{r['closure_rate']:.0%} | {r['truncation_rate']:.0%} | {r['loop_rate']:.0%} | "
-                  f"{r['think_tokens']['p50'] if r['think_tokens']['p50'] is not None else '–'} | "
-                  f"{r['tokens_per_second']} | {r['peak_rss_mib']} |" for r in grpo.get("results", [])]
+                  f"{grpo['prompts']} prompts, from {grpo['start_from']}; its files on the same prompts:", ""]
+        lines += evaluation_table(grpo.get("results", []))
     return "\n".join(lines) + "\n"
+
+
+def evaluation_table(results: list[dict]) -> list[str]:
+    """Markdown lines of one table row per judged (file, benchmark): 05's files, or 06's."""
+    return ["| model | benchmark | pass@1 [95 % CI] | closed </think> | hit max tokens | loops | think tokens p50 "
+            "| tok/s | peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|"] + [
+        f"| {r['label']} | {r['benchmark']} ({r['problems']}) | {percent_interval(r['pass@1'])} | "
+        f"{r['closure_rate']:.0%} | {r['truncation_rate']:.0%} | {r['loop_rate']:.0%} | "
+        f"{r['think_tokens']['p50'] if r['think_tokens']['p50'] is not None else '–'} | "
+        f"{r['tokens_per_second']} | {r['peak_rss_mib']} |" for r in results]
 
 
 def tiny_report(folder: Path) -> dict:

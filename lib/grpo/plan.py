@@ -5,7 +5,7 @@ Usage: ``plan = grpo_memory_plan(recipe, settings, longest_prompt, backend, arch
 One step generates `prompts_per_step x num_generations` completions at once (transformers' generate keeps a KV
 cache per sequence, in the compute dtype; vLLM reserves its own pool, `vllm_gpu_memory_utilization`), then trains on
 all of them as one batch of (prompt + completion) rows: 03's plan (weights, LoRA, optimizer, activations, logits)
-at that batch and length. With beta > 0 the reference is 03's adapter loaded a second time beside the trained one
+at that batch and length. With beta > 0 the reference is TRL's frozen copy of 03's adapter beside the trained one
 (PEFT adapter "ref", `lib.grpo.train`): a second set of LoRA weights, not a second model; its forward runs without
 gradients before the training forward and frees what it made.
 """
@@ -18,6 +18,7 @@ from lib.grpo.settings import GrpoSettings
 from lib.plan.memory import DTYPE_BYTES, GIB
 from lib.plan.recipe_plan import memory_plan
 from lib.recipe import Recipe, recipe_source
+from lib.train.backends import compute_dtype
 
 
 VLLM_GPU_MEMORY_UTILIZATION = 0.3  # TRL's GRPOConfig default (vllm_gpu_memory_utilization), which 06 keeps
@@ -49,7 +50,7 @@ def prompt_tokens(tokenizer, prompts: list[dict], template_kwargs: dict | None =
             continue
         ids = tokenizer.apply_chat_template(prompt["prompt"], add_generation_prompt=True, tokenize=True,
                                             **(template_kwargs or {}))
-        counts.append(len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids))
+        counts.append(len(ids["input_ids"] if hasattr(ids, "keys") else ids))  # a BatchEncoding, or the ids
     return counts
 
 
@@ -65,7 +66,7 @@ def grpo_memory_plan(recipe: Recipe, settings: GrpoSettings, longest_prompt: int
     batch = settings.completions_per_step
     step = memory_plan(dataclasses.replace(recipe, per_device_train_batch_size=batch), max_length=length,
                        backend=backend, architecture=architecture).as_dict()
-    dtype = "bfloat16" if backend.on_gpu and recipe.torch_dtype == "float32" else recipe.torch_dtype
+    dtype = compute_dtype(recipe, backend)  # what the policy is loaded and generates in
     components = dict(step["components"])
     if settings.use_vllm:  # colocated vLLM reserves a share of the card for its weights copy and KV cache
         components["vLLM pool (colocated)"] = int(VLLM_GPU_MEMORY_UTILIZATION * recipe.vram_budget_gib * GIB)
@@ -82,3 +83,13 @@ def grpo_memory_plan(recipe: Recipe, settings: GrpoSettings, longest_prompt: int
                                           else "none (beta 0)"),
                             "generation": f"vLLM, {VLLM_GPU_MEMORY_UTILIZATION:.0%} of the card" if settings.use_vllm
                             else "transformers generate"}}
+
+
+def planned_step(recipe: Recipe, settings: GrpoSettings, prompts: list[dict], tokenizer, backend,
+                 architecture: Architecture) -> dict:
+    """One step's plan at the longest of `prompts`, refused over the budget (`check_budget`): what a dry-run shows
+    and what a real run checks before loading anything."""
+    longest = max(prompt_tokens(tokenizer, prompts, recipe.chat_template_kwargs))
+    plan = grpo_memory_plan(recipe, settings, longest, backend, architecture)
+    check_budget(recipe, plan)
+    return plan | {"longest_prompt_tokens": longest}

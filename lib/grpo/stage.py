@@ -101,7 +101,7 @@ def reward_check(train_rows: list[dict], limit: int = 50) -> dict:
     """The rewards on 01's own traces with a reference answer, rendered as a completion would be: every verified
     trace must be correct and well formed (a reward that fails the training data would punish exactly what SFT taught)."""
     scores = {"traces": 0, "correctness": 0.0, "format": 0.0}
-    for row in [r for r in train_rows if r.get("answer") not in (None, "")][:limit]:
+    for row in answerable(train_rows)[:limit]:
         reply = row["messages"][-1]
         text = assistant_text(reply["think"], reply["answer"])
         scores["traces"] += 1
@@ -122,7 +122,6 @@ def run_grpo(cfg: RunConfig, prompts: list[dict], restart: bool = False, extra_f
     # 03's adapter (a dry-run's 03 writes none: its mode plans without one)
     has_adapter = "adapter" in read_manifest(cfg, "03_train")["produced"]
     sft_adapter = stage_file(cfg, "03_train", "adapter") if settings.start_from == "sft" and has_adapter else None
-    train_rows = read_jsonl(stage_file(cfg, "01_data", "train"))
     facts = {"mode": cfg.mode.name, "settings": settings.__dict__ | {"weights": settings.weights},
              "prompts": len(prompts), "prompts_from": settings.dataset_path or "01_data/train.jsonl",
              "start_from": settings.start_from} | (extra_facts or {})
@@ -131,11 +130,12 @@ def run_grpo(cfg: RunConfig, prompts: list[dict], restart: bool = False, extra_f
     adapter = produced.get("adapter")
     if adapter:  # 04's merge (checked) and GGUF export, 05's judgement, of 06's adapter
         merged, folder = out / "merged", out / "gguf"
-        facts["merge"] = cfg.mode.merge(cfg, merged, merge_probe_texts(train_rows), adapter=adapter)
+        probe_texts = merge_probe_texts(read_jsonl(stage_file(cfg, "01_data", "train")))  # as 04 probes 03's merge
+        facts["merge"] = cfg.mode.merge(cfg, merged, probe_texts, adapter=adapter)
         files = cfg.mode.convert(cfg, merged, folder, name=f"{recipe.name}-{GRPO_LABEL}")
         produced |= files
-        prompts_file = heldout_prompts(cfg)  # 05 must be current: stage_file raises StaleStage otherwise
-        stage_file(cfg, "05_eval_edge", "results")
+        prompts_file = heldout_prompts(cfg)
+        results_05 = stage_file(cfg, "05_eval_edge", "results")  # 05 must be current: StaleStage otherwise
         runs = evaluation_runs({f"{GRPO_LABEL}-{q}": path for q, path in files.items()}, recipe.eval_sampling())
         facts["results"] = cfg.mode.evaluate(cfg, runs, benchmark_sources(recipe, prompts_file), out)
         atomic_write_text(out / "results.json", json.dumps({"recipe": recipe.name, "results": facts["results"]},
@@ -147,7 +147,7 @@ def run_grpo(cfg: RunConfig, prompts: list[dict], restart: bool = False, extra_f
     if sft_adapter and (sft_adapter / "adapter_model.safetensors").is_file():
         consumed["sft_adapter"] = sft_adapter / "adapter_model.safetensors"
     if adapter:
-        consumed |= {"prompts": prompts_file, "results_05": stage_file(cfg, "05_eval_edge", "results")}
+        consumed |= {"prompts": prompts_file, "results_05": results_05}
     write_manifest(cfg, STAGE, consumed, produced, facts)
     return facts
 

@@ -184,15 +184,21 @@ def progress_printer(max_steps: int, print_fn=print, bar=live_bar):
     return GrpoProgress()
 
 
-def check_trl_log_probs() -> None:
-    """TRL 1.15 (what the gpu extra resolves to) computes GRPO's log-probabilities with its Triton kernels only: with
-    a CPU build of torch (no Triton) its trainer fails at the first step (`'NoneType' object has no attribute
-    'apply'`). Said before loading anything; a CUDA install of torch brings Triton, TRL 1.16 (the CPU install) a
-    fallback."""
-    import trl
+def trl_log_probs_available() -> bool:
+    """Whether the installed TRL can compute GRPO's log-probabilities here. TRL 1.15 (what the gpu extra resolves to)
+    does it with its Triton kernels only: with a CPU build of torch (no Triton) its trainer fails at the first step
+    (`'NoneType' object has no attribute 'apply'`). A CUDA install of torch brings Triton, TRL 1.16 (the CPU
+    install) a fallback."""
     import trl.trainer.utils as trl_utils
 
-    if getattr(trl_utils, "_ChunkedLogProbFunction", True) is None:
+    return getattr(trl_utils, "_ChunkedLogProbFunction", True) is not None
+
+
+def check_trl_log_probs() -> None:
+    """`trl_log_probs_available`, said before anything loads."""
+    import trl
+
+    if not trl_log_probs_available():
         raise RuntimeError(f"TRL {trl.__version__} computes GRPO's log-probabilities with Triton kernels, and Triton is "
                            "not installed (a CPU build of torch): run 06 on a CUDA GPU (torch's CUDA wheels bring "
                            "Triton), or with the CPU install's TRL (pip install -c constraints.txt trl)")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lib.grpo.rewards import REWARD_NAMES
+from lib.grpo.train import trl_log_probs_available
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,18 +23,11 @@ def run_child(spec: dict) -> subprocess.CompletedProcess:
                           timeout=900, env={"HF_HUB_OFFLINE": "1", **__import__("os").environ})
 
 
-def trl_has_cpu_log_probs() -> bool:
-    """TRL 1.16 (the CPU install) runs GRPO on a CPU; TRL 1.15 (the GPU-versions env, CPU torch) needs Triton."""
-    import trl.trainer.utils as trl_utils
-
-    return getattr(trl_utils, "_ChunkedLogProbFunction", True) is not None
-
-
 def test_two_real_grpo_steps_killed_after_the_first_resume_from_it(tmp_path):
     from safetensors.torch import load_file
 
     spec = {"out": str(tmp_path / "grpo"), "grpo": SETTINGS}
-    if not trl_has_cpu_log_probs():  # the GPU-versions environment: one clear error before anything loads
+    if not trl_log_probs_available():  # TRL 1.15 on CPU torch, the GPU-versions environment: one clear error before anything loads
         refused = run_child(spec)
         assert refused.returncode == 1 and "Triton is not installed" in refused.stderr, refused.stderr[-2000:]
         assert not (tmp_path / "grpo" / "checkpoints").exists()
