@@ -211,10 +211,10 @@ class RealRun:
                                     gguf_dir / lora_gguf_name(cfg.recipe.name))
 
     def judged_files(self, cfg: RunConfig, out: Path) -> dict[str, Path]:
-        """The untrained base as a GGUF (`base_model_gguf`), then every file 04 exported."""
+        """The untrained base as a GGUF (`base_model_gguf`), then the files 04 exported that the recipe judges."""
         recipe = cfg.recipe
         base = base_model_gguf(self.base_model_name(), self.model_path, out / f"{recipe.name}-base-F16.gguf")
-        return {"base": base} | {f"distilled-{q}": stage_file(cfg, "04_merge_export", q) for q in recipe.gguf_files()}
+        return {"base": base} | {f"distilled-{q}": stage_file(cfg, "04_merge_export", q) for q in recipe.judged_files()}
 
     def evaluate(self, cfg: RunConfig, runs: list[dict], benchmarks: dict[str, tuple[str, int | None]],
                  out: Path) -> list[dict]:

@@ -159,6 +159,9 @@ class Recipe:
     # still open at its budget is ended ("</think>" + eval_answer_prefix) and the model answers (s1's budget forcing)
     eval_think_budgets: list = field(default_factory=list)
     eval_think_budget_files: list = field(default_factory=list)  # exported files given budgets ([] = every one)
+    # the exported files 05 (and 06, its own export) judge, e.g. [Q8_0]: the file a small recipe ships, when judging
+    # F16 too would cost minutes and tell nothing the ladder needs ([] = every file 04 exports; 04 exports all)
+    eval_files: list = field(default_factory=list)
     eval_answer_prefix: str = ""  # written after a forced "</think>", e.g. "The answer is" for GSM8K-style answers
     eval_k: int = 1  # samples per problem: pass@1 is their mean, maj@k their vote (k > 1 needs a temperature > 0)
     eval_n_ctx: int = 2048
@@ -176,6 +179,10 @@ class Recipe:
         """The files 04 exports, in order: F16 first (the converter's output, also judged), then the recipe's quant
         types, without repeats."""
         return list(dict.fromkeys(["F16", *self.quant_types]))
+
+    def judged_files(self) -> list[str]:
+        """The exported files 05 and 06 judge, in export order: `eval_files`, or every one."""
+        return [q for q in self.gguf_files() if not self.eval_files or q in self.eval_files]
 
     def eval_sampling(self) -> dict:
         """llama.cpp sampling arguments for evaluation (one place that maps the eval_* keys)."""
@@ -249,9 +256,9 @@ def recipe_from_dict(raw: dict, source: str = "<dict>") -> Recipe:
             raise ParamsError(f"{source}: {key}: {values[key]!r} is not one of {', '.join(allowed)}")
     recipe = Recipe(**values)
     _check_data_keys(recipe, source)
-    if recipe.eval_ablation_file and recipe.eval_ablation_file not in recipe.gguf_files():
-        raise ParamsError(f"{source}: eval_ablation_file: {recipe.eval_ablation_file!r} is not an exported file; "
-                          f"use one of F16, {', '.join(recipe.quant_types)}")
+    if recipe.eval_ablation_file and recipe.eval_ablation_file not in recipe.judged_files():
+        raise ParamsError(f"{source}: eval_ablation_file: {recipe.eval_ablation_file!r} is not a judged file; "
+                          f"use one of {', '.join(recipe.judged_files())}")
     _check_holdout_keys(recipe, source)
     _check_eval_keys(recipe, source)
     if recipe.chat_format == "plain" and not recipe.plain_format:
@@ -288,10 +295,14 @@ def _check_eval_keys(recipe: Recipe, source: str) -> None:
     if too_long:  # found here, not after an hour of judging the other files
         raise ParamsError(f"{source}: eval_think_budgets: {too_long} never end a thought within eval_max_tokens "
                           f"{recipe.eval_max_tokens}: use budgets below it")
-    unknown = [f for f in recipe.eval_think_budget_files if f not in recipe.gguf_files()]
+    unknown = [f for f in recipe.eval_files if f not in recipe.gguf_files()]
     if unknown:
-        raise ParamsError(f"{source}: eval_think_budget_files: {unknown} not exported; use some of "
-                          f"{', '.join(recipe.gguf_files())}")
+        raise ParamsError(f"{source}: eval_files: {unknown} not exported; use some of "
+                          f"{', '.join(recipe.gguf_files())} (or add them to quant_types)")
+    unknown = [f for f in recipe.eval_think_budget_files if f not in recipe.judged_files()]
+    if unknown:
+        raise ParamsError(f"{source}: eval_think_budget_files: {unknown} not judged; use some of "
+                          f"{', '.join(recipe.judged_files())}")
     if recipe.eval_sequences < 1 or recipe.eval_parallel < 1:
         raise ParamsError(f"{source}: eval_sequences and eval_parallel must be >= 1")
     if recipe.eval_k < 1:

@@ -177,10 +177,23 @@ def test_plain_chat_format_needs_a_plain_format():
     assert _recipe(chat_format="plain", plain_format=pattern).plain_format == pattern
 
 
-def test_eval_ablation_file_must_be_an_exported_file():
-    with pytest.raises(ParamsError, match="eval_ablation_file: 'Q5_K_M' is not an exported file; use one of F16, Q8_0"):
+def test_eval_ablation_file_must_be_a_judged_file():
+    with pytest.raises(ParamsError, match="eval_ablation_file: 'Q5_K_M' is not a judged file; use one of F16, Q8_0"):
         _recipe(quant_types=["Q8_0"], eval_ablation_file="Q5_K_M")
     assert _recipe(quant_types=["Q8_0"], eval_ablation_file="F16").eval_ablation_file == "F16"
+    with pytest.raises(ParamsError, match="eval_ablation_file: 'F16' is not a judged file; use one of Q8_0"):
+        _recipe(quant_types=["Q8_0"], eval_files=["Q8_0"], eval_ablation_file="F16")
+
+
+def test_eval_files_choose_which_exported_files_are_judged():
+    assert _recipe(quant_types=["Q8_0", "Q4_K_M"]).judged_files() == ["F16", "Q8_0", "Q4_K_M"]
+    # export order, whatever the order the key lists them in; 04 still exports every file
+    recipe = _recipe(quant_types=["Q8_0", "Q4_K_M"], eval_files=["Q4_K_M", "Q8_0"])
+    assert recipe.judged_files() == ["Q8_0", "Q4_K_M"] and recipe.gguf_files() == ["F16", "Q8_0", "Q4_K_M"]
+    with pytest.raises(ParamsError, match=r"eval_files: \['Q5_K_M'\] not exported; use some of F16, Q8_0"):
+        _recipe(quant_types=["Q8_0"], eval_files=["Q5_K_M"])
+    with pytest.raises(ParamsError, match=r"eval_think_budget_files: \['F16'\] not judged; use some of Q8_0"):
+        _recipe(quant_types=["Q8_0"], eval_files=["Q8_0"], eval_think_budgets=[8], eval_think_budget_files=["F16"])
 
 
 # --- load_recipe from files ----------------------------------------------------------------------------------
