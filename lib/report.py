@@ -93,7 +93,8 @@ def tiny_report(folder: Path) -> dict:
     parts replaced (named by the run itself), every GGUF the recipe names written or not, and the files judged."""
     stages = collect(folder)["stages"]
     config = next((s["config"] for s in _manifests(folder)), {})
-    train, export, evaluation = (stages.get(s, {}) for s in ("03_train", "04_merge_export", "05_eval_edge"))
+    train, export, evaluation, grpo = (stages.get(s, {}) for s in ("03_train", "04_merge_export", "05_eval_edge",
+                                                                   "06_grpo"))
     written = sorted(s["file"] for s in export.get("sizes", []) if s.get("real_bytes"))
     expected = [s["file"] for s in export.get("sizes", [])]
     return {"recipe": config.get("recipe"), "tiny_model": config.get("model"), "teacher": config.get("teacher"),
@@ -103,6 +104,10 @@ def tiny_report(folder: Path) -> dict:
             "memory": train.get("cpu_memory"), "merge": {k: v for k, v in export.items() if k != "sizes"},
             "gguf_expected": expected, "gguf_written": written, "all_gguf_written": bool(expected)
             and sorted(expected) == written, "judged": [r["label"] for r in evaluation.get("results", [])],
+            # 06 where the recipe has a grpo: section: its steps, the merge check of its adapter, its judged files
+            "grpo": {"steps": grpo.get("steps"), "start_from": grpo.get("start_from"),
+                     "merge_max_logit_difference": grpo.get("merge", {}).get("max_logit_difference"),
+                     "judged": [r["label"] for r in grpo.get("results", [])]} if grpo else None,
             "timings": collect(folder)["timings"]}
 
 

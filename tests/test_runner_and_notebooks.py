@@ -122,3 +122,23 @@ def test_cell_log_maps_papermill_cell_numbers_past_the_injected_parameters():
     handler.emit(logging.LogRecord("papermill", logging.INFO, "", 0, "<IPython.core.display.HTML object>", None, None))
     assert lines == ["[x] 01 · cell 2/4: model = 'x'", "[x] 01 · cell 3/4: # injected parameters",
                      "[x] 01 · cell 4/4: run(model)"]
+
+
+def _manifest(folder, stage, facts, config=None):
+    (folder / stage).mkdir(parents=True)
+    (folder / stage / "manifest.json").write_text(json.dumps({"stage": stage, "config": config or {}, "facts": facts}))
+
+
+def test_tiny_report_says_what_06_proved_only_where_06_ran(tmp_path):
+    from lib.report import tiny_report
+
+    _manifest(tmp_path, "03_train", {"steps": 2, "first_loss": 10.5, "last_loss": 10.4}, {"recipe": "r"})
+    _manifest(tmp_path, "04_merge_export", {"max_logit_difference": 1e-5, "sizes": [
+        {"file": "r-F16.gguf", "real_bytes": 9}, {"file": "r-Q8_0.gguf", "real_bytes": 5}]})
+    _manifest(tmp_path, "05_eval_edge", {"results": [{"label": "base"}, {"label": "distilled-Q8_0"}]})
+    report = tiny_report(tmp_path)
+    assert report["grpo"] is None and report["all_gguf_written"] and report["judged"] == ["base", "distilled-Q8_0"]
+    _manifest(tmp_path, "06_grpo", {"steps": 2, "start_from": "sft", "merge": {"max_logit_difference": 2e-5},
+                                    "results": [{"label": "grpo-Q8_0"}]})
+    assert tiny_report(tmp_path)["grpo"] == {"steps": 2, "start_from": "sft", "merge_max_logit_difference": 2e-5,
+                                             "judged": ["grpo-Q8_0"]}
