@@ -103,12 +103,17 @@ def tiny_report(folder: Path) -> dict:
             "loss": [train.get("first_loss"), train.get("last_loss")],
             "memory": train.get("cpu_memory"), "merge": {k: v for k, v in export.items() if k != "sizes"},
             "gguf_expected": expected, "gguf_written": written, "all_gguf_written": bool(expected)
-            and sorted(expected) == written, "judged": [r["label"] for r in evaluation.get("results", [])],
+            and sorted(expected) == written, "judged": _labels(evaluation),
             # 06 where the recipe has a grpo: section: its steps, the merge check of its adapter, its judged files
             "grpo": {"steps": grpo.get("steps"), "start_from": grpo.get("start_from"),
                      "merge_max_logit_difference": grpo.get("merge", {}).get("max_logit_difference"),
-                     "judged": [r["label"] for r in grpo.get("results", [])]} if grpo else None,
+                     "judged": _labels(grpo)} if grpo else None,
             "timings": collect(folder)["timings"]}
+
+
+def _labels(facts: dict) -> list[str]:
+    """The files a stage judged, once each (a result per file and benchmark)."""
+    return list(dict.fromkeys(r["label"] for r in facts.get("results", [])))
 
 
 def memory_line(memory: dict) -> str:

@@ -135,7 +135,8 @@ def test_tiny_report_says_what_06_proved_only_where_06_ran(tmp_path):
     _manifest(tmp_path, "03_train", {"steps": 2, "first_loss": 10.5, "last_loss": 10.4}, {"recipe": "r"})
     _manifest(tmp_path, "04_merge_export", {"max_logit_difference": 1e-5, "sizes": [
         {"file": "r-F16.gguf", "real_bytes": 9}, {"file": "r-Q8_0.gguf", "real_bytes": 5}]})
-    _manifest(tmp_path, "05_eval_edge", {"results": [{"label": "base"}, {"label": "distilled-Q8_0"}]})
+    _manifest(tmp_path, "05_eval_edge", {"results": [{"label": "base"}, {"label": "distilled-Q8_0"},  # 2 benchmarks
+                                                     {"label": "base"}, {"label": "distilled-Q8_0"}]})
     report = tiny_report(tmp_path)
     assert report["grpo"] is None and report["all_gguf_written"] and report["judged"] == ["base", "distilled-Q8_0"]
     _manifest(tmp_path, "06_grpo", {"steps": 2, "start_from": "sft", "merge": {"max_logit_difference": 2e-5},
