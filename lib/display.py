@@ -257,8 +257,8 @@ def eval_rows(results: list[dict]) -> list[dict]:
 
 
 def ladder_rows(quant_ladder: dict[str, list[dict]]) -> list[dict]:
-    """One row per (benchmark, quant, metric) of 05's quant ladder: the reference (F16 unless too large to judge),
-    the quant, the drop with its interval."""
+    """One row per (benchmark, quant, metric) of 05's quant ladder: the reference (F16 unless too large to judge or
+    not in eval_files), the quant, the drop with its interval."""
     rows = []
     for benchmark, entries in quant_ladder.items():
         for row in entries:

@@ -158,9 +158,10 @@ class Recipe:
     # think budgets (tokens) 05 judges each distilled file at on the first benchmark, besides no budget: a thought
     # still open at its budget is ended ("</think>" + eval_answer_prefix) and the model answers (s1's budget forcing)
     eval_think_budgets: list = field(default_factory=list)
-    eval_think_budget_files: list = field(default_factory=list)  # exported files given budgets ([] = every one)
+    eval_think_budget_files: list = field(default_factory=list)  # judged files given budgets ([] = every one)
     # the exported files 05 (and 06, its own export) judge, e.g. [Q8_0]: the file a small recipe ships, when judging
-    # F16 too would cost minutes and tell nothing the ladder needs ([] = every file 04 exports; 04 exports all)
+    # F16 too would cost minutes (no quant ladder then: it needs two files) ([] = every file 04 exports; 04 exports
+    # all, and names the others "not judged (the recipe's eval_files)")
     eval_files: list = field(default_factory=list)
     eval_answer_prefix: str = ""  # written after a forced "</think>", e.g. "The answer is" for GSM8K-style answers
     eval_k: int = 1  # samples per problem: pass@1 is their mean, maj@k their vote (k > 1 needs a temperature > 0)
@@ -256,9 +257,6 @@ def recipe_from_dict(raw: dict, source: str = "<dict>") -> Recipe:
             raise ParamsError(f"{source}: {key}: {values[key]!r} is not one of {', '.join(allowed)}")
     recipe = Recipe(**values)
     _check_data_keys(recipe, source)
-    if recipe.eval_ablation_file and recipe.eval_ablation_file not in recipe.judged_files():
-        raise ParamsError(f"{source}: eval_ablation_file: {recipe.eval_ablation_file!r} is not a judged file; "
-                          f"use one of {', '.join(recipe.judged_files())}")
     _check_holdout_keys(recipe, source)
     _check_eval_keys(recipe, source)
     if recipe.chat_format == "plain" and not recipe.plain_format:
@@ -299,10 +297,13 @@ def _check_eval_keys(recipe: Recipe, source: str) -> None:
     if unknown:
         raise ParamsError(f"{source}: eval_files: {unknown} not exported; use some of "
                           f"{', '.join(recipe.gguf_files())} (or add them to quant_types)")
+    if recipe.eval_ablation_file and recipe.eval_ablation_file not in recipe.judged_files():
+        raise ParamsError(f"{source}: eval_ablation_file: {recipe.eval_ablation_file!r} is not a judged file; "
+                          f"use one of {', '.join(recipe.judged_files())} (or add it to eval_files)")
     unknown = [f for f in recipe.eval_think_budget_files if f not in recipe.judged_files()]
     if unknown:
         raise ParamsError(f"{source}: eval_think_budget_files: {unknown} not judged; use some of "
-                          f"{', '.join(recipe.judged_files())}")
+                          f"{', '.join(recipe.judged_files())} (or add them to eval_files)")
     if recipe.eval_sequences < 1 or recipe.eval_parallel < 1:
         raise ParamsError(f"{source}: eval_sequences and eval_parallel must be >= 1")
     if recipe.eval_k < 1:

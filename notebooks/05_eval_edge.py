@@ -93,7 +93,8 @@ facts = run_eval(cfg, heldout)
 display(facts_table({"problems per benchmark": facts["problems"],
                      "held-out references math-verify cannot read": facts["unjudgeable_references"] or "none",
                      "files judged": facts["judged_files"] or "none (dry-run)",
-                     "not judged (this machine's memory)": facts["not_judged"] or "none"}))
+                     "not judged (this machine's memory)": facts["not_judged"] or "none",
+                     "not judged (the recipe's eval_files)": facts.get("not_judged_by_recipe") or "none"}))
 display(table(facts["edge_memory"], title="Memory on a device: weights + KV cache at eval_n_ctx"))
 
 # %%
@@ -115,7 +116,7 @@ display(accuracy_chart(facts["results"], out / "results.png", cfg.recipe.name))
 # `results.json`), never hidden.
 
 # %%
-display(table(ladder_rows(facts["ladder"]), empty="No ladder: no F16 file was judged (dry-run)."))
+display(table(ladder_rows(facts["ladder"]), empty="No ladder: fewer than two distilled files judged (a dry-run judges none; the recipe's eval_files may name one)."))
 display(facts_table({"flagged": facts["flagged"] or "none: every quant is within the recipe's eval_max_drop"}))
 
 # %% [markdown]

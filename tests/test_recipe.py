@@ -181,8 +181,12 @@ def test_eval_ablation_file_must_be_a_judged_file():
     with pytest.raises(ParamsError, match="eval_ablation_file: 'Q5_K_M' is not a judged file; use one of F16, Q8_0"):
         _recipe(quant_types=["Q8_0"], eval_ablation_file="Q5_K_M")
     assert _recipe(quant_types=["Q8_0"], eval_ablation_file="F16").eval_ablation_file == "F16"
-    with pytest.raises(ParamsError, match="eval_ablation_file: 'F16' is not a judged file; use one of Q8_0"):
+    with pytest.raises(ParamsError, match="eval_ablation_file: 'F16' is not a judged file; use one of Q8_0 "
+                                          r"\(or add it to eval_files\)"):
         _recipe(quant_types=["Q8_0"], eval_files=["Q8_0"], eval_ablation_file="F16")
+    # a wrong eval_files is named first, not hidden behind the ablation file's error
+    with pytest.raises(ParamsError, match=r"eval_files: \['Q5_K_M'\] not exported"):
+        _recipe(quant_types=["Q8_0"], eval_files=["Q5_K_M"], eval_ablation_file="Q8_0")
 
 
 def test_eval_files_choose_which_exported_files_are_judged():
@@ -327,3 +331,16 @@ def test_benchmarks_and_k_are_read():
 def test_bad_quant_gates_say_what_to_write(drop, message):
     with pytest.raises(ParamsError, match=re.escape(message)):
         _recipe(eval_max_drop=drop)
+
+
+def test_a_real_run_judges_the_base_and_only_the_files_eval_files_names(tmp_path, monkeypatch):
+    import lib.modes as modes
+
+    monkeypatch.setattr(modes, "base_model_gguf", lambda name, folder, target: tmp_path / "base.gguf")
+    monkeypatch.setattr(modes, "stage_file", lambda cfg, stage, key: tmp_path / stage / f"{key}.gguf")
+    cfg = modes.make_run_config("smollm2_135m_arithmetic", run_dir=str(tmp_path))
+    assert cfg.recipe.eval_files == ["Q8_0"] and cfg.recipe.gguf_files() == ["F16", "Q8_0"]
+    files = cfg.mode.judged_files(cfg, tmp_path)
+    assert files == {"base": tmp_path / "base.gguf", "distilled-Q8_0": tmp_path / "04_merge_export" / "Q8_0.gguf"}
+    everything = modes.config_for(with_overrides(cfg.recipe, eval_files=[]), False, str(tmp_path), None, False)
+    assert list(everything.mode.judged_files(everything, tmp_path)) == ["base", "distilled-F16", "distilled-Q8_0"]

@@ -178,6 +178,7 @@ def run_eval(cfg: RunConfig, heldout: list[dict]) -> dict:
     facts = {"mode": cfg.mode.name, "prompts": len(heldout), "problems": problems, "k": recipe.eval_k,
              "unjudgeable_references": unjudgeable_references(prompts), "kv_cache_bytes": kv,
              "judged_files": {label: path.name for label, path in files.items()}, "not_judged": not_judged,
+             "not_judged_by_recipe": [q for q in recipe.gguf_files() if q not in recipe.judged_files()],
              "edge_memory": edge_memory, "results": results, "ladder": quant_ladder, "flagged": flagged,
              "think_budget": curve, "example": first_output(out, results)}
     # the export folder's README.md, now with this table

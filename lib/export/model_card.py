@@ -116,8 +116,9 @@ def model_card(recipe, sizes: list[dict], train: dict, results: list[dict] | Non
     if not results:
         return "\n".join(lines + ["Not evaluated yet: run 05 (`python -m lib run "
                                   f"{recipe.name} --stages 05`), which writes its table here.", ""])
-    lines += ["Judged on the exported files with llama.cpp (05): pass@1 with its 95 % interval, `</think>` closure, "
-              "loop rate and median thought length; sizes are the number of problems × samples each.", "",
+    lines += ["Judged on the exported files the recipe names (`eval_files`; all by default) with llama.cpp (05): "
+              "pass@1 with its 95 % interval, `</think>` closure, loop rate and median thought length; sizes are the "
+              "number of problems × samples each.", "",
               "| file | benchmark | problems × k | think budget | pass@1 | closes `</think>` | loops | think tokens "
               "(median) | tokens/s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:

@@ -19,6 +19,7 @@ def test_every_step_and_answer_is_right():
         for row in rows:
             expression = row["question"].removeprefix("What is ").removesuffix("?")
             *steps, final = row["answer"].split("\n")
+            assert len(steps) == 2, row  # three numbers, two steps (OPERANDS)
             assert final == f"#### {eval(expression)}"  # noqa: S307 - digits, spaces, + and - only
             assert re.fullmatch(r"[\d +-]+", expression)
             for step in steps:
