@@ -116,7 +116,8 @@ display(accuracy_chart(facts["results"], out / "results.png", cfg.recipe.name))
 # `results.json`), never hidden.
 
 # %%
-display(table(ladder_rows(facts["ladder"]), empty="No ladder: fewer than two distilled files judged (a dry-run judges none; the recipe's eval_files may name one)."))
+display(table(ladder_rows(facts["ladder"]), empty="No ladder: fewer than two distilled files judged (a dry-run "
+              "judges none; the recipe's eval_files may name one)."))
 display(facts_table({"flagged": facts["flagged"] or "none: every quant is within the recipe's eval_max_drop"}))
 
 # %% [markdown]

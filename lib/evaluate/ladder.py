@@ -36,9 +36,8 @@ def on_the_ladder(label: str) -> bool:
 
 def ladder(samples_by_file: dict[str, list[dict]], max_drop: dict[str, float]) -> list[dict]:
     """One row per (quantised file, metric): the reference's value, the file's, the drop with its interval,
-    flagged or not. The reference is F16, or where F16 was not judged (too large for the machine's memory, or not in the recipe's
-    `eval_files`) the
-    most precise distilled file judged (`PRECISION`), named in each row. Where the merged HF model was judged
+    flagged or not. The reference is F16, or where F16 was not judged (too large for the machine's memory, or not
+    in the recipe's `eval_files`) the most precise distilled file judged (`PRECISION`), named in each row. Where the merged HF model was judged
     (`MERGED`), F16 is set against it too: the conversion's own drop, gated alike."""
     labels = [label for label in samples_by_file if on_the_ladder(label) and label != MERGED]
     rank = lambda label: (PRECISION.index(q) if (q := label.removeprefix("distilled-")) in PRECISION  # noqa: E731

@@ -136,8 +136,8 @@ def run_grpo(cfg: RunConfig, prompts: list[dict], restart: bool = False, extra_f
         produced |= files
         prompts_file = heldout_prompts(cfg)
         results_05 = stage_file(cfg, "05_eval_edge", "results")  # 05 must be current: StaleStage otherwise
-        runs = evaluation_runs({f"{GRPO_LABEL}-{q}": path for q, path in files.items() if q in recipe.judged_files()},
-                               recipe.eval_sampling())
+        # the files `Recipe.judged_files` names, as 05 judges 04's export
+        runs = evaluation_runs({f"{GRPO_LABEL}-{q}": files[q] for q in recipe.judged_files()}, recipe.eval_sampling())
         facts["results"] = cfg.mode.evaluate(cfg, runs, benchmark_sources(recipe, prompts_file), out)
         atomic_write_text(out / "results.json", json.dumps({"recipe": recipe.name, "results": facts["results"]},
                                                            indent=2))
