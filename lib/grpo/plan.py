@@ -4,10 +4,12 @@ Usage: ``plan = grpo_memory_plan(recipe, settings, longest_prompt, backend, arch
 
 One step generates `prompts_per_step x num_generations` completions at once (transformers' generate keeps a KV
 cache per sequence, in the compute dtype; vLLM reserves its own pool, `vllm_gpu_memory_utilization`), then trains on
-all of them as one batch of (prompt + completion) rows: 03's plan (weights, LoRA, optimizer, activations, logits)
-at that batch and length. With beta > 0 the reference is TRL's frozen copy of 03's adapter beside the trained one
-(PEFT adapter "ref", `lib.grpo.train`): a second set of LoRA weights, not a second model; its forward runs without
-gradients before the training forward and frees what it made.
+them one group (`num_generations` rows of prompt + completion) per forward and backward, accumulated over the
+step's prompts (`lib.grpo.train.grpo_args`): 03's plan (weights, LoRA, optimizer, activations, logits) at that
+batch and length, without LoRA dropout (GRPO trains with dropout off, TRL's `disable_dropout`). With beta > 0 the
+reference is TRL's frozen copy of 03's adapter beside the trained one (PEFT adapter "ref", `lib.grpo.train`): a
+second set of LoRA weights, not a second model; its forward runs without gradients before the training forward and
+frees what it made.
 """
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ def check_budget(recipe: Recipe, plan: dict) -> None:
     raise GrpoOverBudget(
         f"{recipe_source(recipe)}: grpo: one step is planned at {plan['total_gib']:.1f} GiB, over vram_budget_gib "
         f"{plan['budget_gib']} (largest: {', '.join(f'{k} {v:.2f}' for k, v in largest)}): lower "
-        "grpo.num_generations x grpo.prompts_per_step (the rows trained at once) or grpo.max_completion_length, or "
+        "grpo.num_generations (the rows trained at once), grpo.prompts_per_step (the completions generated at once) "
+        "or grpo.max_completion_length, or "
         "set allow_over_budget: true to try anyway")
 
 
@@ -64,8 +67,8 @@ def grpo_memory_plan(recipe: Recipe, settings: GrpoSettings, longest_prompt: int
     """{"total_gib", "budget_gib", "fits", "components_gib", "assumptions"} for one step of `settings`."""
     length = longest_prompt + settings.max_completion_length
     batch = settings.completions_per_step
-    step = memory_plan(dataclasses.replace(recipe, per_device_train_batch_size=batch), max_length=length,
-                       backend=backend, architecture=architecture).as_dict()
+    trained = dataclasses.replace(recipe, per_device_train_batch_size=settings.num_generations, lora_dropout=0.0)
+    step = memory_plan(trained, max_length=length, backend=backend, architecture=architecture).as_dict()
     dtype = compute_dtype(recipe, backend)  # what the policy is loaded and generates in
     components = dict(step["components"])
     if settings.use_vllm:  # colocated vLLM reserves a share of the card for its weights copy and KV cache
@@ -78,7 +81,8 @@ def grpo_memory_plan(recipe: Recipe, settings: GrpoSettings, longest_prompt: int
     budget = recipe.vram_budget_gib * GIB
     return {"total_gib": round(total / GIB, 3), "budget_gib": recipe.vram_budget_gib, "fits": total <= budget,
             "components_gib": {k: round(v / GIB, 3) for k, v in components.items()},
-            "assumptions": {"completions_per_step": batch, "row_tokens": length, "backend": backend.name,
+            "assumptions": {"completions_per_step": batch, "rows_per_pass": settings.num_generations,
+                            "row_tokens": length, "backend": backend.name,
                             "reference": ("03's adapter as PEFT adapter 'ref'" if settings.beta > 0
                                           else "none (beta 0)"),
                             "generation": f"vLLM, {VLLM_GPU_MEMORY_UTILIZATION:.0%} of the card" if settings.use_vllm

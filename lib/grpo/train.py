@@ -79,11 +79,14 @@ def grpo_args(recipe: Recipe, settings: GrpoSettings, output_dir: Path, backend:
     """`GRPOConfig` arguments: the recipe's `grpo:` keys under TRL's names, the hardware settings as 03 sets them.
 
     TRL counts completions in per_device_train_batch_size: one step is `prompts_per_step` prompts x
-    `num_generations` completions, generated once and trained on `num_iterations` times."""
+    `num_generations` completions, generated together (TRL's generation batch: one per optimizer step, as
+    steps_per_generation defaults to the accumulation steps) and trained on `num_iterations` times — one group per
+    forward and backward, accumulated over the step's prompts, so memory grows with the group, not the step.
+    Advantages are still computed within each group, and DAPO's loss is normalised by the tokens of the whole step."""
     dtype = compute_dtype(recipe, backend)
     return dict(
-        output_dir=str(output_dir), max_steps=settings.max_steps, per_device_train_batch_size=settings.completions_per_step,
-        gradient_accumulation_steps=1, num_generations=settings.num_generations,
+        output_dir=str(output_dir), max_steps=settings.max_steps, per_device_train_batch_size=settings.num_generations,
+        gradient_accumulation_steps=settings.prompts_per_step, num_generations=settings.num_generations,
         max_completion_length=settings.max_completion_length, temperature=settings.temperature,
         top_p=settings.top_p, beta=settings.beta, learning_rate=settings.learning_rate, loss_type=settings.loss_type,
         epsilon=settings.epsilon, epsilon_high=settings.epsilon_high, scale_rewards=settings.scale_rewards,

@@ -51,7 +51,10 @@ def test_trl_arguments_count_completions_per_step():
     settings = grpo_settings(recipe.grpo)
     backend = select_backend(recipe, has_cuda=False, has_unsloth=False)
     args = GRPOConfig(**grpo_args(recipe, settings, "/tmp/unused", backend))
-    assert args.per_device_train_batch_size == settings.prompts_per_step * settings.num_generations
+    # a step's completions are generated together, trained one group per pass, accumulated over the prompts
+    assert args.per_device_train_batch_size == settings.num_generations
+    assert args.gradient_accumulation_steps == settings.prompts_per_step
+    assert args.generation_batch_size == settings.prompts_per_step * settings.num_generations
     assert args.num_generations == settings.num_generations and args.beta == settings.beta
     assert args.reward_weights == settings.weights and args.loss_type == settings.loss_type
 
@@ -149,7 +152,7 @@ def test_a_step_over_the_budget_is_refused_naming_what_shrinks_it():
     arch = load_architecture(recipe.architecture)
     backend = grpo_backend(select_backend(recipe, has_cuda=True, has_unsloth=True), recipe)
     plan = grpo_memory_plan(recipe, grpo_settings(recipe.grpo), 200, backend, arch)
-    with pytest.raises(GrpoOverBudget, match="num_generations x grpo.prompts_per_step"):
+    with pytest.raises(GrpoOverBudget, match=r"grpo.num_generations \(the rows trained at once\)"):
         check_budget(recipe, plan)
     check_budget(with_overrides(recipe, allow_over_budget=True), plan)  # allowed: no error
 
