@@ -273,6 +273,19 @@ def ladder_rows(quant_ladder: dict[str, list[dict]]) -> list[dict]:
     return rows
 
 
+def points_interval(change: dict) -> str:
+    """A paired difference as percentage points with its interval: "+3 [-1, +7]"."""
+    return f"{100 * change['mean']:+.1f} [{100 * change['low']:+.1f}, {100 * change['high']:+.1f}]"
+
+
+def gain_rows(gains: list[dict]) -> list[dict]:
+    """One row per (benchmark, file, metric) of 06's SFT+GRPO minus SFT, paired by problem."""
+    return [{"benchmark": g["benchmark"], "file": g["file"], "metric": g["metric"], "problems": g["problems"],
+             "SFT": f"{g['SFT']:.1%}", "SFT+GRPO": f"{g['SFT+GRPO']:.1%}",
+             "change (points) [95 % CI, paired]": points_interval(g["change"]) if g["change"]["mean"] is not None
+             else "–"} for g in gains]
+
+
 def budget_rows(curve: list[dict]) -> list[dict]:
     """05's think-budget curve as table rows: one per (file, budget)."""
     return [{"file": row["file"], "think budget": row["budget"] or "none", "pass@1 [95 % CI]":

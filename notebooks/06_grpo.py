@@ -141,6 +141,16 @@ from lib.grpo.stage import side_by_side
 display(table(eval_rows(side_by_side(cfg, facts)), empty="Nothing judged (dry-run: no file)."))
 
 # %% [markdown]
+# Did GRPO help? Two intervals that overlap cannot say: the SFT and SFT+GRPO files answered the same problems with
+# the same seeds, so the question is the per-problem difference. SFT+GRPO minus SFT, in percentage points, with a
+# 95 % interval from a paired bootstrap over problems (an interval that holds 0: no change this sample can show).
+
+# %%
+from lib.display import gain_rows
+
+display(table(gain_rows(facts.get("gain_over_sft", [])), empty="Nothing judged (dry-run: no file)."))
+
+# %% [markdown]
 # ## In this notebook we
 # - drew GRPO's prompts from 01's training rows and checked the rewards on 01's own traces,
 # - trained 03's adapter further with GRPO (or planned one step's memory in a dry-run), with checkpoints to resume,

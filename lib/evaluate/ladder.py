@@ -48,14 +48,20 @@ def ladder(samples_by_file: dict[str, list[dict]], max_drop: dict[str, float]) -
     rows = []
     for reference_label, label in pairs:
         for metric, field in METRICS.items():
-            reference = per_problem(samples_by_file[reference_label], field)
-            quant = per_problem(samples_by_file[label], field)
-            shared = [pid for pid in reference if pid in quant]
-            drop = mean_interval([reference[pid] - quant[pid] for pid in shared], proportion=False)
+            shared, reference, quant, drop = paired_difference(samples_by_file[reference_label],
+                                                               samples_by_file[label], field)
             allowed = max_drop.get(metric)
-            rows.append({"file": label, "metric": metric, "problems": len(shared), "reference_file": reference_label,
-                         "reference": round(sum(reference[p] for p in shared) / max(1, len(shared)), 4),
-                         "quant": round(sum(quant[p] for p in shared) / max(1, len(shared)), 4),
-                         "drop": drop, "max_drop": allowed,
+            rows.append({"file": label, "metric": metric, "problems": shared, "reference_file": reference_label,
+                         "reference": reference, "quant": quant, "drop": drop, "max_drop": allowed,
                          "flagged": allowed is not None and drop["mean"] is not None and drop["mean"] > allowed})
     return rows
+
+
+def paired_difference(first: list[dict], second: list[dict], field: str) -> tuple[int, float, float, dict]:
+    """(problems both answered, `first`'s share of `field`, `second`'s, first minus second with its 95 % interval
+    from a paired bootstrap over those problems). Paired: both answered the same problems with the same seeds, so
+    the per-problem differences are what varies — far narrower than two independent intervals."""
+    a, b = per_problem(first, field), per_problem(second, field)
+    shared = [pid for pid in a if pid in b]
+    share = lambda values: round(sum(values[p] for p in shared) / max(1, len(shared)), 4)  # noqa: E731
+    return len(shared), share(a), share(b), mean_interval([a[p] - b[p] for p in shared], proportion=False)

@@ -19,7 +19,8 @@ from lib.data.rows import source_id_prefix
 from lib.data.schemas import convert_rows
 from lib.data.sources import iter_records
 
-from lib.evaluate.stage import benchmark_sources, evaluation_runs
+from lib.evaluate.ladder import METRICS, paired_difference
+from lib.evaluate.stage import benchmark_sources, evaluation_runs, samples_by_file
 from lib.grpo.rewards import correctness, format_reward
 from lib.grpo.settings import GrpoSettings, grpo_settings
 from lib.grpo.train import answerable, prompt_rows
@@ -139,8 +140,9 @@ def run_grpo(cfg: RunConfig, prompts: list[dict], restart: bool = False, extra_f
         # the files `Recipe.judged_files` names, as 05 judges 04's export
         runs = evaluation_runs({f"{GRPO_LABEL}-{q}": files[q] for q in recipe.judged_files()}, recipe.eval_sampling())
         facts["results"] = cfg.mode.evaluate(cfg, runs, benchmark_sources(recipe, prompts_file), out)
-        atomic_write_text(out / "results.json", json.dumps({"recipe": recipe.name, "results": facts["results"]},
-                                                           indent=2))
+        facts["gain_over_sft"] = grpo_gain(cfg, facts)
+        atomic_write_text(out / "results.json", json.dumps({"recipe": recipe.name, "results": facts["results"],
+                                                            "gain_over_sft": facts["gain_over_sft"]}, indent=2))
         produced["results"] = out / "results.json"
     consumed = {"train": stage_file(cfg, "01_data", "train"), "heldout": stage_file(cfg, "01_data", "heldout")}
     if settings.dataset_path:
@@ -165,6 +167,36 @@ def side_by_side(cfg: RunConfig, facts: dict) -> list[dict]:
     return [r for r in before if r.get("think_budget") is None and (
         r["label"] == "base" or (r["label"].startswith("distilled-") and not r["label"].endswith("no-repeat-penalty")))
             ] + facts.get("results", [])
+
+
+def gain_over_sft(sft: dict[str, list[dict]], grpo: dict[str, list[dict]]) -> list[dict]:
+    """What GRPO changed, per file and metric: SFT+GRPO minus SFT (the file of the same quant, judged on the same
+    problems with the same seeds) with a 95 % interval from a paired bootstrap over problems — the question 06 asks,
+    which two overlapping independent intervals cannot answer. `sft`/`grpo`: {file label: judged samples} on one
+    benchmark, as 05's `distilled-<quant>` and 06's `grpo-<quant>`; a quant judged by 06 only has no row."""
+    rows = []
+    for label, samples in grpo.items():
+        quant = label.removeprefix(f"{GRPO_LABEL}-")
+        if f"distilled-{quant}" not in sft:
+            continue
+        for metric, field in METRICS.items():
+            problems, after, before, change = paired_difference(samples, sft[f"distilled-{quant}"], field)
+            rows.append({"file": quant, "metric": metric, "problems": problems, "SFT": before, "SFT+GRPO": after,
+                         "change": change})
+    return rows
+
+
+def grpo_gain(cfg: RunConfig, facts: dict) -> list[dict]:
+    """`gain_over_sft` on every benchmark 06 judged, from 05's and 06's saved samples."""
+    before = read_manifest(cfg, "05_eval_edge")["facts"].get("results", [])
+    after = facts.get("results", [])
+    rows = []
+    for benchmark in dict.fromkeys(r["benchmark"] for r in after):
+        sft = samples_by_file(cfg.stage_dir("05_eval_edge"), [r for r in before if r.get("think_budget") is None],
+                              benchmark)
+        rows += [{"benchmark": benchmark, **row} for row in
+                 gain_over_sft(sft, samples_by_file(cfg.stage_dir(STAGE), after, benchmark))]
+    return rows
 
 
 def reward_curves(log_history: list[dict]) -> list[dict]:

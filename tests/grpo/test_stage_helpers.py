@@ -4,7 +4,7 @@ import pytest
 
 from lib.data.rows import read_reasoning_rows
 from lib.grpo.settings import GrpoSettings
-from lib.grpo.stage import reward_curves, side_by_side, verifiable_rows
+from lib.grpo.stage import gain_over_sft, reward_curves, side_by_side, verifiable_rows
 from lib.jsonl import write_jsonl
 from lib.modes import make_run_config
 from lib.paths import DATA_DIR
@@ -61,3 +61,22 @@ def test_reward_curves_keep_logged_steps_with_a_reward_and_name_each_series():
     assert curves[0] == {"step": 1, "reward": 1.5, "correctness": 1.0, "format": 1.0, "overlong": 0.0, "kl": None,
                          "length": 43.0, "clipped": 0.0}
     assert curves[1]["kl"] == 0.01 and curves[1]["correctness"] is None
+
+
+def _judged(correct, closed=None):
+    closed = closed or [True] * len(correct)
+    return [{"problem_id": f"p{i}", "correct": c, "closed_think": t} for i, (c, t) in enumerate(zip(correct, closed))]
+
+
+def test_gain_over_sft_is_grpo_minus_the_sft_file_of_the_same_quant_paired_by_problem():
+    sft = {"base": _judged([False] * 40), "distilled-Q8_0": _judged([True] * 20 + [False] * 20)}
+    # GRPO keeps the SFT answers and gets 4 more problems right: +10 points on 40 problems
+    grpo = {"grpo-Q8_0": _judged([True] * 24 + [False] * 16), "grpo-Q4_K_M": _judged([True] * 40)}
+    rows = {(r["file"], r["metric"]): r for r in gain_over_sft(sft, grpo)}
+    assert set(rows) == {("Q8_0", "pass@1"), ("Q8_0", "closure")}  # Q4_K_M: no SFT file of that quant to pair with
+    gain = rows["Q8_0", "pass@1"]
+    assert (gain["problems"], gain["SFT"], gain["SFT+GRPO"], gain["change"]["mean"]) == (40, 0.5, 0.6, 0.1)
+    # paired: only the 4 changed problems vary, so the interval excludes 0 although 50 % [35-65] and
+    # 60 % [45-74] (Wilson, 40 problems) overlap
+    assert 0 < gain["change"]["low"] < 0.1 < gain["change"]["high"] <= 0.2
+    assert rows["Q8_0", "closure"]["change"] == {"mean": 0.0, "low": 0.0, "high": 0.0}
