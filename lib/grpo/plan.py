@@ -4,12 +4,12 @@ Usage: ``plan = grpo_memory_plan(recipe, settings, longest_prompt, backend, arch
 
 One step generates `prompts_per_step x num_generations` completions at once (transformers' generate keeps a KV
 cache per sequence, in the compute dtype; vLLM reserves its own pool, `vllm_gpu_memory_utilization`), then trains on
-them one group (`num_generations` rows of prompt + completion) per forward and backward, accumulated over the
-step's prompts (`lib.grpo.train.grpo_args`): 03's plan (weights, LoRA, optimizer, activations, logits) at that
-batch and length, without LoRA dropout (GRPO trains with dropout off, TRL's `disable_dropout`). With beta > 0 the
-reference is TRL's frozen copy of 03's adapter beside the trained one (PEFT adapter "ref", `lib.grpo.train`): a
-second set of LoRA weights, not a second model; its forward runs without gradients before the training forward and
-frees what it made.
+them `num_generations` rows of prompt + completion per forward and backward (a shuffled slice of the step's
+completions), accumulated over the step's prompts (`lib.grpo.train.grpo_args`): 03's plan (weights, LoRA,
+optimizer, activations, logits) at that batch and length, without LoRA dropout (GRPO trains with dropout off, TRL's
+`disable_dropout`). With beta > 0 the reference is TRL's frozen copy of 03's adapter beside the trained one (PEFT
+adapter "ref", `lib.grpo.train`): a second set of LoRA weights, not a second model; its forward runs without
+gradients before the training forward and frees what it made.
 """
 from __future__ import annotations
 

@@ -80,9 +80,10 @@ def grpo_args(recipe: Recipe, settings: GrpoSettings, output_dir: Path, backend:
 
     TRL counts completions in per_device_train_batch_size: one step is `prompts_per_step` prompts x
     `num_generations` completions, generated together (TRL's generation batch: one per optimizer step, as
-    steps_per_generation defaults to the accumulation steps) and trained on `num_iterations` times — one group per
-    forward and backward, accumulated over the step's prompts, so memory grows with the group, not the step.
-    Advantages are still computed within each group, and DAPO's loss is normalised by the tokens of the whole step."""
+    steps_per_generation defaults to the accumulation steps) and trained on `num_iterations` times —
+    `num_generations` rows per forward and backward (a shuffled slice of the step's completions), accumulated over
+    `prompts_per_step` passes, so memory grows with the group size, not the step. Advantages are computed within
+    each group before the shuffle, and DAPO's loss is normalised by the tokens of the whole step."""
     dtype = compute_dtype(recipe, backend)
     return dict(
         output_dir=str(output_dir), max_steps=settings.max_steps, per_device_train_batch_size=settings.num_generations,

@@ -157,6 +157,22 @@ def test_a_step_over_the_budget_is_refused_naming_what_shrinks_it():
     check_budget(with_overrides(recipe, allow_over_budget=True), plan)  # allowed: no error
 
 
+def test_more_prompts_a_step_grow_the_generation_cache_not_the_trained_batch():
+    # a step's completions are generated together but trained num_generations rows at a time: four prompts a step
+    # plan the same training memory as one, and four times the KV cache; GRPO trains with dropout off
+    recipe = load_recipe("llama32_3b_thinking8k")
+    assert recipe.lora_dropout > 0
+    backend = grpo_backend(select_backend(recipe, has_cuda=True, has_unsloth=True), recipe)
+    arch = load_architecture(recipe.architecture)
+    one, four = (grpo_memory_plan(recipe, grpo_settings({**recipe.grpo, "prompts_per_step": n}), 200, backend, arch)
+                 for n in (1, 4))
+    cache = "generation KV cache"
+    assert four["components_gib"][cache] == pytest.approx(4 * one["components_gib"][cache], rel=1e-3)
+    assert {k: v for k, v in four["components_gib"].items() if k != cache} == {
+        k: v for k, v in one["components_gib"].items() if k != cache}
+    assert "lora_dropout" not in four["components_gib"] and four["assumptions"]["rows_per_pass"] == 8
+
+
 def test_vllm_reserves_its_share_of_the_card_instead_of_the_generation_cache():
     recipe = load_recipe("llama32_3b_thinking8k")
     backend = grpo_backend(select_backend(recipe, has_cuda=True, has_unsloth=True), recipe)
