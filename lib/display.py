@@ -274,7 +274,7 @@ def ladder_rows(quant_ladder: dict[str, list[dict]]) -> list[dict]:
 
 
 def points_interval(change: dict) -> str:
-    """A paired difference as percentage points with its interval: "+3 [-1, +7]"."""
+    """A paired difference as percentage points with its interval: "+3.0 [-1.0, +7.0]"."""
     return f"{100 * change['mean']:+.1f} [{100 * change['low']:+.1f}, {100 * change['high']:+.1f}]"
 
 

@@ -113,7 +113,8 @@ print(prompts[0])
 from lib.grpo.stage import run_grpo
 
 facts = run_grpo(cfg, prompts, restart=restart, extra_facts={"prompt_source": dropped, "reward_check": checked})
-display(facts_table({k: v for k, v in facts.items() if k not in ("results", "settings", "merge", "prompt_source")}))
+display(facts_table({k: v for k, v in facts.items() if k not in ("results", "gain_over_sft", "settings", "merge",
+                                                                        "prompt_source")}))
 
 # %% [markdown]
 # ## Reward curves

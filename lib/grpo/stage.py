@@ -140,6 +140,9 @@ def run_grpo(cfg: RunConfig, prompts: list[dict], restart: bool = False, extra_f
         # the files `Recipe.judged_files` names, as 05 judges 04's export
         runs = evaluation_runs({f"{GRPO_LABEL}-{q}": files[q] for q in recipe.judged_files()}, recipe.eval_sampling())
         facts["results"] = cfg.mode.evaluate(cfg, runs, benchmark_sources(recipe, prompts_file), out)
+        # the judged results first: a comparison that fails (05's samples gone) must not lose them
+        atomic_write_text(out / "results.json", json.dumps({"recipe": recipe.name, "results": facts["results"]},
+                                                           indent=2))
         facts["gain_over_sft"] = grpo_gain(cfg, facts)
         atomic_write_text(out / "results.json", json.dumps({"recipe": recipe.name, "results": facts["results"],
                                                             "gain_over_sft": facts["gain_over_sft"]}, indent=2))
