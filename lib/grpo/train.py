@@ -29,6 +29,7 @@ from lib.run_config import fingerprint
 from lib.train import resume
 from lib.train.backends import (TRANSFORMERS, UNSLOTH, Backend, checkpointing_argument, compute_dtype, is_main_process, lora_config,
                                 nf4_config, publish_adapter)
+from lib.train.release_memory import release_memory_callback
 
 REFERENCE_ADAPTER = "ref"  # the adapter TRL's GRPOTrainer adds for the reference model (beta > 0, a PEFT model)
 # GRPO keys that cannot change the adapter: a resume after changing them is allowed (as 03's _NOT_TRAINING)
@@ -238,6 +239,8 @@ def train_grpo(recipe: Recipe, settings: GrpoSettings, model_path: str, prompts:
     trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
                           processing_class=tokenizer)
     trainer.add_callback(resume.checkpoint_marker_callback(marker))
+    if not backend.on_gpu:  # the CPU's budget is resident memory: give back what each pass freed
+        trainer.add_callback(release_memory_callback())
     trainer.remove_callback(PrinterCallback)
     if progress:
         trainer.add_callback(progress_printer(settings.max_steps))
