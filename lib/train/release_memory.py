@@ -20,8 +20,15 @@ import functools
 
 @functools.cache
 def _malloc_trim():
-    """glibc's `malloc_trim` from the running process, or None where the C library has none."""
-    return getattr(ctypes.CDLL(None), "malloc_trim", None)
+    """glibc's `malloc_trim` from the running process, or None where the C library has none (musl, macOS) or the
+    process's own symbols cannot be opened (Windows: `CDLL(None)` raises)."""
+    try:
+        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except (OSError, TypeError):
+        return None
+    if trim is not None:
+        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int  # int malloc_trim(size_t pad)
+    return trim
 
 
 def trim_heap() -> bool:

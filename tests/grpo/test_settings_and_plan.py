@@ -51,7 +51,8 @@ def test_trl_arguments_count_completions_per_step():
     settings = grpo_settings(recipe.grpo)
     backend = select_backend(recipe, has_cuda=False, has_unsloth=False)
     args = GRPOConfig(**grpo_args(recipe, settings, "/tmp/unused", backend))
-    # a step's completions are generated together, trained one group per pass, accumulated over the prompts
+    # a step's completions are generated together, trained num_generations rows a pass (a shuffled slice of the
+    # step), accumulated over the prompts
     assert args.per_device_train_batch_size == settings.num_generations
     assert args.gradient_accumulation_steps == settings.prompts_per_step
     assert args.generation_batch_size == settings.prompts_per_step * settings.num_generations
