@@ -262,20 +262,19 @@ def ladder_rows(quant_ladder: dict[str, list[dict]]) -> list[dict]:
     rows = []
     for benchmark, entries in quant_ladder.items():
         for row in entries:
-            drop = row["drop"]
             rows.append({"benchmark": benchmark, "file": row["file"], "metric": row["metric"],
                          "reference": f"{row['reference_file'].removeprefix('distilled-')} {row['reference']:.0%}",
                          "quant": f"{row['quant']:.0%}",
-                         "drop (points) [95 % CI]": f"{100 * drop['mean']:+.0f} [{100 * drop['low']:+.0f}, "
-                                                    f"{100 * drop['high']:+.0f}]",
+                         "drop (points) [95 % CI]": points_interval(row["drop"], digits=0),
                          "limit": f"{100 * row['max_drop']:.0f}" if row["max_drop"] is not None else "–",
                          "flag": "⚠ past the limit" if row["flagged"] else ""})
     return rows
 
 
-def points_interval(change: dict) -> str:
-    """A paired difference as percentage points with its interval: "+3.0 [-1.0, +7.0]"."""
-    return f"{100 * change['mean']:+.1f} [{100 * change['low']:+.1f}, {100 * change['high']:+.1f}]"
+def points_interval(change: dict, digits: int = 1) -> str:
+    """A paired difference ({"mean", "low", "high"}, shares) as percentage points with its interval:
+    "+3.0 [-1.0, +7.0]" (`digits` after the point)."""
+    return f"{100 * change['mean']:+.{digits}f} [{100 * change['low']:+.{digits}f}, {100 * change['high']:+.{digits}f}]"
 
 
 def gain_rows(gains: list[dict]) -> list[dict]:

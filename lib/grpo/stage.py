@@ -140,12 +140,11 @@ def run_grpo(cfg: RunConfig, prompts: list[dict], restart: bool = False, extra_f
         # the files `Recipe.judged_files` names, as 05 judges 04's export
         runs = evaluation_runs({f"{GRPO_LABEL}-{q}": files[q] for q in recipe.judged_files()}, recipe.eval_sampling())
         facts["results"] = cfg.mode.evaluate(cfg, runs, benchmark_sources(recipe, prompts_file), out)
+        summary = {"recipe": recipe.name, "results": facts["results"]}
         # the judged results first: a comparison that fails (05's samples gone) must not lose them
-        atomic_write_text(out / "results.json", json.dumps({"recipe": recipe.name, "results": facts["results"]},
-                                                           indent=2))
-        facts["gain_over_sft"] = grpo_gain(cfg, facts)
-        atomic_write_text(out / "results.json", json.dumps({"recipe": recipe.name, "results": facts["results"],
-                                                            "gain_over_sft": facts["gain_over_sft"]}, indent=2))
+        atomic_write_text(out / "results.json", json.dumps(summary, indent=2))
+        facts["gain_over_sft"] = summary["gain_over_sft"] = grpo_gain(cfg, facts)
+        atomic_write_text(out / "results.json", json.dumps(summary, indent=2))
         produced["results"] = out / "results.json"
     consumed = {"train": stage_file(cfg, "01_data", "train"), "heldout": stage_file(cfg, "01_data", "heldout")}
     if settings.dataset_path:
