@@ -113,14 +113,15 @@ bench-parallel: install
 # ends as the CPU env wrote it
 test: install check-sync test-gpu-compat test-dryrun test-tiny test-unit
 
+# --durations: the slowest tests in CI's log, where time is won back when the suite nears its budget
 test-unit: install
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=15
 
 test-dryrun: install
 	HF_HUB_OFFLINE=1 $(PY) -m lib.dryrun_matrix
 
-# every recipe's real chain (train, merge, GGUF, llama.cpp) with a tiny random model of its family (lib/tiny.py);
-# the tiny models are built once into $(CACHE)/tiny-hub, a hub-style cache
+# every recipe's real chain (train, merge, GGUF, llama.cpp) with a tiny random model of its family (lib/tiny.py),
+# two recipes side by side on a core each; the tiny models are built once into $(CACHE)/tiny-hub, a hub-style cache
 test-tiny: install
 	HF_HUB_OFFLINE=1 $(PY) -m lib.dryrun_matrix --tiny
 
@@ -169,7 +170,7 @@ test-gpu-compat: install-gpu-compat
 	$(GPU_PY) -c "import transformers, trl, datasets, peft; print('GPU versions: transformers', transformers.__version__, \
 	  'trl', trl.__version__, 'datasets', datasets.__version__, 'peft', peft.__version__)"
 	HF_HUB_OFFLINE=1 THINKDISTILL_CACHE=$(GPU_CACHE) $(GPU_PY) -m lib.dryrun_matrix
-	HF_HUB_OFFLINE=1 THINKDISTILL_CACHE=$(GPU_CACHE) $(GPU_PY) -m pytest -q -p no:cacheprovider $(GPU_COMPAT_TESTS)
+	HF_HUB_OFFLINE=1 THINKDISTILL_CACHE=$(GPU_CACHE) $(GPU_PY) -m pytest -q --durations=15 -p no:cacheprovider $(GPU_COMPAT_TESTS)
 
 # both need the package index; tests/test_gpu_constraints.py itself stays offline
 refresh-gpu-metadata: install

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,11 +23,16 @@ from lib.runner import StageFailed, run_recipe
 
 
 def default_jobs(tiny: bool) -> int:
-    """Dry-runs wait on kernels and imports, so two overlap well on 2 cores. Tiny runs compute: torch and llama.cpp
-    each use every core, and two side by side oversubscribe them: measured on 2 cores, 05 of llama32_1b_kd and
-    llama32_3b took 264 s and 238 s side by side, 19 s and 21 s one after the other (05's speed runs spin on every
-    core); all eight recipes one at a time took 643 s."""
-    return 1 if tiny else 2
+    """Two recipes side by side: dry-runs wait on kernels and imports, so two overlap well on 2 cores. Tiny runs also
+    compute, so side by side each gets its share of the cores (`threads_per_job`, through OMP_NUM_THREADS: torch and
+    llama.cpp's thread counts in a tiny run): spinning 2 threads each on 2 cores, 05 of llama32_1b_kd and llama32_3b
+    took 264 s and 238 s side by side against 19 s and 21 s one after the other."""
+    return 2
+
+
+def threads_per_job(jobs: int, cores: int | None = None) -> int:
+    """The cores each of `jobs` side-by-side runs may use (at least one)."""
+    return max(1, (cores or os.cpu_count() or 1) // jobs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,11 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("recipes", nargs="*", help="default: every recipe in params/")
     parser.add_argument("--tiny", action="store_true", help="the real chain with tiny models instead of dry-runs")
     parser.add_argument("--jobs", type=int, default=None,
-                        help="recipes run side by side, one kernel each (default: 2 for dry-runs, 1 for --tiny)")
+                        help="recipes run side by side, one kernel each (default 2)")
     args = parser.parse_args(argv)
     recipes = args.recipes or list_recipes()
     jobs = args.jobs or default_jobs(args.tiny)
     mode = "tiny" if args.tiny else "dry-run"
+    if args.tiny and jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # the kernels inherit it (lib.tiny.tiny_threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads_per_job(jobs))
     started = time.time()
 
     def one(recipe: str):

@@ -13,6 +13,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -164,8 +165,8 @@ def _write_tiny_model(spec: dict[str, Any], folder: Path) -> None:
 TINY_TRAIN_ROWS = 16  # rows of the recipe's shipped sample (dry_run_dataset_path): its length policy still applies
 TINY_EVAL_ROWS = 4
 # what a tiny run changes in a recipe: how long it trains and generates, never how (keys of lib.recipe.Recipe)
-# (llama.cpp threads: 2; a 2-layer model gains nothing from more, and the recipe's count for its
-# target device, 4-8, would oversubscribe a 2-core CI machine)
+# (llama.cpp threads: 2, or OMP_NUM_THREADS where set (`tiny_threads`); a 2-layer model gains nothing from more, and
+# the recipe's count for its target device, 4-8, would oversubscribe a 2-core CI machine)
 TINY_OVERRIDES = {"max_steps": 2, "logging_steps": 1, "save_steps": 2, "eval_max_tokens": 32, "eval_n_ctx": 1024,
                   "eval_n_threads": 2, "eval_speed_threads": 2}
 # 06_grpo's tiny run: two steps of two prompts x a group of two, short completions, the recipe's beta and loss kept
@@ -182,15 +183,31 @@ TINY_BENCHMARK_PROBLEMS, TINY_MAX_SAMPLES = 2, 2
 # micro-batches per optimizer step: at most 2, so a recipe that accumulates still runs accumulation, but 2 steps
 # train on 4 sequences instead of 16 (the 8k recipes' 03 spent most of its time on those 16 x ~1,000 tokens)
 TINY_MAX_ACCUMULATION = 2
+# rows per micro-batch: at most 2, so a recipe that batches still pads or packs several rows. The T4 recipe's 8 rows
+# of float16 took most of the tiny matrix's time: a CPU has no float16 matrix unit, PyTorch's fallback multiplies at
+# ~1 GFLOP/s, and the 128k-token LM head costs ~65 GFLOP a row (measured: 03 ran 13+ min on one core)
+TINY_MAX_BATCH = 2
+
+
+def tiny_threads() -> int:
+    """llama.cpp's threads in a tiny run: OMP_NUM_THREADS where set (torch reads the same variable), else
+    `TINY_OVERRIDES`' 2. `python -m lib.dryrun_matrix --tiny` runs two recipes side by side and sets it to 1, one core
+    each: two runs spinning two threads each on 2 cores ran 10x slower (lib.dryrun_matrix.default_jobs)."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else TINY_OVERRIDES["eval_n_threads"]
 
 
 def tiny_recipe(recipe):
-    """`recipe` with the tiny run's sizes (`TINY_OVERRIDES`, accumulation capped at `TINY_MAX_ACCUMULATION`);
-    everything else, the code path included, is its own."""
+    """`recipe` with the tiny run's sizes (`TINY_OVERRIDES`, accumulation and rows per micro-batch capped at
+    `TINY_MAX_ACCUMULATION` and `TINY_MAX_BATCH`, threads from `tiny_threads`); everything else, the code path
+    included, is its own."""
+    threads = tiny_threads()
     accumulation = min(recipe.gradient_accumulation_steps, TINY_MAX_ACCUMULATION)
     benchmarks = {name: size if name == HELDOUT else min(size or TINY_BENCHMARK_PROBLEMS, TINY_BENCHMARK_PROBLEMS)
                   for name, size in recipe.eval_benchmarks.items()}
-    return with_overrides(recipe, **TINY_OVERRIDES, gradient_accumulation_steps=accumulation,
+    return with_overrides(recipe, **(TINY_OVERRIDES | {"eval_n_threads": threads, "eval_speed_threads": threads}),
+                          gradient_accumulation_steps=accumulation,
+                          per_device_train_batch_size=min(recipe.per_device_train_batch_size, TINY_MAX_BATCH),
                           eval_benchmarks=benchmarks, eval_k=min(recipe.eval_k, TINY_MAX_SAMPLES),
                           grpo=recipe.grpo and {**recipe.grpo, **TINY_GRPO},
                           eval_think_budgets=[min(b, TINY_OVERRIDES["eval_max_tokens"] // 2)

@@ -15,8 +15,8 @@ from lib.models import ModelNotFoundError, packaged_gguf, resolve_base_model
 from lib.modes import TinyRun, base_model_gguf, config_for
 from lib.paths import PROJECT_ROOT
 from lib.recipe import list_recipes, load_recipe
-from lib.tiny import (TINY_GRPO, MARKER, QUANT_BLOCK, TINY_MAX_ACCUMULATION, TINY_OVERRIDES, ensure_tiny_snapshot,
-                      shrunk_config, tiny_recipe, tiny_spec, tiny_summary, tiny_vocab_size)
+from lib.tiny import (TINY_GRPO, MARKER, QUANT_BLOCK, TINY_MAX_ACCUMULATION, TINY_MAX_BATCH, TINY_OVERRIDES,
+                      ensure_tiny_snapshot, shrunk_config, tiny_recipe, tiny_spec, tiny_summary, tiny_vocab_size)
 
 
 @pytest.mark.parametrize("name", known_architectures())
@@ -146,18 +146,37 @@ def test_a_new_recipe_file_runs_tiny_with_no_code_change(tmp_path):
         f"| {r['label']}" for r in results]  # 05's table, row for row
 
 
+def test_side_by_side_tiny_runs_share_the_cores_through_omp_num_threads(monkeypatch):
+    """The matrix gives each of its jobs a share of the cores; a tiny recipe's llama.cpp threads follow the same
+    variable torch reads (an unset or unusable value: the recipe-independent 2)."""
+    from lib.dryrun_matrix import threads_per_job
+    from lib.tiny import tiny_threads
+
+    assert [threads_per_job(2, cores=2), threads_per_job(2, cores=8), threads_per_job(4, cores=2)] == [1, 4, 1]
+    recipe = load_recipe("llama32_3b")
+    for value, threads in (("1", 1), ("3", 3), ("", 2), ("0", 2), ("two", 2)):
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert tiny_threads() == threads
+        tiny = tiny_recipe(recipe)
+        assert (tiny.eval_n_threads, tiny.eval_speed_threads) == (threads, threads)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert tiny_threads() == TINY_OVERRIDES["eval_n_threads"] == 2
+
+
 @pytest.mark.parametrize("name", list_recipes())
 def test_a_tiny_recipe_changes_only_sizes(name):
-    """Steps, generated tokens, llama.cpp threads, accumulation (capped at 2, still > 1 where the recipe
-    accumulates) and how much is judged (benchmark problems, k, think budgets) change; dtype, LoRA, length policy,
+    """Steps, generated tokens, llama.cpp threads, accumulation and rows per micro-batch (each capped at 2, still > 1
+    where the recipe accumulates or batches) and how much is judged (benchmark problems, k, think budgets) change; dtype, LoRA, length policy,
     trainer, quant list and sampling stay the recipe's."""
     recipe = load_recipe(name)
     tiny = tiny_recipe(recipe)
     changed = {k for k, v in dataclasses.asdict(tiny).items() if v != getattr(recipe, k)}
-    assert changed <= set(TINY_OVERRIDES) | {"gradient_accumulation_steps", "eval_benchmarks", "eval_k",
+    assert changed <= set(TINY_OVERRIDES) | {"gradient_accumulation_steps", "per_device_train_batch_size",
+                                             "eval_benchmarks", "eval_k",
                                              "eval_think_budgets", "grpo"}
     assert tiny.grpo == ({**recipe.grpo, **TINY_GRPO} if recipe.grpo else {})  # GRPO's sizes only
     assert tiny.gradient_accumulation_steps == min(recipe.gradient_accumulation_steps, TINY_MAX_ACCUMULATION)
+    assert tiny.per_device_train_batch_size == min(recipe.per_device_train_batch_size, TINY_MAX_BATCH)
     assert set(tiny.eval_benchmarks) == set(recipe.eval_benchmarks) and tiny.eval_k <= 2
     assert all(0 < n <= 2 for name, n in tiny.eval_benchmarks.items() if name != "heldout")
     assert len(tiny.eval_think_budgets) == len(recipe.eval_think_budgets[:1])
