@@ -6,8 +6,9 @@ Usage: ``python benchmarks/parallel_decoding.py [GGUF] [--n 16] [--parallel 4] [
 Both sides run in this one process's children, one after the other (never two at once: they would share the
 cores), alternating over `--rounds`, threads spinning (OMP_WAIT_POLICY unset), the recipe's sampling. Prints per
 side: aggregate tokens/s (all generated tokens / wall time of the decoding), closure and pass@1 on the problems,
-then the ratio. Writes runs/benchmarks/parallel_decoding_<N>[_unified].json. `--unified-kv`: one cache for all
-sequences (see lib.evaluate.batched: faster, not exact).
+then the ratio. Writes runs/benchmarks/parallel_decoding_<N>[_unified][_flash].json. `--unified-kv`: one cache for
+all sequences (see lib.evaluate.batched: faster, not exact). `--flash-attn`: llama.cpp's fused attention on both
+sides (its CPU kernel skips the masked cells that the plain attention multiplies through).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--unified-kv", action="store_true", help="one KV cache for all sequences (faster, not exact)")
+    parser.add_argument("--flash-attn", action="store_true", help="llama.cpp's fused attention, on both sides")
     args = parser.parse_args()
     if not args.gguf.is_file():
         sys.exit(f"{args.gguf} not found: run `python -m lib run smollm2_135m` (make demo) first, or name a GGUF")
@@ -44,7 +46,8 @@ def main() -> int:
     for _ in range(args.rounds):
         for parallel in sides:
             run = generate_benchmark(args.gguf, args.benchmark, args.n, 1, 0, args.max_tokens, 0, args.threads,
-                                     sampling, n_parallel=parallel, unified_kv=args.unified_kv)
+                                     sampling, n_parallel=parallel, unified_kv=args.unified_kv,
+                                     flash_attn=args.flash_attn)
             sides[parallel].append(summarize_benchmark(run))
     rows = {}
     for parallel, summaries in sides.items():
@@ -58,11 +61,14 @@ def main() -> int:
     ratio = rows[args.parallel]["aggregate_tokens_per_second"] / rows[1]["aggregate_tokens_per_second"]
     print(f"ratio {args.parallel} at once / 1 at a time: {ratio:.2f}x  ({args.gguf.name}, {args.benchmark} "
           f"n={args.n}, max {args.max_tokens} tokens, {args.threads} threads, "
-          f"{'one unified KV cache' if args.unified_kv else 'a KV cache per sequence'})")
-    out = runs_root() / "benchmarks" / f"parallel_decoding_{args.parallel}{'_unified' if args.unified_kv else ''}.json"
+          f"{'one unified KV cache' if args.unified_kv else 'a KV cache per sequence'}"
+          f"{', flash attention' if args.flash_attn else ''})")
+    suffix = ("_unified" if args.unified_kv else "") + ("_flash" if args.flash_attn else "")
+    out = runs_root() / "benchmarks" / f"parallel_decoding_{args.parallel}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps({"file": args.gguf.name, "benchmark": args.benchmark, "n": args.n,
                                        "max_tokens": args.max_tokens, "threads": args.threads,
+                                       "unified_kv": args.unified_kv, "flash_attn": args.flash_attn,
                                        "sides": {str(k): v for k, v in rows.items()}, "ratio": round(ratio, 3)},
                                       indent=2))
     return 0

@@ -60,7 +60,7 @@ class Engine:
     """A loaded model and a context sized for `n_parallel` sequences of at most `seq_ctx` tokens each."""
 
     def __init__(self, gguf: str, n_parallel: int, seq_ctx: int, n_threads: int, n_batch: int = 512,
-                 unified_kv: bool = False):
+                 unified_kv: bool = False, flash_attn: bool = False):
         import llama_cpp
         from llama_cpp import _internals
 
@@ -77,8 +77,9 @@ class Engine:
         # a cache per sequence (seq_ctx cells each) unless `unified_kv`: see the module docstring
         params.kv_unified = unified_kv
         params.n_threads = params.n_threads_batch = n_threads
-        # as llama-cpp-python's Llama sets it (its default): the same attention arithmetic as its completions
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        # off as llama-cpp-python's Llama sets it (its default): the same attention arithmetic as its completions
+        params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
+                                  else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         self.ctx = _internals.LlamaContext(model=self.model, params=params, verbose=False)
         self.batch = _internals.LlamaBatch(n_tokens=max(n_batch, n_parallel), embd=0, n_seq_max=n_parallel,
                                            verbose=False)

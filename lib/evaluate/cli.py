@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unified-kv", action="store_true",
                         help="one KV cache for all sequences: faster, but an answer near a tie may turn with "
                              "--parallel (default: a cache per sequence, the same tokens as one at a time)")
+    parser.add_argument("--flash-attn", action="store_true",
+                        help="llama.cpp's fused attention: faster with several sequences at once, other arithmetic "
+                             "than the default (answers can turn at a near-tie)")
     parser.add_argument("--n-ctx", type=int, default=0,
                         help="context per sequence (default: the longest prompt + budget); memory is this x --parallel")
     parser.add_argument("--think-budget", type=int, metavar="TOKENS",
@@ -75,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
                                      args.n_ctx, args.threads, sampling, args.system, out_dir=args.out,
                                      n_parallel=args.parallel, think_budget=args.think_budget,
                                      answer_prefix=args.answer_prefix, unified_kv=args.unified_kv,
-                                     template_kwargs=template_kwargs)
+                                     template_kwargs=template_kwargs, flash_attn=args.flash_attn)
     except (BenchmarkError, GenerationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

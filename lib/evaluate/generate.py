@@ -44,7 +44,7 @@ def generate_samples(gguf: Path, problems: list[dict], k: int = 1, max_tokens: i
                      n_threads: int = 2, sampling: dict | None = None, plain_format: str = "",
                      passive_wait: bool = False, n_parallel: int = 1, think_budget: int | None = None,
                      answer_prefix: str = "", answer_tokens: int = 64, unified_kv: bool = False,
-                     template_kwargs: dict | None = None) -> tuple[list[dict], dict]:
+                     template_kwargs: dict | None = None, flash_attn: bool = False) -> tuple[list[dict], dict]:
     """(samples in problem order, {"peak_rss_mib", "generation_seconds"} of the child); raises GenerationError
     with the child's reason.
 
@@ -52,7 +52,8 @@ def generate_samples(gguf: Path, problems: list[dict], k: int = 1, max_tokens: i
     only k = 1 makes sense with. `n_ctx`: context per sequence, 0 = room for the longest prompt plus `max_tokens`.
     `n_parallel`: sequences decoded at once (`lib.evaluate.batched`). `think_budget`: end a thought after this
     many tokens with "</think>" + `answer_prefix`, then allow `answer_tokens` more (None: no budget).
-    `unified_kv`: one cache for all sequences (faster, not exact: `lib.evaluate.batched`). `template_kwargs`:
+    `unified_kv`: one cache for all sequences (faster, not exact: `lib.evaluate.batched`). `flash_attn`: llama.cpp's
+    fused attention (faster with several sequences, other arithmetic than llama-cpp-python's default). `template_kwargs`:
     extra variables of the chat template (the recipe's chat_template_kwargs).
     `passive_wait`: OpenMP threads sleep instead of spinning (for runs sharing the cores; ~3x slower alone).
     """
@@ -87,6 +88,8 @@ def generate_samples(gguf: Path, problems: list[dict], k: int = 1, max_tokens: i
             command += ["--think-budget", str(think_budget)]
         if unified_kv:
             command.append("--unified-kv")
+        if flash_attn:
+            command.append("--flash-attn")
         env = {k_: v for k_, v in os.environ.items() if k_ != "OMP_WAIT_POLICY"}
         if passive_wait:
             env["OMP_WAIT_POLICY"] = "passive"
@@ -146,6 +149,7 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plain-format", default="")
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--unified-kv", action="store_true")
+    parser.add_argument("--flash-attn", action="store_true")
     parser.add_argument("--template-kwargs", default="{}")
     parser.add_argument("--think-budget", type=int, default=None)
     parser.add_argument("--answer-prefix", default="")
@@ -167,7 +171,8 @@ def _main(argv: list[str] | None = None) -> None:
     # token where the vocabulary has one
     extra = 0 if args.think_budget is None else len(close_tokens) + args.answer_tokens  # a forced close + answer
     n_ctx = args.n_ctx or -(-(longest + args.max_tokens + extra + 16) // 256) * 256  # the longest fits, in 256s
-    engine = Engine(args.gguf, args.parallel, n_ctx, args.n_threads, unified_kv=args.unified_kv)
+    engine = Engine(args.gguf, args.parallel, n_ctx, args.n_threads, unified_kv=args.unified_kv,
+                    flash_attn=args.flash_attn)
     jobs, opens = [], []
     for problem, prompt in zip(problems, prompts):
         tokens = vocab.tokenize(prompt.encode(), add_bos=bool(args.plain_format), special=True)

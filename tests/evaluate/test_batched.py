@@ -21,8 +21,8 @@ def prompts():
     return [vocab.tokenize(t.encode(), add_bos=False, special=True) for t in texts]
 
 
-def decode(prompts, n_parallel, sampling, max_tokens=24, seeds=None, unified_kv=False):
-    engine = Engine(GGUF, n_parallel, seq_ctx=256, n_threads=2, unified_kv=unified_kv)
+def decode(prompts, n_parallel, sampling, max_tokens=24, seeds=None, unified_kv=False, flash_attn=False):
+    engine = Engine(GGUF, n_parallel, seq_ctx=256, n_threads=2, unified_kv=unified_kv, flash_attn=flash_attn)
     jobs = [{"key": i, "tokens": t, "seed": (seeds or [0] * len(prompts))[i]} for i, t in enumerate(prompts)]
     results, _ = engine.decode_all(jobs, max_tokens, sampling)
     return [engine.text(r["tokens"]) for r in results], results
@@ -50,6 +50,16 @@ def test_three_slots_for_five_prompts_give_the_greedy_text_of_one_at_a_time(prom
     together, results = decode(prompts, 3, {"temperature": 0.0})
     assert together == alone  # (with one unified KV cache the 2nd and 5th turned: see lib.evaluate.batched)
     assert [r["finish_reason"] for r in results].count("length") == sum(len(r["tokens"]) == 24 for r in results)
+
+
+@pytest.mark.slow
+def test_with_flash_attention_a_cache_per_sequence_still_decodes_as_one_at_a_time(prompts):
+    """Fused attention (the speed option of benchmarks/parallel_decoding.py) keeps the exact layout exact: the
+    same token ids, greedy and sampled, with 3 slots as with 1."""
+    for sampling in ({"temperature": 0.0}, {"temperature": 0.8, "top_p": 0.95}):
+        _, alone = decode(prompts, 1, sampling, seeds=[7, 8, 9, 10, 11], flash_attn=True)
+        _, together = decode(prompts, 3, sampling, seeds=[7, 8, 9, 10, 11], flash_attn=True)
+        assert [r["tokens"] for r in together] == [r["tokens"] for r in alone]
 
 
 @pytest.mark.slow
