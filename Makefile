@@ -95,19 +95,20 @@ bench-kd: install
 	$(PY) -m lib run smollm2_135m_kd
 	$(PY) benchmarks/kd_vs_sft.py
 
-# llama.cpp decoding 1 sequence at a time vs 4 and 8 at once on the demo's Q8_0, side by side, with a cache per
-# sequence and with one unified cache (~16 min)
 # 05 at full size on the demo's files (GSM8K 200, MATH-500 50, AIME24 30, held-out 50, k = 4, the ladder, budgets
 # 16-128): hours on 2 cores (README); a trial: $(PY) benchmarks/full_eval.py --k 1 --sizes gsm8k=10,math500=2,aime24=2
 bench-eval: install
 	$(PY) benchmarks/full_eval.py
 
+# llama.cpp decoding 1 sequence at a time vs 4 and 8 at once on the demo's Q8_0, side by side, with a cache per
+# sequence, with one unified cache, and with flash attention (~20 min)
 bench-parallel: install
 	test -f runs/smollm2_135m/04_merge_export/manifest.json || $(PY) -m lib run smollm2_135m --stages 01,02,03,04
 	$(PY) benchmarks/parallel_decoding.py --parallel 4
 	$(PY) benchmarks/parallel_decoding.py --parallel 8 --rounds 1
 	$(PY) benchmarks/parallel_decoding.py --parallel 4 --unified-kv
 	$(PY) benchmarks/parallel_decoding.py --parallel 8 --rounds 1 --unified-kv
+	$(PY) benchmarks/parallel_decoding.py --parallel 4 --flash-attn
 
 # pytest last, so its summary line closes the output; the GPU-versions env before the CPU dry-run, so runs/*-dry-run
 # ends as the CPU env wrote it
@@ -121,7 +122,7 @@ test-dryrun: install
 	HF_HUB_OFFLINE=1 $(PY) -m lib.dryrun_matrix
 
 # every recipe's real chain (train, merge, GGUF, llama.cpp) with a tiny random model of its family (lib/tiny.py),
-# two recipes side by side on a core each; the tiny models are built once into $(CACHE)/tiny-hub, a hub-style cache
+# two recipes side by side, each on its share of the cores; the tiny models are built once into $(CACHE)/tiny-hub, a hub-style cache
 test-tiny: install
 	HF_HUB_OFFLINE=1 $(PY) -m lib.dryrun_matrix --tiny
 

@@ -1,6 +1,7 @@
 """Aggregate tokens/s of llama.cpp decoding 1 sequence at a time vs N at once, same file, same problems, same seeds.
 
-Usage: ``python benchmarks/parallel_decoding.py [GGUF] [--n 16] [--parallel 4] [--max-tokens 256] [--rounds 2]``
+Usage: ``python benchmarks/parallel_decoding.py [GGUF] [--n 16] [--parallel 4] [--max-tokens 256] [--rounds 2]
+[--unified-kv] [--flash-attn]``
 (default GGUF: the demo's distilled Q8_0, runs/smollm2_135m/04_merge_export/gguf/smollm2_135m-Q8_0.gguf)
 
 Both sides run in this one process's children, one after the other (never two at once: they would share the

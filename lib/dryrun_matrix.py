@@ -22,17 +22,21 @@ from lib.report import tiny_report
 from lib.runner import StageFailed, run_recipe
 
 
-def default_jobs(tiny: bool) -> int:
-    """Two recipes side by side: dry-runs wait on kernels and imports, so two overlap well on 2 cores. Tiny runs also
-    compute, so side by side each gets its share of the cores (`threads_per_job`, through OMP_NUM_THREADS: torch and
-    llama.cpp's thread counts in a tiny run): spinning 2 threads each on 2 cores, 05 of llama32_1b_kd and llama32_3b
-    took 264 s and 238 s side by side against 19 s and 21 s one after the other."""
-    return 2
+# Two recipes side by side: dry-runs wait on kernels and imports, so two overlap well on 2 cores. Tiny runs also
+# compute, so side by side each gets its share of the cores (`threads_per_job`, through OMP_NUM_THREADS: torch's and
+# a tiny run's llama.cpp thread counts): spinning 2 threads each on 2 cores, 05 of llama32_1b_kd and llama32_3b took
+# 264 s and 238 s side by side against 19 s and 21 s one after the other; with a core each, 11 tiny chains took 934 s.
+DEFAULT_JOBS = 2
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's or cpuset's share, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def threads_per_job(jobs: int, cores: int | None = None) -> int:
     """The cores each of `jobs` side-by-side runs may use (at least one)."""
-    return max(1, (cores or os.cpu_count() or 1) // jobs)
+    return max(1, (cores or usable_cores()) // jobs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,10 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("recipes", nargs="*", help="default: every recipe in params/")
     parser.add_argument("--tiny", action="store_true", help="the real chain with tiny models instead of dry-runs")
     parser.add_argument("--jobs", type=int, default=None,
-                        help="recipes run side by side, one kernel each (default 2)")
+                        help=f"recipes run side by side, one kernel each (default {DEFAULT_JOBS})")
     args = parser.parse_args(argv)
     recipes = args.recipes or list_recipes()
-    jobs = args.jobs or default_jobs(args.tiny)
+    jobs = min(args.jobs or DEFAULT_JOBS, len(recipes))  # one recipe alone keeps every core
     mode = "tiny" if args.tiny else "dry-run"
     if args.tiny and jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # the kernels inherit it (lib.tiny.tiny_threads)
         os.environ["OMP_NUM_THREADS"] = str(threads_per_job(jobs))

@@ -165,8 +165,8 @@ def _write_tiny_model(spec: dict[str, Any], folder: Path) -> None:
 TINY_TRAIN_ROWS = 16  # rows of the recipe's shipped sample (dry_run_dataset_path): its length policy still applies
 TINY_EVAL_ROWS = 4
 # what a tiny run changes in a recipe: how long it trains and generates, never how (keys of lib.recipe.Recipe)
-# (llama.cpp threads: 2, or OMP_NUM_THREADS where set (`tiny_threads`); a 2-layer model gains nothing from more, and
-# the recipe's count for its target device, 4-8, would oversubscribe a 2-core CI machine)
+# (llama.cpp threads: 2, or 1 where OMP_NUM_THREADS says so (`tiny_threads`); a 2-layer model gains nothing from
+# more, and the recipe's count for its target device, 4-8, would oversubscribe a 2-core CI machine)
 TINY_OVERRIDES = {"max_steps": 2, "logging_steps": 1, "save_steps": 2, "eval_max_tokens": 32, "eval_n_ctx": 1024,
                   "eval_n_threads": 2, "eval_speed_threads": 2}
 # 06_grpo's tiny run: two steps of two prompts x a group of two, short completions, the recipe's beta and loss kept
@@ -190,11 +190,11 @@ TINY_MAX_BATCH = 2
 
 
 def tiny_threads() -> int:
-    """llama.cpp's threads in a tiny run: OMP_NUM_THREADS where set (torch reads the same variable), else
-    `TINY_OVERRIDES`' 2. `python -m lib.dryrun_matrix --tiny` runs two recipes side by side and sets it to 1, one core
-    each: two runs spinning two threads each on 2 cores ran 10x slower (lib.dryrun_matrix.default_jobs)."""
-    value = os.environ.get("OMP_NUM_THREADS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else TINY_OVERRIDES["eval_n_threads"]
+    """llama.cpp's threads in a tiny run: `TINY_OVERRIDES`' 2, or fewer where OMP_NUM_THREADS says so (torch reads the
+    same variable). `python -m lib.dryrun_matrix --tiny` runs two recipes side by side and gives each its share of the
+    cores (1 on 2 cores): two runs spinning two threads each on 2 cores ran 10x slower (lib.dryrun_matrix)."""
+    value, most = os.environ.get("OMP_NUM_THREADS", ""), TINY_OVERRIDES["eval_n_threads"]
+    return min(int(value), most) if value.isdigit() and int(value) > 0 else most
 
 
 def tiny_recipe(recipe):

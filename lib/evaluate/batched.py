@@ -20,6 +20,9 @@ llama-cpp-python 0.3.36, 2 CPU cores):
   but a prompt's logits move with where its cells land among the other sequences' (by up to 1.0 on SmolLM2, not
   with what those sequences say: a layout effect on the arithmetic, not a leak), so an answer near a tie can turn
   with `n_parallel`. Statistics over many problems stay comparable; single answers do not.
+`flash_attn` (off by default): llama.cpp's fused attention, whose CPU kernel skips the masked cells the plain
+attention multiplies through — 4 at once 1.11x instead of 0.87x in one benchmark run (README). Not exact either:
+with a cache per sequence, 4 at once wrote other tokens than 1 at a time on some replies.
 
 Think budget (s1's budget forcing; llama.cpp's `--reasoning-budget` ends a thought the same way): a job with
 ``"budget": {"think_tokens": B, "close": [token ids of "</think>" + an answer prefix], "answer_tokens": A,

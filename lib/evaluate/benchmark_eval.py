@@ -97,7 +97,7 @@ def summarize_benchmark(run: dict, out_dir: Path | None = None, stem: str = "", 
                "subset": {"n": len(run["problems"]), "seed": run["seed"]}, "sampling": run["sampling"],
                "max_tokens": run["max_tokens"], "think_budget": run["think_budget"], "threads": run["threads"],
                "parallel_sequences": run["parallel"], "unified_kv": run["unified_kv"],
-               "flash_attn": run.get("flash_attn", False),
+               "flash_attn": run["flash_attn"],
                **benchmark_summary(judged, run["k"]),
                "aggregate_tokens_per_second": round(sum(s["completion_tokens"] for s in judged)
                                                     / run["generation_seconds"], 2),
@@ -105,7 +105,7 @@ def summarize_benchmark(run: dict, out_dir: Path | None = None, stem: str = "", 
                "wall_seconds": round(run["seconds"] + time.perf_counter() - started, 1)}
     if run.get("engine") == TRANSFORMERS:  # batches of 8 (hf_generate): no one-chat speed, no llama.cpp settings
         summary |= {"tokens_per_second_batched": summary.pop("tokens_per_second"), "tokens_per_second": None,
-                    "threads": None, "parallel_sequences": None}
+                    "threads": None, "parallel_sequences": None, "unified_kv": None, "flash_attn": None}
     if one_chat is not None:
         summary["tokens_per_second_batched"] = summary.pop("tokens_per_second")
         summary["peak_rss_mib_batched"] = summary.pop("peak_rss_mib")

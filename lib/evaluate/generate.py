@@ -52,9 +52,9 @@ def generate_samples(gguf: Path, problems: list[dict], k: int = 1, max_tokens: i
     only k = 1 makes sense with. `n_ctx`: context per sequence, 0 = room for the longest prompt plus `max_tokens`.
     `n_parallel`: sequences decoded at once (`lib.evaluate.batched`). `think_budget`: end a thought after this
     many tokens with "</think>" + `answer_prefix`, then allow `answer_tokens` more (None: no budget).
-    `unified_kv`: one cache for all sequences (faster, not exact: `lib.evaluate.batched`). `flash_attn`: llama.cpp's
-    fused attention (faster with several sequences, other arithmetic than llama-cpp-python's default). `template_kwargs`:
-    extra variables of the chat template (the recipe's chat_template_kwargs).
+    `unified_kv`: one cache for all sequences; `flash_attn`: llama.cpp's fused attention (each faster, neither exact:
+    `lib.evaluate.batched`). `template_kwargs`: extra variables of the chat template (the recipe's
+    chat_template_kwargs).
     `passive_wait`: OpenMP threads sleep instead of spinning (for runs sharing the cores; ~3x slower alone).
     """
     sampling = dict(sampling or {"temperature": 0.0})

@@ -52,14 +52,48 @@ def test_three_slots_for_five_prompts_give_the_greedy_text_of_one_at_a_time(prom
     assert [r["finish_reason"] for r in results].count("length") == sum(len(r["tokens"]) == 24 for r in results)
 
 
-@pytest.mark.slow
-def test_with_flash_attention_a_cache_per_sequence_still_decodes_as_one_at_a_time(prompts):
-    """Fused attention (the speed option of benchmarks/parallel_decoding.py) keeps the exact layout exact: the
-    same token ids, greedy and sampled, with 3 slots as with 1."""
-    for sampling in ({"temperature": 0.0}, {"temperature": 0.8, "top_p": 0.95}):
-        _, alone = decode(prompts, 1, sampling, seeds=[7, 8, 9, 10, 11], flash_attn=True)
-        _, together = decode(prompts, 3, sampling, seeds=[7, 8, 9, 10, 11], flash_attn=True)
-        assert [r["tokens"] for r in together] == [r["tokens"] for r in alone]
+def test_the_speed_options_reach_llama_cpps_context(monkeypatch):
+    """flash_attn and unified_kv are what the context is created with (benchmarks/parallel_decoding.py times them;
+    neither is exact: see lib.evaluate.batched)."""
+    import llama_cpp
+    from llama_cpp import _internals
+
+    created = []
+
+    class Stop(Exception):
+        pass
+
+    def record(model, params, verbose):
+        created.append((params.flash_attn_type, params.kv_unified))
+        raise Stop
+
+    monkeypatch.setattr(_internals, "LlamaContext", record)
+    for flash_attn, unified_kv in ((False, False), (True, False), (True, True)):
+        with pytest.raises(Stop):
+            Engine(GGUF, 2, seq_ctx=64, n_threads=1, unified_kv=unified_kv, flash_attn=flash_attn)
+    on, off = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED, llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    assert created == [(off, False), (on, False), (on, True)]
+
+
+def test_the_speed_options_reach_the_generating_child(monkeypatch, tmp_path):
+    """generate_samples hands --flash-attn and --unified-kv to the child process only when asked."""
+    import subprocess
+
+    from lib.evaluate import generate
+
+    commands = []
+
+    def child(command, **_):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 1, "", "stopped by the test")
+
+    monkeypatch.setattr(generate.subprocess, "run", child)
+    problems = [{"id": "p", "messages": [{"role": "user", "content": "1 + 1?"}], "answer": "2"}]
+    for options in ({}, {"flash_attn": True}, {"unified_kv": True, "flash_attn": True}):
+        with pytest.raises(generate.GenerationError, match="stopped by the test"):
+            generate.generate_samples(GGUF, problems, **options)
+    assert [("--flash-attn" in c, "--unified-kv" in c) for c in commands] == [(False, False), (True, False),
+                                                                               (True, True)]
 
 
 @pytest.mark.slow
