@@ -122,7 +122,8 @@ test-dryrun: install
 	HF_HUB_OFFLINE=1 $(PY) -m lib.dryrun_matrix
 
 # every recipe's real chain (train, merge, GGUF, llama.cpp) with a tiny random model of its family (lib/tiny.py),
-# two recipes side by side, each on its share of the cores; the tiny models are built once into $(CACHE)/tiny-hub, a hub-style cache
+# two recipes side by side, each on its share of the cores; the tiny models are built once into $(CACHE)/tiny-hub,
+# a hub-style cache
 test-tiny: install
 	HF_HUB_OFFLINE=1 $(PY) -m lib.dryrun_matrix --tiny
 

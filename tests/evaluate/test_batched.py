@@ -21,8 +21,8 @@ def prompts():
     return [vocab.tokenize(t.encode(), add_bos=False, special=True) for t in texts]
 
 
-def decode(prompts, n_parallel, sampling, max_tokens=24, seeds=None, unified_kv=False, flash_attn=False):
-    engine = Engine(GGUF, n_parallel, seq_ctx=256, n_threads=2, unified_kv=unified_kv, flash_attn=flash_attn)
+def decode(prompts, n_parallel, sampling, max_tokens=24, seeds=None, unified_kv=False):
+    engine = Engine(GGUF, n_parallel, seq_ctx=256, n_threads=2, unified_kv=unified_kv)
     jobs = [{"key": i, "tokens": t, "seed": (seeds or [0] * len(prompts))[i]} for i, t in enumerate(prompts)]
     results, _ = engine.decode_all(jobs, max_tokens, sampling)
     return [engine.text(r["tokens"]) for r in results], results
